@@ -1,0 +1,39 @@
+# MemTrain reproduction: one DAG from Wikipedia to the paper's tables and figures.
+# Embedded default: `snakemake -c2 all` (config/config.yaml); paper: `snakemake --profile slurm all`.
+from snakemake.utils import min_version
+
+min_version("9.27")
+
+from memtrain import config as memtrain_config
+from memtrain import tracking
+
+
+# --configfile (tests, the slurm profile) replaces the embedded default instead of being merged into it.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+memtrain_config.validate(config, source=", ".join(map(str, workflow.overwrite_configfiles or ["config/config.yaml"])))
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.data.input,
+
+
+onstart:
+    tracking.start_invocation(RESULTS, EXPERIMENT, targets=sys.argv[1:], config=config)
+
+
+onsuccess:
+    tracking.end_invocation(os.environ[tracking.PARENT_RUN_ENV], "FINISHED", RESULTS)
+
+
+onerror:
+    tracking.end_invocation(os.environ[tracking.PARENT_RUN_ENV], "FAILED", RESULTS)

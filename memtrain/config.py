@@ -1,0 +1,94 @@
+"""Load and validate the pipeline config against workflow/schemas/config.schema.yaml.
+
+Snakemake and the package share this validator so a config is judged the same way everywhere;
+defaults are filled in place (as snakemake.utils.validate does) and every error names the file and
+the dotted key at fault, which jsonschema's own messages do not.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from memtrain.errors import InputError
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator that fills `default` of absent properties before validating them."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def fill_then_validate(validator, properties, instance, schema):
+        if isinstance(instance, MutableMapping):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": fill_then_validate})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def load_schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = ".".join(str(part) for part in error.absolute_path) or "<top level>"
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        hint = f" (allowed here: {', '.join(allowed)})" if allowed else ""
+        return f"unknown key(s) {', '.join(unknown)} under {key}{hint}"
+    return f"{key}: {error.message}"
+
+
+def validate(config: MutableMapping[str, Any], source: str | os.PathLike = "<config>") -> MutableMapping[str, Any]:
+    """Fill defaults into `config` in place and raise InputError naming every problem found."""
+    errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise InputError("invalid config:\n  " + "\n  ".join(_describe(e) for e in errors), file=source)
+    backbones = config["backbones"]
+    tokenizer_backbone = config["data"]["tokenizer_backbone"]
+    if tokenizer_backbone is not None and tokenizer_backbone not in backbones:
+        raise InputError(f"names no backbone (known: {', '.join(backbones)})", file=source,
+                         field="data.tokenizer_backbone")
+    documents = config["data"]["documents"]
+    if documents["num_related"] + 1 > documents["num_passages"]:
+        raise InputError("num_related + 1 (pivot) exceeds num_passages", file=source, field="data.documents")
+    if documents["min_tokens"] > documents["max_tokens"]:
+        raise InputError("min_tokens exceeds max_tokens", file=source, field="data.documents")
+    if config["data"]["passages"]["min_words"] > config["data"]["passages"]["max_words"]:
+        raise InputError("min_words exceeds max_words", file=source, field="data.passages")
+    return config
+
+
+def load(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> MutableMapping[str, Any]:
+    """Read a YAML config file, merge `overrides` on top (as snakemake --config does) and validate it."""
+    try:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise InputError(f"cannot read config: {error}", file=path) from error
+    if not isinstance(config, dict):
+        raise InputError("a config file must hold a mapping", file=path)
+    return validate(deep_merge(config, overrides or {}), path)
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(copy.deepcopy(base))
+    for key, value in update.items():
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) else copy.deepcopy(value)
+    return merged
+
+
+def tokenizer_backbone(config: Mapping[str, Any]) -> str:
+    return config["data"]["tokenizer_backbone"] or next(iter(config["backbones"]))

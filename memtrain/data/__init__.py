@@ -1,0 +1,1 @@
+"""Data stages: Wikipedia articles -> passages -> entities -> embeddings/index -> masked long documents."""

@@ -1,13 +1,15 @@
 """Split articles into passages of a bounded number of words, the units that retrieval and masking work on.
 
 Long articles are cut at paragraph boundaries (then sentence, then word boundaries for monster
-paragraphs); articles shorter than min_words (most vital-article summaries are 40-150 words) are
+paragraphs), so a piece may fall under min_words where its paragraph cannot join a neighbour within
+max_words; articles shorter than min_words (most vital-article summaries are 40-150 words) are
 joined with the following short articles, so that every passage carries enough context to be worth
 retrieving. Passage ids are '<first article id>#<k>': stable across runs and traceable to the article.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 
@@ -43,12 +45,19 @@ def _units(text: str, max_words: int) -> Iterator[str]:
 
 
 def split_article(text: str, min_words: int, max_words: int) -> list[str]:
-    """Greedy packing of units into pieces of at most max_words; a short tail is merged back when it fits."""
+    """Pack units into as few pieces as max_words allows, each filled to about the same size.
+
+    Balancing (close a piece once it reaches total / pieces) rather than filling greedily avoids a
+    short last piece; one that still falls under min_words is merged back when it fits.
+    """
+    units = list(_units(text, max_words))
+    total = sum(map(word_count, units))
+    target = total / max(1, math.ceil(total / max_words))
     pieces: list[list[str]] = []
     sizes: list[int] = []
-    for unit in _units(text, max_words):
+    for unit in units:
         size = word_count(unit)
-        if pieces and sizes[-1] + size <= max_words:
+        if pieces and sizes[-1] < target and sizes[-1] + size <= max_words:
             pieces[-1].append(unit)
             sizes[-1] += size
         else:

@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from memtrain import config
+from memtrain.errors import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "test.yaml"])
+def test_shipped_configs_validate_and_get_defaults(name):
+    loaded = config.load(ROOT / "config" / name)
+    assert loaded["tracking"]["experiment"] == "memtrain"
+    assert loaded["data"]["index"]["nprobe"] == 64  # filled from the schema
+    assert loaded["data"]["documents"]["mask_token"] == "[MASK]"
+
+
+def test_defaults_fill_an_empty_config():
+    loaded = config.validate({})
+    assert list(loaded["backbones"]) == ["smollm2-135m"]
+    assert loaded["data"]["source"]["kind"] == "vital_articles"
+    assert config.tokenizer_backbone(loaded) == "smollm2-135m"
+
+
+def test_unknown_key_is_named_with_its_path_and_the_allowed_keys(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  passages:\n    max_wordz: 3\n")
+    with pytest.raises(InputError) as error:
+        config.load(path)
+    message = str(error.value)
+    assert str(path) in message and "max_wordz" in message and "data.passages" in message and "max_words" in message
+
+
+def test_wrong_type_and_range_are_reported_together():
+    with pytest.raises(InputError) as error:
+        config.validate({"seed": "x", "data": {"ner": {"shards": 0}, "index": {"type": "annoy"}}})
+    message = str(error.value)
+    assert "seed" in message and "data.ner.shards" in message and "data.index.type" in message
+
+
+@pytest.mark.parametrize("override, field", [
+    ({"data": {"documents": {"num_related": 10, "num_passages": 5}}}, "data.documents"),
+    ({"data": {"documents": {"min_tokens": 10, "max_tokens": 5}}}, "data.documents"),
+    ({"data": {"passages": {"min_words": 10, "max_words": 5}}}, "data.passages"),
+    ({"data": {"tokenizer_backbone": "nope"}}, "data.tokenizer_backbone"),
+])
+def test_cross_field_checks(override, field):
+    with pytest.raises(InputError) as error:
+        config.validate(config.deep_merge({}, override))
+    assert error.value.field == field
+
+
+def test_backbone_needs_exactly_one_source():
+    with pytest.raises(InputError, match="backbones.x"):
+        config.validate({"backbones": {"x": {"path": "a/b", "gguf": "c.gguf"}}})
+
+
+def test_unreadable_config_file_is_named(tmp_path):
+    with pytest.raises(InputError, match="missing.yaml"):
+        config.load(tmp_path / "missing.yaml")

@@ -1,0 +1,114 @@
+"""Real snakemake runs of the data target on config/test.yaml, in temporary working directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pyarrow.parquet as pq
+import pytest
+
+from memtrain import tracking
+
+ROOT = Path(__file__).resolve().parent.parent
+DETERMINISTIC_OUTPUTS = ["articles.parquet", "passages.parquet", "entities/1-of-2.parquet", "entities/2-of-2.parquet",
+                         "documents.parquet", "documents_heldout.parquet"]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in (tracking.TRACKING_URI_ENV, tracking.PARENT_RUN_ENV)}
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
+                             "--configfile", str(ROOT / "config" / "test.yaml"), *args],
+                            capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def runs(workdir: Path) -> list:
+    client = mlflow.MlflowClient(tracking.tracking_uri(workdir / "results"))
+    experiment = client.get_experiment_by_name("memtrain")
+    return client.search_runs([experiment.experiment_id])
+
+
+@pytest.fixture(scope="module")
+def data_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("dag")
+    snakemake(workdir, "-c2", "data")
+    return workdir
+
+
+@pytest.mark.slow
+def test_data_target_writes_documents_card_and_figure(data_run):
+    data = data_run / "results" / "data"
+    train = pq.read_table(data / "documents.parquet").to_pylist()
+    heldout = pq.read_table(data / "documents_heldout.parquet").to_pylist()
+    assert (len(train), len(heldout)) == (8, 2)
+    for doc in train + heldout:
+        assert "[MASK]" in doc["text"] and doc["answer"].lower() not in doc["text"].lower()
+        assert sum(p["role"] == "related" for p in doc["passages"]) >= 3
+        assert 600 <= doc["num_tokens"] <= 1100
+    card = json.loads((data / "dataset_card.json").read_text())
+    assert card["train"]["documents"] == 8 and card["train"]["answer_labels"]
+    assert (data / "document_lengths.png").read_bytes()[:4] == b"\x89PNG"
+    for rule in ("wiki_download", "passages", "index", "assemble", "dataset_card"):
+        assert (data_run / "results" / "benchmarks" / f"{rule}.tsv").exists()
+        assert (data_run / "results" / "logs" / f"{rule}.log").exists()
+
+
+@pytest.mark.slow
+def test_mlflow_has_one_parent_and_a_child_per_job(data_run):
+    all_runs = runs(data_run)
+    parents = [r for r in all_runs if r.data.tags.get("memtrain.kind") == "invocation"]
+    children = [r for r in all_runs if r.data.tags.get("memtrain.kind") == "stage"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 10  # wiki_download, passages, 2 ner, 2 embed, index, tokenizer, assemble, card
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert all(c.info.status == "FINISHED" for c in children)
+    ner = [c for c in children if c.data.tags["memtrain.rule"] == "ner"]
+    assert sorted(json.loads(c.data.tags["memtrain.wildcards"])["scatteritem"] for c in ner) == ["1-of-2", "2-of-2"]
+    assemble = next(c for c in children if c.data.tags["memtrain.rule"] == "assemble")
+    assert assemble.data.metrics["train_documents"] == 8 and assemble.data.params["documents.num_related"] == "3"
+    assert all("memtrain.host" in c.data.tags and "memtrain.config_hash" in c.data.tags for c in children)
+
+
+@pytest.mark.slow
+def test_same_config_gives_byte_identical_outputs(data_run, tmp_path):
+    snakemake(tmp_path, "-c2", "data")
+    for name in DETERMINISTIC_OUTPUTS:
+        first, second = data_run / "results" / "data" / name, tmp_path / "results" / "data" / name
+        assert first.read_bytes() == second.read_bytes(), name
+
+
+@pytest.mark.slow
+def test_up_to_date_dag_plans_nothing_and_a_forced_stage_plans_its_downstream(data_run):
+    assert "Nothing to be done" in snakemake(data_run, "-n", "data").stdout
+    plan = snakemake(data_run, "-n", "data", "--forcerun", "assemble").stdout
+    assert "assemble" in plan and "dataset_card" in plan and "wiki_download" not in plan
+
+
+@pytest.mark.slow
+def test_failing_job_marks_the_invocation_failed_and_names_the_bad_record(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"id": "1", "title": "A", "text": "fine"}\n{"id": "2", "title": "B"}\n')
+    result = snakemake(tmp_path, "-c1", "data", "--config", f"data={{'source': {{'kind': 'jsonl', 'path': '{corpus}'}}}}",
+                       check=False)
+    assert result.returncode != 0
+    log = (tmp_path / "results" / "logs" / "wiki_download.log").read_text()
+    assert "record line 2, field text" in log and str(corpus) in log
+    assert not (tmp_path / "results" / "data" / "articles.parquet").exists()
+    by_name = {r.data.tags.get("memtrain.rule", "invocation"): r for r in runs(tmp_path)}
+    assert by_name["invocation"].info.status == "FAILED"
+    assert by_name["wiki_download"].info.status == "FAILED"
+    assert "record line 2" in by_name["wiki_download"].data.tags["memtrain.error"]
+
+
+@pytest.mark.slow
+def test_unknown_config_key_stops_snakemake_with_a_clear_message(tmp_path):
+    result = snakemake(tmp_path, "-n", "data", "--config", "data={'passages': {'max_wordz': 3}}", check=False)
+    assert result.returncode != 0
+    assert "max_wordz" in result.stderr + result.stdout and "data.passages" in result.stderr + result.stdout

@@ -10,6 +10,7 @@ EXPERIMENT = config["tracking"]["experiment"]
 DATA = f"{RESULTS}/data"
 BACKBONES = list(config["backbones"])
 TOKENIZER_BACKBONE = memtrain_config.tokenizer_backbone(config)
+CONDA_ENV = "../environment.yml"
 
 # With --sdm conda the rule's environment provides python; otherwise the interpreter running snakemake
 # (the project's .venv) does, so `.venv/bin/snakemake` works without activating anything.

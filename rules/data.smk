@@ -15,6 +15,8 @@ rule wiki_download:
     params:
         cfg=as_json({"source": config["data"]["source"], "allow_downloads": config["allow_downloads"]}),
         wildcards=wildcards_json,
+    conda:
+        CONDA_ENV
     log:
         log_path("wiki_download"),
     benchmark:
@@ -31,6 +33,8 @@ rule passages:
     params:
         cfg=as_json(config["data"]["passages"]),
         wildcards=wildcards_json,
+    conda:
+        CONDA_ENV
     log:
         log_path("passages"),
     benchmark:
@@ -50,6 +54,8 @@ rule ner:
         shard=shard_index,
         shards=config["data"]["ner"]["shards"],
     threads: config["data"]["ner"]["threads"]
+    conda:
+        CONDA_ENV
     log:
         log_path("ner", "/{scatteritem}"),
     benchmark:
@@ -69,6 +75,8 @@ rule embed:
         shard=shard_index,
         shards=config["data"]["embed"]["shards"],
     threads: config["data"]["embed"]["threads"]
+    conda:
+        CONDA_ENV
     log:
         log_path("embed", "/{scatteritem}"),
     benchmark:
@@ -85,6 +93,8 @@ rule index:
     params:
         cfg=as_json(config["data"]["index"]),
         wildcards=wildcards_json,
+    conda:
+        CONDA_ENV
     log:
         log_path("index"),
     benchmark:
@@ -99,6 +109,8 @@ rule tokenizer:
     params:
         cfg=lambda w: as_json({"backbone": config["backbones"][w.backbone], "allow_downloads": config["allow_downloads"]}),
         wildcards=wildcards_json,
+    conda:
+        CONDA_ENV
     log:
         log_path("tokenizer", "/{backbone}"),
     benchmark:
@@ -121,6 +133,8 @@ rule assemble:
     params:
         cfg=as_json({"documents": config["data"]["documents"], "index": config["data"]["index"], "seed": config["seed"]}),
         wildcards=wildcards_json,
+    conda:
+        CONDA_ENV
     log:
         log_path("assemble"),
     benchmark:
@@ -145,6 +159,8 @@ rule dataset_card:
     params:
         cfg=as_json({"documents": config["data"]["documents"]}),
         wildcards=wildcards_json,
+    conda:
+        CONDA_ENV
     log:
         log_path("dataset_card"),
     benchmark:

@@ -43,6 +43,7 @@ PAPER_PASSAGES_PER_DOCUMENT = 150  # N at paper scale (paper section 4.1)
 WIDE_SHARDS = 64  # a cluster-sized scatter, next to the config's own shard counts
 
 TARGET_PIPE2_VS_NAIVE = 4.0  # what the NER stage's design is meant to buy on 2 cores
+BUSY_CORES = 0.2  # cores used by other processes during a timed step above which the summary warns
 WARMUP_TEXTS = 16
 SEARCH_REPEATS = 5  # searches on a small slice take milliseconds: the median of a few is steadier
 ASSEMBLY_TRAIN, ASSEMBLY_HELDOUT = 40, 8  # caps on the config's counts so that the slice can supply them
@@ -54,6 +55,31 @@ def timed(function: Callable[[], T]) -> tuple[T, float]:
     started = time.perf_counter()
     result = function()
     return result, time.perf_counter() - started
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (nlp.pipe's worker processes)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole machine, all processes."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+def timed_cores(function: Callable[[], T]) -> tuple[T, dict[str, float]]:
+    """Result, wall seconds, cores this step used and cores other processes used meanwhile. Other work on
+    the machine (concurrent jobs, tests) takes cores from a step, most visibly from n_process=2: this tells a
+    busy machine from slow code."""
+    own, machine = own_cpu_seconds(), machine_cpu_seconds()
+    result, seconds = timed(function)
+    own = own_cpu_seconds() - own
+    others = max(machine_cpu_seconds() - machine - own, 0.0)
+    return result, {"seconds": seconds, "cores_used": own / seconds, "other_work_cores": others / seconds}
 
 
 def word_count(texts: Iterable[str]) -> int:
@@ -84,21 +110,29 @@ class _Replay:
         return iter(self.docs)
 
 
-def naive_ner(model: str, texts: Sequence[str]) -> tuple[list[Any], float, list[str]]:
+def naive_ner(model: str, texts: Sequence[str]) -> tuple[list[Any], dict[str, Any]]:
     """The obvious way to run spaCy: every component loaded, one call per text. The baseline."""
     import spacy
 
     nlp = spacy.load(model)
     for text in texts[:WARMUP_TEXTS]:
         nlp(text)
-    docs, seconds = timed(lambda: [nlp(text) for text in texts])
-    return docs, seconds, list(nlp.pipe_names)
+    docs, timing = timed_cores(lambda: [nlp(text) for text in texts])
+    return docs, {"components": list(nlp.pipe_names), **timing}
 
 
-def pipe_ner(nlp: Any, texts: Sequence[str], ner: Mapping[str, Any], n_process: int) -> tuple[list[list[dict]], float]:
+def pipe_ner(nlp: Any, texts: Sequence[str], ner: Mapping[str, Any],
+             n_process: int) -> tuple[list[list[dict]], dict[str, Any]]:
     """The ner stage's own call. With n_process > 1 the timing includes starting the worker processes,
     as it does in the stage, since nlp.pipe starts them anew on every call."""
-    return timed(lambda: entities.extract(nlp, texts, ner["labels"], ner["min_chars"], ner["batch_size"], n_process))
+    found, timing = timed_cores(lambda: entities.extract(nlp, texts, ner["labels"], ner["min_chars"],
+                                                         ner["batch_size"], n_process))
+    return found, {"components": list(nlp.pipe_names), "n_process": n_process, **timing}
+
+
+def throughput(timing: dict[str, Any], texts: Sequence[str]) -> dict[str, Any]:
+    words = word_count(texts)
+    return {"passages": len(texts), "words": words, **timing, "words_per_second": words / timing["seconds"]}
 
 
 def agreement(left: Sequence[list[dict]], right: Sequence[list[dict]]) -> float:
@@ -114,23 +148,17 @@ def measure_ner(config: Mapping[str, Any], texts: Sequence[str], naive_count: in
     """Words/s of the naive loop (on the first naive_count texts) and of the stage's path with 1 and 2 processes."""
     ner = config["data"]["ner"]
     subset = texts[:naive_count]
-    docs, naive_seconds, full_pipes = naive_ner(ner["model"], subset)
+    docs, naive = naive_ner(ner["model"], subset)
     naive_entities = entities.extract(_Replay(docs), subset, ner["labels"], ner["min_chars"])
 
     nlp = entities.load_pipeline(ner["model"])
     entities.extract(nlp, texts[:WARMUP_TEXTS], ner["labels"], ner["min_chars"], ner["batch_size"], 1)
-    found, pipe_seconds = pipe_ner(nlp, texts, ner, n_process=1)
-    found2, pipe2_seconds = pipe_ner(nlp, texts, ner, n_process=2)
+    found, pipe = pipe_ner(nlp, texts, ner, n_process=1)
+    found2, pipe2 = pipe_ner(nlp, texts, ner, n_process=2)
 
-    words, subset_words = word_count(texts), word_count(subset)
     result = {
         "model": ner["model"], "batch_size": ner["batch_size"],
-        "naive_pipes": full_pipes, "pipe_pipes": list(nlp.pipe_names),
-        "naive_passages": len(subset), "naive_words": subset_words, "naive_seconds": naive_seconds,
-        "naive_words_per_second": subset_words / naive_seconds,
-        "pipe_passages": len(texts), "pipe_words": words,
-        "pipe_seconds": pipe_seconds, "pipe_words_per_second": words / pipe_seconds,
-        "pipe2_seconds": pipe2_seconds, "pipe2_words_per_second": words / pipe2_seconds,
+        "naive": throughput(naive, subset), "pipe": throughput(pipe, texts), "pipe2": throughput(pipe2, texts),
         "entities": sum(map(len, found)), "passages_without_entities": sum(not f for f in found),
         "same_entities_pipe_vs_naive": agreement(found[:len(subset)], naive_entities),
         "same_entities_pipe2_vs_pipe": agreement(found2, found),
@@ -141,18 +169,22 @@ def measure_ner(config: Mapping[str, Any], texts: Sequence[str], naive_count: in
 # --- embedding, search ---------------------------------------------------------------------------
 
 def measure_embedding(config: Mapping[str, Any], texts: Sequence[str]) -> tuple[dict[str, Any], np.ndarray]:
-    """Passages/s with the thread count the embed stage sets for itself (data.embed.threads)."""
+    """Passages/s with the thread count the embed stage sets for itself (data.embed.threads); the
+    previous count is restored after, since it is also FAISS's OpenMP pool and the search stage leaves it be."""
     import torch
 
     embed = config["data"]["embed"]
+    default_threads = torch.get_num_threads()
     torch.set_num_threads(embed["threads"])
     encoder, load_seconds = timed(lambda: retrieval.load_encoder(embed["model"], allow_downloads=False,
                                                                  device=embed["device"]))
     retrieval.embed(encoder, texts[:WARMUP_TEXTS], embed["passage_prefix"], embed["batch_size"])
-    vectors, seconds = timed(lambda: retrieval.embed(encoder, texts, embed["passage_prefix"], embed["batch_size"]))
-    return {"model": embed["model"], "device": embed["device"], "torch_threads": torch.get_num_threads(),
-            "batch_size": embed["batch_size"], "passages": len(texts), "dimension": int(vectors.shape[1]),
-            "load_seconds": load_seconds, "seconds": seconds, "passages_per_second": len(texts) / seconds}, vectors
+    vectors, timing = timed_cores(lambda: retrieval.embed(encoder, texts, embed["passage_prefix"], embed["batch_size"]))
+    result = {"model": embed["model"], "device": embed["device"], "torch_threads": torch.get_num_threads(),
+              "batch_size": embed["batch_size"], "passages": len(texts), "dimension": int(vectors.shape[1]),
+              "load_seconds": load_seconds, **timing, "passages_per_second": len(texts) / timing["seconds"]}
+    torch.set_num_threads(default_threads)
+    return result, vectors
 
 
 def stage_index(embeddings: np.ndarray, settings: Mapping[str, Any]) -> tuple[Any, float]:
@@ -244,31 +276,35 @@ def measure_assembly(config: Mapping[str, Any], ids: list[str], texts: list[str]
 
 # --- projection ----------------------------------------------------------------------------------
 
-def sharded(cpu_hours: float, shards: int, threads: int) -> float:
-    """Wall hours of a scatter over `shards` jobs of `threads` cores each, assuming linear scaling."""
-    return cpu_hours / (shards * threads)
+def stage_projection(job_hours: float, shards: int | None = None, threads: int = 1) -> dict[str, float | None]:
+    """One stage's projection: one job doing all the work, then that work scattered over the config's shards
+    and over WIDE_SHARDS jobs of `threads` cores each, assuming linear scaling. shards=None: a single job
+    that cannot be scattered (its thread use was not controlled, so no CPU-hours)."""
+    if shards is None:
+        return {"cpu_hours": None, "one_job_hours": job_hours, "wall_hours_config_shards": job_hours,
+                "wall_hours_64_shards": job_hours}
+    return {"cpu_hours": job_hours * threads, "one_job_hours": job_hours,
+            "wall_hours_config_shards": job_hours / shards, "wall_hours_64_shards": job_hours / WIDE_SHARDS}
 
 
 def project(report: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
-    """Paper-scale time of each data stage from this run's throughputs (an extrapolation, not a measurement)."""
+    """Paper-scale time of each data stage from this run's throughputs (an extrapolation, not a measurement).
+
+    NER and embedding are scattered over shards; index building, neighbour search and assembly are one job each.
+    """
     data = config["data"]
     ner, embed, search, assembly = report["ner"], report["embedding"], report["search"], report["assembly"]
     paper_passages = PAPER_WORDS / report["slice"]["mean_passage_words"]
     scale = paper_passages / search["vectors"]
 
-    ner_cpu = PAPER_WORDS / ner["pipe_words_per_second"] / 3600
-    embed_cpu = paper_passages / embed["passages_per_second"] * embed["torch_threads"] / 3600
+    ner_hours = PAPER_WORDS / ner["pipe"]["words_per_second"] / 3600  # n_process=1: CPU-hours of one core
+    ner_threads = data["ner"]["threads"]  # a ner job runs nlp.pipe with this many processes
+    embed_hours = paper_passages / embed["passages_per_second"] / 3600
     flat_hours = PAPER_DOCUMENTS * search["flat"]["seconds_per_query"] * scale / 3600
     hnsw_hours = PAPER_DOCUMENTS * search["hnsw"]["seconds_per_query"] / 3600
     hnsw_build = search["hnsw"]["build_seconds"] * scale / 3600
     assembly_hours = (PAPER_DOCUMENTS / assembly["documents_per_second"]
                       * PAPER_PASSAGES_PER_DOCUMENT / assembly["mean_passages_per_document"] / 3600)
-
-    def row(cpu_hours: float, shards: int | None = None, threads: int = 1) -> dict[str, float]:
-        if shards is None:  # a single job: no scatter
-            return {"cpu_hours": cpu_hours, "wall_hours_config_shards": cpu_hours, "wall_hours_64_shards": cpu_hours}
-        return {"cpu_hours": cpu_hours, "wall_hours_config_shards": sharded(cpu_hours, shards, threads),
-                "wall_hours_64_shards": sharded(cpu_hours, WIDE_SHARDS, threads)}
 
     return {
         "constants": {"articles": PAPER_ARTICLES, "words_per_article": WORDS_PER_ARTICLE, "words": PAPER_WORDS,
@@ -276,19 +312,19 @@ def project(report: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, A
                       "passages_per_document": PAPER_PASSAGES_PER_DOCUMENT, "wide_shards": WIDE_SHARDS,
                       "flat_index_gib": paper_passages * embed["dimension"] * 4 / 2**30},
         "stages": {
-            "ner": row(ner_cpu, data["ner"]["shards"], data["ner"]["threads"]),
-            "embed_cpu": row(embed_cpu, data["embed"]["shards"], data["embed"]["threads"]),
-            "search_flat": row(flat_hours),
-            "search_hnsw": row(hnsw_hours),
-            "index_build_hnsw": row(hnsw_build),
-            "assemble": row(assembly_hours),
+            "ner": stage_projection(ner_hours / ner_threads, data["ner"]["shards"], ner_threads),
+            "embed_cpu": stage_projection(embed_hours, data["embed"]["shards"], embed["torch_threads"]),
+            "index_build_hnsw": stage_projection(hnsw_build),
+            "search_flat": stage_projection(flat_hours),
+            "search_hnsw": stage_projection(hnsw_hours),
+            "assemble": stage_projection(assembly_hours),
         },
         "notes": [
             "Projections, not measurements: linear scaling from a slice of the bundled summaries.",
             f"Words are estimated ({PAPER_ARTICLES:,} articles x {WORDS_PER_ARTICLE} words); passages = words / "
             "mean passage words of the slice (summaries are pooled; full articles give longer passages, so fewer).",
-            "Sharded wall time assumes every shard gets its own cores and scales linearly; compare the measured "
-            "n_process=2 efficiency.",
+            "Sharded wall time assumes every shard gets its own cores and scales linearly (compare the measured "
+            "n_process=2 gain); index build, search and assembly are single jobs, so more shards do not help them.",
             "Embedding is projected on CPU; a GPU is typically 50-100x faster.",
             "Flat search time is scaled by paper passages / slice passages (brute force grows with the corpus); "
             "HNSW per-query time is left unscaled (it grows roughly logarithmically): the realistic option.",
@@ -315,12 +351,10 @@ def machine_info() -> dict[str, Any]:
 
 def ratios(report: Mapping[str, Any]) -> dict[str, Any]:
     ner = report["ner"]
-    pipe2_vs_naive = ner["pipe2_words_per_second"] / ner["naive_words_per_second"]
-    return {"pipe_vs_naive": ner["pipe_words_per_second"] / ner["naive_words_per_second"],
-            "pipe2_vs_naive": pipe2_vs_naive,
-            "pipe2_vs_pipe": ner["pipe2_words_per_second"] / ner["pipe_words_per_second"],
+    naive, pipe, pipe2 = (ner[run]["words_per_second"] for run in ("naive", "pipe", "pipe2"))
+    return {"pipe_vs_naive": pipe / naive, "pipe2_vs_naive": pipe2 / naive, "pipe2_vs_pipe": pipe2 / pipe,
             "hnsw_vs_flat_search": report["search"]["hnsw_speedup_vs_flat"],
-            "target_pipe2_vs_naive": TARGET_PIPE2_VS_NAIVE, "target_met": pipe2_vs_naive >= TARGET_PIPE2_VS_NAIVE}
+            "target_pipe2_vs_naive": TARGET_PIPE2_VS_NAIVE, "target_met": pipe2 / naive >= TARGET_PIPE2_VS_NAIVE}
 
 
 def numeric(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -354,16 +388,18 @@ def summary(report: Mapping[str, Any]) -> str:
         f"  pipe n_process=2 vs n_process=1    {r['pipe2_vs_pipe']:8.2f}x",
         f"  HNSW vs flat search (slice size)   {r['hnsw_vs_flat_search']:8.2f}x",
         "== NER ==",
-        f"  naive loop, full pipeline {ner['naive_pipes']}: {ner['naive_words_per_second']:,.0f} words/s "
-        f"({ner['naive_passages']} passages, {ner['naive_seconds']:.1f} s)",
-        f"  pipe, {ner['pipe_pipes']} only, n_process=1: {ner['pipe_words_per_second']:,.0f} words/s "
-        f"({ner['pipe_passages']} passages, {ner['pipe_seconds']:.1f} s)",
-        f"  pipe, n_process=2: {ner['pipe2_words_per_second']:,.0f} words/s ({ner['pipe2_seconds']:.1f} s)",
+        f"  naive loop over {ner['naive']['components']}",
+        f"  pipe with {ner['pipe']['components']} (n_process=2: worker start-up included)",
+        f"  {'':20s} {'words/s':>8s} {'passages':>9s} {'seconds':>8s} {'cores used':>11s} {'other work':>11s}",
+        *(f"  {label:20s} {ner[run]['words_per_second']:8,.0f} {ner[run]['passages']:9d} {ner[run]['seconds']:8.1f} "
+          f"{ner[run]['cores_used']:11.2f} {ner[run]['other_work_cores']:11.2f}"
+          for run, label in (("naive", "naive loop"), ("pipe", "pipe n_process=1"), ("pipe2", "pipe n_process=2"))),
         f"  same entities: pipe vs naive {ner['same_entities_pipe_vs_naive']:.1%} of passages, "
         f"n_process=2 vs 1 {ner['same_entities_pipe2_vs_pipe']:.1%}",
         "== Embedding ==",
         f"  {emb['passages_per_second']:.1f} passages/s ({emb['passages']} passages, {emb['seconds']:.1f} s, "
-        f"{emb['torch_threads']} torch thread(s), batch {emb['batch_size']})",
+        f"{emb['torch_threads']} torch thread(s), batch {emb['batch_size']}; {emb['cores_used']:.2f} cores used, "
+        f"{emb['other_work_cores']:.2f} by other work)",
         f"== Search: {search['pivots']} pivots, top-{k} of {search['vectors']} (configured: {search['configured_type']}) ==",
         *(f"  {kind:5s} build {search[kind]['build_seconds'] * 1e3:8.1f} ms   all pivots {search[kind]['search_seconds'] * 1e3:7.2f} ms"
           f"   {search[kind]['queries_per_second']:10,.0f} queries/s   recall@{k} {search[kind][f'recall_at_{k}']:.3f}"
@@ -378,13 +414,18 @@ def summary(report: Mapping[str, Any]) -> str:
     lines += [
         f"== PROJECTED paper scale (estimates): {constants['words']:.2e} words, {constants['passages']:.2e} passages, "
         f"{constants['documents']:,} documents of {constants['passages_per_document']} passages ==",
-        f"  {'stage':18s} {'CPU time':>12s} {'wall (config shards)':>22s} {f'wall ({WIDE_SHARDS} shards)':>18s}",
-        *(f"  {name:18s} {duration(row['cpu_hours']):>12s} {duration(row['wall_hours_config_shards']):>22s} "
-          f"{duration(row['wall_hours_64_shards']):>18s}" for name, row in projection["stages"].items()),
+        f"  {'stage':18s} {'CPU time':>10s} {'one job':>10s} {'config shards':>14s} {f'{WIDE_SHARDS} shards':>10s}",
+        *(f"  {name:18s} {duration(stage['cpu_hours']) if stage['cpu_hours'] is not None else '-':>10s} "
+          f"{duration(stage['one_job_hours']):>10s} {duration(stage['wall_hours_config_shards']):>14s} "
+          f"{duration(stage['wall_hours_64_shards']):>10s}" for name, stage in projection["stages"].items()),
         f"  flat index of all passages: {constants['flat_index_gib']:,.0f} GiB of float32 vectors",
         *(f"  - {note}" for note in projection["notes"]),
-        f"Runtime {report['runtime_seconds']:.0f} s on {report['machine']['cpu_count']} CPU(s).",
     ]
+    machine = report["machine"]
+    lines.append(f"Runtime {report['runtime_seconds']:.0f} s on {machine['cpu_count']} CPU(s).")
+    if report["other_work_cores_max"] >= BUSY_CORES:
+        lines.append(f"WARNING: other processes used up to {report['other_work_cores_max']:.2f} cores during the timed "
+                     "steps; throughputs (n_process=2 most) are understated.")
     return "\n".join(lines)
 
 
@@ -444,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         "ner": ner, "embedding": embedding, "search": search, "assembly": assembly, "machine": machine_info(),
     }
     report["ratios"] = ratios(report)
+    report["other_work_cores_max"] = max(step["other_work_cores"]
+                                         for step in (ner["naive"], ner["pipe"], ner["pipe2"], embedding))
     report["projection"] = project(report, config)
     report["runtime_seconds"] = time.perf_counter() - started
     write_json(report, output)

@@ -76,7 +76,7 @@ def passages(args, params, run) -> None:
     run.log_dict(_summary(args.output), "outputs/passages.json")
 
 
-@stage("ner", arg("--input", required=True), arg("--output", required=True),
+@stage("ner", arg("--input", required=True), arg("--output", required=True), arg("--threads", type=int, default=1),
        arg("--shard", type=int, required=True), arg("--shards", type=int, required=True))
 def ner(args, params, run) -> None:
     import pyarrow.parquet as pq
@@ -90,7 +90,7 @@ def ner(args, params, run) -> None:
     started = time.perf_counter()
     texts = rows.column("text").to_pylist()
     found = entities.extract(nlp, texts, params["labels"], params["min_chars"], params["batch_size"],
-                             n_process=params["threads"])
+                             n_process=args.threads)
     seconds = time.perf_counter() - started
     write_parquet(entities.entities_table(rows.column("passage_id").to_pylist(), found), args.output)
     words = sum(len(t.split()) for t in texts)
@@ -100,7 +100,7 @@ def ner(args, params, run) -> None:
     run.log_dict(_summary(args.output), "outputs/entities.json")
 
 
-@stage("embed", arg("--input", required=True), arg("--output", required=True),
+@stage("embed", arg("--input", required=True), arg("--output", required=True), arg("--threads", type=int, default=1),
        arg("--shard", type=int, required=True), arg("--shards", type=int, required=True))
 def embed(args, params, run) -> None:
     import pyarrow.parquet as pq
@@ -109,7 +109,7 @@ def embed(args, params, run) -> None:
     from memtrain.data import retrieval
     from memtrain.io import read_parquet_rows, shard_bounds
 
-    torch.set_num_threads(params["threads"])
+    torch.set_num_threads(args.threads)
     start, stop = shard_bounds(pq.read_metadata(args.input).num_rows, args.shard, args.shards)
     texts = read_parquet_rows(args.input, start, stop, ["text"]).column("text").to_pylist()
     encoder = retrieval.load_encoder(params["model"], allow_downloads=params["allow_downloads"], device=params["device"])

@@ -61,7 +61,7 @@ rule ner:
     benchmark:
         benchmark_path("ner", "/{scatteritem}")
     shell:
-        memtrain("ner", "--input {input:q} --output {output:q} --shard {params.shard} --shards {params.shards}")
+        memtrain("ner", "--input {input:q} --output {output:q} --shard {params.shard} --shards {params.shards} --threads {threads}")
 
 
 rule embed:
@@ -82,7 +82,7 @@ rule embed:
     benchmark:
         benchmark_path("embed", "/{scatteritem}")
     shell:
-        memtrain("embed", "--input {input:q} --output {output:q} --shard {params.shard} --shards {params.shards}")
+        memtrain("embed", "--input {input:q} --output {output:q} --shard {params.shard} --shards {params.shards} --threads {threads}")
 
 
 rule index:

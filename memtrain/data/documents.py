@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,7 +189,7 @@ class Assembler:
 
         members = [("pivot", pivot_masked)] + [("related", m) for m in related]
         sizes = self.count_tokens([m.text for _, m in members])
-        random_pool = (int(i) for i in self.rng.permutation(len(corpus.ids)) if int(i) not in used)
+        random_pool = self._random_passages(used)
 
         def total() -> int:
             return sum(sizes) + self.separator_tokens * (len(members) - 1)
@@ -218,11 +218,21 @@ class Assembler:
         document.update(pivot_id=corpus.ids[pivot], pivot_index=pivot, answer=answer, answer_label=label)
         return document
 
+    def _random_passages(self, used: set[int]) -> Iterator[int]:
+        """Distinct random passages outside `used`, drawn lazily: shuffling the whole corpus for every
+        document would cost O(corpus) each time, hours at paper scale (tens of millions of passages)."""
+        drawn = set(used)
+        while len(drawn) < len(self.corpus.ids):
+            index = int(self.rng.integers(len(self.corpus.ids)))
+            if index not in drawn:
+                drawn.add(index)
+                yield index
+
     def _mask(self, index: int, pattern: re.Pattern[str], answer: str) -> MaskedPassage | None:
         return mask_passage(index, self.corpus.texts[index], self.corpus.entities[index], pattern, answer,
                             self.settings["mask_token"])
 
-    def _next_random(self, pool, pattern: re.Pattern[str], answer: str) -> MaskedPassage | None:
+    def _next_random(self, pool: Iterator[int], pattern: re.Pattern[str], answer: str) -> MaskedPassage | None:
         for index in pool:
             masked = self._mask(index, pattern, answer)
             if masked is not None:

@@ -235,17 +235,13 @@ def measure_search(config: Mapping[str, Any], embeddings: np.ndarray, pivots: in
 
 # --- assembly ------------------------------------------------------------------------------------
 
-def token_counter(config: Mapping[str, Any]) -> tuple[Callable[[Sequence[str]], list[int]], float]:
+def policy_token_counter(config: Mapping[str, Any]) -> tuple[Callable[[Sequence[str]], list[int]], float]:
     """The policy tokenizer counting as the assemble stage does (no special tokens), and its load time."""
-    from memtrain.models import load_tokenizer
+    from memtrain.models import load_tokenizer, token_counter
 
     name = memtrain_config.tokenizer_backbone(config)
     tokenizer, seconds = timed(lambda: load_tokenizer(name, config["backbones"][name], allow_downloads=False))
-
-    def count(texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-
-    return count, seconds
+    return token_counter(tokenizer), seconds
 
 
 def measure_assembly(config: Mapping[str, Any], ids: list[str], texts: list[str], found: list[list[dict]],
@@ -256,7 +252,7 @@ def measure_assembly(config: Mapping[str, Any], ids: list[str], texts: list[str]
                 "num_heldout": min(base["num_heldout"], ASSEMBLY_HELDOUT)}
     depth = settings["num_related"] + settings["retrieval_margin"] + 1
     corpus = documents.Corpus(ids, texts, found, embeddings)
-    count_tokens, load_seconds = token_counter(config)
+    count_tokens, load_seconds = policy_token_counter(config)
     count_tokens(texts[:WARMUP_TEXTS])
 
     def neighbours(pivots: np.ndarray) -> np.ndarray:

@@ -154,7 +154,7 @@ def assemble(args, params, run) -> None:
 
     from memtrain.data import documents, retrieval
     from memtrain.io import write_json, write_parquet
-    from memtrain.models import load_saved_tokenizer
+    from memtrain.models import load_saved_tokenizer, token_counter
 
     passages_table = pq.read_table(args.passages, columns=["passage_id", "text"])
     entity_table = pa.concat_tables(pq.read_table(path) for path in args.entities)
@@ -165,13 +165,10 @@ def assemble(args, params, run) -> None:
     faiss_index = retrieval.load_index(args.index, params["index"])
     settings = params["documents"]
     depth = settings["num_related"] + settings["retrieval_margin"] + 1
-    token_ids = load_saved_tokenizer(args.tokenizer)
+    count_tokens = token_counter(load_saved_tokenizer(args.tokenizer))
 
     def neighbours(pivots):
         return retrieval.search(faiss_index, corpus.embeddings[pivots], depth)[1]
-
-    def count_tokens(texts):
-        return [len(ids) for ids in token_ids(list(texts), add_special_tokens=False)["input_ids"]]
 
     started = time.perf_counter()
     train, heldout, stats = documents.assemble(corpus, neighbours, count_tokens, settings, params["seed"])

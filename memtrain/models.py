@@ -8,7 +8,7 @@ Stages after the first load the saved local copy under results/models/, never th
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +43,11 @@ def load_saved_tokenizer(path: str | os.PathLike):
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as error:
         raise InputError(f"cannot load tokenizer: {error}", file=path) from error
+
+
+def token_counter(tokenizer) -> Callable[[Sequence[str]], list[int]]:
+    """Lengths in policy tokens without special tokens: what a document costs inside the agent's prompts."""
+    def count(texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+    return count

@@ -8,7 +8,6 @@ from snakemake.settings.types import DeploymentMethod
 RESULTS = config["results_dir"]
 EXPERIMENT = config["tracking"]["experiment"]
 DATA = f"{RESULTS}/data"
-BACKBONES = list(config["backbones"])
 TOKENIZER_BACKBONE = memtrain_config.tokenizer_backbone(config)
 CONDA_ENV = "../environment.yml"
 

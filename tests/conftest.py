@@ -24,10 +24,10 @@ def cfg(test_config) -> dict:
 
 
 @pytest.fixture(scope="session")
-def articles():
+def articles(test_config):
     from memtrain.data import sources
 
-    source = {**memtrain_config.load(ROOT / "config" / "test.yaml")["data"]["source"], "max_articles": 160}
+    source = {**test_config["data"]["source"], "max_articles": 160}
     return sources.articles(source, allow_downloads=False)
 
 

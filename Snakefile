@@ -19,12 +19,14 @@ memtrain_config.validate(config, source=", ".join(map(str, workflow.overwrite_co
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/memtrain.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.data.input,
+        rules.memtrain.input,
 
 
 onstart:

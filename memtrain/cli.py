@@ -206,6 +206,47 @@ def dataset_card(args, params, run) -> None:
                      for split in ("train", "heldout") for name in ("min", "median", "max")})
 
 
+@stage("prepare_model", arg("--backbone", required=True), arg("--output", required=True))
+def prepare_model(args, params, run) -> None:
+    """Materialise a base policy once as safetensors (dequantised from GGUF, or fetched when downloads are allowed)."""
+    from memtrain.models import prepare_policy
+
+    summary = prepare_policy(args.backbone, params["backbone"], params["allow_downloads"], args.output,
+                             dtype=params["dtype"])
+    run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    run.log_dict(summary, "outputs/policy.json")
+
+
+@stage("memtrain", arg("--documents", required=True), arg("--policy", required=True), arg("--variant", required=True),
+       arg("--checkpoints", required=True), arg("--output", required=True), arg("--threads", type=int, default=None),
+       arg("--resume", action="store_true", help="continue from the newest checkpoint written under the same config"),
+       arg("--stop-after-step", type=int, default=None, help="stop after this step (simulates a pre-empted job)"))
+def memtrain_training(args, params, run) -> None:
+    """MemTrain GRPO of one backbone and variant: E2E masked reconstruction with (or without) IMR."""
+    import pandas as pd
+
+    from memtrain.rl import launch
+    from memtrain.rl.memtrain_task import MemTrainTask, load_documents
+    from memtrain.rl.trainer import StepLogger
+
+    settings = params["memtrain"]
+    documents = load_documents(args.documents)
+    policy = launch.load(args.policy, params["rl"], settings["seed"], threads=args.threads)
+    task = MemTrainTask(launch.memory_agent(policy, params), settings, args.variant, params["mask_token"])
+    def log_step(metrics, step):
+        run.log_metrics(metrics, step=step)
+        shown = ("e2e_em", "recall_em", "e2e_reward", "filtered_fraction", "skipped", "kl", "step_seconds")
+        print(f"step {step}/{settings['steps']}: " + " ".join(f"{k}={metrics[k]:.3g}" for k in shown if k in metrics),
+              flush=True)
+
+    logger = StepLogger(metrics=log_step,
+                        rollouts=lambda records, step: run.log_table(pd.DataFrame(records), f"rollouts/step_{step:06d}.json"))
+    summary = launch.train(policy, task, documents, params, {**settings, "variant": args.variant}, args.checkpoints, args.output, logger,
+                           resume=args.resume, stop_after=args.stop_after_step,
+                           on_resume=lambda step: run.set_tags({"memtrain.resumed_from_step": step}))
+    run.log_dict(summary, "outputs/training.json")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m memtrain", description=__doc__.splitlines()[0])
     commands = root.add_subparsers(dest="stage", required=True)

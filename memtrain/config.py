@@ -69,6 +69,20 @@ def validate(config: MutableMapping[str, Any], source: str | os.PathLike = "<con
         raise InputError("min_tokens exceeds max_tokens", file=source, field="data.documents")
     if config["data"]["passages"]["min_words"] > config["data"]["passages"]["max_words"]:
         raise InputError("min_words exceeds max_words", file=source, field="data.passages")
+    budgets = config["agent"]["budgets"]
+    if documents["max_tokens"] > budgets["chunk"] * budgets["max_chunks"]:
+        raise InputError(f"documents of up to {documents['max_tokens']} tokens do not fit max_chunks x chunk = "
+                         f"{budgets['max_chunks'] * budgets['chunk']} tokens", file=source, field="agent.budgets")
+    if budgets["memory"] > budgets["response"]:
+        raise InputError("a memory is a reply cut to its budget: memory cannot exceed response", file=source,
+                         field="agent.budgets.memory")
+    memtrain = config["memtrain"]
+    unknown = sorted(set(memtrain["backbones"] or []) - set(backbones))
+    if unknown:
+        raise InputError(f"names unknown backbone(s) {', '.join(unknown)} (known: {', '.join(backbones)})",
+                         file=source, field="memtrain.backbones")
+    if memtrain["mini_batch_size"] > memtrain["batch_size"]:
+        raise InputError("mini_batch_size exceeds batch_size", file=source, field="memtrain.mini_batch_size")
     return config
 
 

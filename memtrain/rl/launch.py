@@ -36,8 +36,7 @@ class Policy:
 
     @property
     def pad_token_id(self) -> int:
-        pad = self.tokenizer.pad_token_id
-        return pad if pad is not None else self.tokenizer.eos_token_id
+        return self.engine.pad_token_id
 
 
 def load(policy_path: str | os.PathLike, rl: Mapping[str, Any], seed: int, threads: int | None = None) -> Policy:
@@ -50,6 +49,7 @@ def load(policy_path: str | os.PathLike, rl: Mapping[str, Any], seed: int, threa
     reference = load_policy(policy_path, device=device, dtype=rl["dtype"]) if rl["loss"]["kl_coef"] > 0 else None
     tokenizer = load_saved_tokenizer(policy_path)
     generator = torch.Generator(device=device).manual_seed(seed)
+    # Padding never reaches the loss (masked), so eos serves when a tokenizer names no pad token.
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     engine = HFEngine(model, pad_token_id=pad, generator=generator, max_batch_size=rl["engine_batch_size"])
     return Policy(model, reference, tokenizer, engine, generator)

@@ -33,6 +33,10 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
+def _as_list(answers: str | list[str]) -> list[str]:
+    return [answers] if isinstance(answers, str) else answers
+
+
 def normalize(text: str) -> str:
     text = text.lower().translate(_PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", text).split())
@@ -42,27 +46,24 @@ def exact_match(prediction: str | None, answers: str | list[str]) -> float:
     """1.0 when the normalised prediction equals one of the normalised answers."""
     if prediction is None:
         return 0.0
-    answers = [answers] if isinstance(answers, str) else answers
-    return float(normalize(prediction) in {normalize(answer) for answer in answers})
+    return float(normalize(prediction) in {normalize(answer) for answer in _as_list(answers)})
 
 
 def substring_match(prediction: str | None, answers: str | list[str]) -> float:
     """MemAgent's sub-EM: 1.0 when a normalised answer occurs inside the normalised prediction."""
     if prediction is None:
         return 0.0
-    answers = [answers] if isinstance(answers, str) else answers
     predicted = normalize(prediction)
-    return float(any(normalize(answer) in predicted for answer in answers if normalize(answer)))
+    return float(any(normalize(answer) in predicted for answer in _as_list(answers) if normalize(answer)))
 
 
 def f1(prediction: str | None, answers: str | list[str]) -> float:
     """Best token-level F1 against any answer (HotpotQA's official F1)."""
     if prediction is None:
         return 0.0
-    answers = [answers] if isinstance(answers, str) else answers
     predicted = normalize(prediction).split()
     best = 0.0
-    for answer in answers:
+    for answer in _as_list(answers):
         gold = normalize(answer).split()
         common = sum((collections.Counter(predicted) & collections.Counter(gold)).values())
         if common:

@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def _chat_ids(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> list[int]:
+    """Token ids of a rendered chat; transformers 5 returns a BatchEncoding, older versions a plain list."""
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
 def encode_user(tokenizer, text: str) -> list[int]:
     """Token ids of one user message followed by the assistant header, ready for generation."""
-    encoded = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                            tokenize=True)
-    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+    return _chat_ids(tokenizer, [{"role": "user", "content": text}], add_generation_prompt=True)
 
 
 def stop_token_ids(tokenizer, extra: Sequence[int] = ()) -> tuple[int, ...]:
@@ -19,9 +23,7 @@ def stop_token_ids(tokenizer, extra: Sequence[int] = ()) -> tuple[int, ...]:
     about eos (SmolLM2's GGUF names `<|im_start|>`, the turn really ends with `<|im_end|>`).
     """
     marker = "Zq9xMarker"
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}], tokenize=True)
-    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    ids = _chat_ids(tokenizer, [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}])
     marker_ids = tokenizer(marker, add_special_tokens=False)["input_ids"]
     stops = set(extra)
     if tokenizer.eos_token_id is not None:

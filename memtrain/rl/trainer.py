@@ -162,7 +162,8 @@ class Trainer:
             if not settings["enabled"] or len(kept_items) >= batch_size or rounds > settings["max_refill_rounds"]:
                 break
         kept_items = kept_items[:batch_size]
-        groups = [g for g in kept if g.item in set(kept_items)]
+        chosen = set(kept_items)
+        groups = [g for g in kept if g.item in chosen]
         stats = {"filtered_fraction": 1 - len(kept) / max(len(rollout.groups), 1), "rollout_rounds": rounds,
                  "kept_items": len(kept_items), "items_drawn": len(items)}
         return rollout, groups, kept_items, stats
@@ -207,8 +208,10 @@ class Trainer:
     def update(self, samples: list[ScoredSample], items: list[int]) -> dict[str, float]:
         settings, loss_settings = self.settings, self.settings["loss"]
         size = self.schedule.mini_batch_size
-        minis = [[i for i, s in enumerate(samples) if s.item in set(items[start:start + size])]
-                 for start in range(0, len(items), size)]
+        minis = []
+        for start in range(0, len(items), size):
+            chosen = set(items[start:start + size])
+            minis.append([i for i, s in enumerate(samples) if s.item in chosen])
         epochs = settings["ppo_epochs"]
         old = self._score(self.policy, samples) if epochs > 1 or len(minis) > 1 else None
         use_kl = self.reference is not None and loss_settings["kl_coef"] > 0

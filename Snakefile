@@ -20,6 +20,7 @@ memtrain_config.validate(config, source=", ".join(map(str, workflow.overwrite_co
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/memtrain.smk"
+include: "rules/downstream.smk"
 
 
 rule all:
@@ -27,6 +28,8 @@ rule all:
     input:
         rules.data.input,
         rules.memtrain.input,
+        rules.posttrain.input,
+        rules.evaluate.input,
 
 
 onstart:

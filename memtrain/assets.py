@@ -43,3 +43,29 @@ def resolve(reference: str, *, allow_downloads: bool, field: str) -> str:
 def looks_like_hub_id(reference: str) -> bool:
     parts = reference.split("/")
     return len(parts) == 2 and all(parts) and not reference.startswith((".", "/", "~"))
+
+
+HUB_DATASET_PREFIX = "hf://datasets/"
+
+
+def dataset_file(reference: str, *, allow_downloads: bool, field: str) -> Path:
+    """A local copy of a data file: a local path, or 'hf://datasets/<owner>/<name>/<path in the repo>'.
+
+    The hub form is fetched with huggingface_hub (cached, resumable) and only when downloads are
+    allowed, so the paper config can name the published datasets while the offline runs never touch
+    the network.
+    """
+    if not reference.startswith(HUB_DATASET_PREFIX):
+        path = Path(reference).expanduser()
+        if not path.exists():
+            raise InputError(f"{reference!r}: no such file or directory", field=field)
+        return path
+    owner, name, *rest = reference[len(HUB_DATASET_PREFIX):].split("/")
+    if not (owner and name and rest and all(rest)):
+        raise InputError(f"{reference!r} is not hf://datasets/<owner>/<name>/<file>", field=field)
+    if not allow_downloads:
+        raise InputError(f"{reference!r} needs a download, but allow_downloads is false (or give a local path)",
+                         field=field)
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(f"{owner}/{name}", "/".join(rest), repo_type="dataset"))

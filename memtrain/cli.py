@@ -248,6 +248,8 @@ def memtrain_training(args, params, run) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    import memtrain.downstream  # noqa: F401  (registers the QA, post-training and evaluation stages)
+
     root = argparse.ArgumentParser(prog="python -m memtrain", description=__doc__.splitlines()[0])
     commands = root.add_subparsers(dest="stage", required=True)
     for name, function in STAGES.items():

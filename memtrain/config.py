@@ -83,6 +83,16 @@ def validate(config: MutableMapping[str, Any], source: str | os.PathLike = "<con
                          file=source, field="memtrain.backbones")
     if memtrain["mini_batch_size"] > memtrain["batch_size"]:
         raise InputError("mini_batch_size exceeds batch_size", file=source, field="memtrain.mini_batch_size")
+    for algorithm in ("memagent", "mem1"):
+        settings = config["posttrain"][algorithm]
+        if settings["mini_batch_size"] > settings["batch_size"]:
+            raise InputError("mini_batch_size exceeds batch_size", file=source,
+                             field=f"posttrain.{algorithm}.mini_batch_size")
+    untrained = sorted({init.removeprefix("memtrain-") for init in config["posttrain"]["inits"] if init != "base"}
+                       - set(memtrain["variants"]))
+    if untrained:
+        raise InputError(f"starts from MemTrain variant(s) {', '.join(untrained)} that memtrain.variants does not train",
+                         file=source, field="posttrain.inits")
     return config
 
 

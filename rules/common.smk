@@ -50,3 +50,80 @@ def log_path(rule_name: str, suffix: str = "") -> str:
 
 def benchmark_path(rule_name: str, suffix: str = "") -> str:
     return f"{RESULTS}/benchmarks/{rule_name}{suffix}.tsv"
+
+
+# --- downstream (rules/downstream.smk) ------------------------------------------------------------
+QA = f"{DATA}/qa"
+OFFLINE_QA = f"{QA}/offline"
+SEARCH = f"{DATA}/search"
+EVAL = f"{RESULTS}/eval"
+POSTTRAIN = config["posttrain"]
+SEARCH_INDEX = config["qa"]["index"] or f"{SEARCH}/index.faiss"
+
+
+def offline_qa_input(*uses: str) -> list[str]:
+    """The offline QA set, when one of the named sources is configured as 'offline' (else nothing to build)."""
+    qa = config["qa"]
+    offline = {
+        "hotpotqa_train": qa["hotpotqa_train"] == ["offline"],
+        "hotpotqa_dev": qa["hotpotqa_dev"] == ["offline"] and not qa["long_context"]["memagent_eval_dir"],
+        "search": qa["search"]["flashrag"] == "offline",
+        "corpus": qa["corpus"] == "offline",
+    }
+    return [OFFLINE_QA] if any(offline[use] for use in uses) else []
+
+
+def offline_dir_flag(wildcards, input) -> str:
+    return f"--offline-dir {OFFLINE_QA!r}" if OFFLINE_QA in list(input) else ""
+
+
+def init_policy(backbone: str, init: str) -> str:
+    """Where a post-training starts: the prepared base model or a MemTrain variant's final policy."""
+    if init == "base":
+        return f"{RESULTS}/models/{backbone}/base"
+    return f"{MEMTRAIN}/{backbone}/{init.removeprefix('memtrain-')}/final"
+
+
+def posttrain_inputs(wildcards) -> dict[str, str]:
+    inputs = {"policy": init_policy(wildcards.backbone, wildcards.init)}
+    if wildcards.algorithm == "memagent":
+        inputs["data"] = f"{QA}/memagent_train.parquet"
+    else:
+        inputs.update(data=f"{QA}/mem1_train.parquet", corpus=f"{SEARCH}/corpus.parquet", index=SEARCH_INDEX)
+    return inputs
+
+
+def search_flags(wildcards, input) -> str:
+    return f"--corpus {input.corpus!r} --index {input.index!r}" if wildcards.algorithm == "mem1" else ""
+
+
+def downstream_params(wildcards) -> str:
+    """Only the settings a job depends on, so that editing one training's section reruns only its jobs."""
+    rl = config["rl"]
+    algorithm = getattr(wildcards, "algorithm", None)
+    if algorithm is not None:  # a post-training
+        posttrain = {algorithm: POSTTRAIN[algorithm]}
+    else:  # an evaluation: the runtime knobs of the policy, and the MEM1 limits of the search agent
+        rl = {key: rl[key] for key in ("device", "dtype", "engine_batch_size")}
+        posttrain = {"mem1": POSTTRAIN["mem1"]}
+    return as_json({"agent": config["agent"], "rl": rl, "posttrain": posttrain, "eval": config["eval"],
+                    "retriever": config["retriever"], "allow_downloads": config["allow_downloads"]})
+
+
+def evaluated_policy(wildcards) -> str:
+    if wildcards.trained == "none":
+        return init_policy(wildcards.backbone, wildcards.init)
+    return f"{RESULTS}/train/{wildcards.trained}/{wildcards.backbone}/{wildcards.init}/seed{wildcards.seed}/final"
+
+
+def evaluations() -> list[str]:
+    """Every (model, task, seed) of Tables 1 and 2: base and MemTrain-only models once (seed 0), post-trained per seed."""
+    memtrain_inits = [init for init in POSTTRAIN["inits"] if init != "base"]
+    files = []
+    for backbone in MEMTRAIN_BACKBONES:
+        long_context = [("none", "base", 0)] + [("none", init, 0) for init in memtrain_inits]
+        long_context += [("memagent", init, seed) for init in POSTTRAIN["inits"] for seed in POSTTRAIN["seeds"]]
+        search = [("none", "base", 0)] + [("mem1", init, seed) for init in POSTTRAIN["inits"] for seed in POSTTRAIN["seeds"]]
+        files += [f"{EVAL}/long_context/{backbone}/{t}/{i}/seed{s}.parquet" for t, i, s in long_context]
+        files += [f"{EVAL}/search_qa/{backbone}/{t}/{i}/seed{s}.parquet" for t, i, s in search]
+    return files

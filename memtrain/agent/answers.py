@@ -70,3 +70,6 @@ def f1(prediction: str | None, answers: str | list[str]) -> float:
             precision, recall = common / len(predicted), common / len(gold)
             best = max(best, 2 * precision * recall / (precision + recall))
     return best
+
+
+SCORERS = {"em": exact_match, "sub_em": substring_match, "f1": f1}

@@ -58,12 +58,34 @@ RECALL = """You are given your memory of a document you have read and one sectio
 Your answer:
 """
 
+FULL_CONTEXT = """You are given a problem and a document. Solve the problem using the document, then give the final answer inside \\boxed{{}}.
+
+<problem>
+{problem}
+</problem>
+
+<document>
+{document}
+</document>
+
+Your answer:
+"""
+
+SEARCH = """Answer the questions below by searching an encyclopedia. You have {turns_left} turn(s) left, this one included. At every turn, first rewrite your internal state inside <state> </state>: everything you have learned so far that is needed to answer, since only this state and the latest search results are kept. Then either search with <search> query </search>, or, once you know every answer, give them in order separated by ";" inside <answer> </answer>. On your last turn you must answer.
+
+Questions: {problem}
+
+{history}"""
+
 PLACEHOLDERS = {
     "memory_update": ("problem", "memory", "section"),
     "final_answer": ("problem", "memory"),
     "recall": ("memory", "section"),
+    "full_context": ("problem", "document"),
+    "search": ("problem", "history", "turns_left"),
 }
-DEFAULTS = {"memory_update": MEMORY_UPDATE, "final_answer": FINAL_ANSWER, "recall": RECALL}
+DEFAULTS = {"memory_update": MEMORY_UPDATE, "final_answer": FINAL_ANSWER, "recall": RECALL,
+            "full_context": FULL_CONTEXT, "search": SEARCH}
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,8 @@ class Templates:
     memory_update: str
     final_answer: str
     recall: str
+    full_context: str  # the base model reading a whole document in one prompt (evaluation only)
+    search: str        # the MEM1 search agent's turn: its latest state, query and results, nothing older
     no_memory: str
 
     def update(self, problem: str, memory: str | None, section: str) -> str:
@@ -83,6 +107,12 @@ class Templates:
 
     def recall_prompt(self, memory: str | None, section: str) -> str:
         return self.recall.format(memory=memory or self.no_memory, section=section)
+
+    def whole_document(self, problem: str, document: str) -> str:
+        return self.full_context.format(problem=problem, document=document)
+
+    def search_turn(self, problem: str, history: str, turns_left: int) -> str:
+        return self.search.format(problem=problem, history=history, turns_left=turns_left)
 
 
 def _check(name: str, template: str, source: str | os.PathLike) -> str:

@@ -17,6 +17,7 @@ import torch
 
 from memtrain.agent.memory_agent import Budgets, MemoryAgent
 from memtrain.agent.prompts import load_templates
+from memtrain.agent.search_agent import Search, SearchAgent, SearchBudgets
 from memtrain.engines.hf import HFEngine
 from memtrain.io import atomic_dir, write_json
 from memtrain.models import load_policy, load_saved_tokenizer, resolve_device
@@ -39,26 +40,37 @@ class Policy:
         return self.engine.pad_token_id
 
 
-def load(policy_path: str | os.PathLike, rl: Mapping[str, Any], seed: int, threads: int | None = None) -> Policy:
-    """Policy (trainable), frozen reference (only when the KL term is on) and the engine sharing the policy's weights."""
+def load(policy_path: str | os.PathLike, rl: Mapping[str, Any], seed: int, threads: int | None = None,
+         reference: bool = True) -> Policy:
+    """Policy, frozen reference (for training with the KL term on) and the engine sharing the policy's weights."""
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(rl["device"])
     torch.manual_seed(seed)
     model = load_policy(policy_path, device=device, dtype=rl["dtype"])
-    reference = load_policy(policy_path, device=device, dtype=rl["dtype"]) if rl["loss"]["kl_coef"] > 0 else None
+    frozen = load_policy(policy_path, device=device, dtype=rl["dtype"]) if reference and rl["loss"]["kl_coef"] > 0 else None
     tokenizer = load_saved_tokenizer(policy_path)
     generator = torch.Generator(device=device).manual_seed(seed)
     # Padding never reaches the loss (masked), so eos serves when a tokenizer names no pad token.
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     engine = HFEngine(model, pad_token_id=pad, generator=generator, max_batch_size=rl["engine_batch_size"])
-    return Policy(model, reference, tokenizer, engine, generator)
+    return Policy(model, frozen, tokenizer, engine, generator)
 
 
-def memory_agent(policy: Policy, config: Mapping[str, Any]) -> MemoryAgent:
+def memory_agent(policy: Policy, config: Mapping[str, Any], sampling: Mapping[str, Any] | None = None) -> MemoryAgent:
     agent = config["agent"]
-    sampling = config["rl"]["sampling"]
+    sampling = sampling or config["rl"]["sampling"]
     return MemoryAgent(policy.engine, policy.tokenizer, load_templates(agent), Budgets.from_config(agent["budgets"]),
+                       temperature=sampling["temperature"], top_p=sampling["top_p"])
+
+
+def search_agent(policy: Policy, config: Mapping[str, Any], search: Search,
+                 sampling: Mapping[str, Any] | None = None) -> SearchAgent:
+    """The MEM1 agent; `sampling` defaults to the training sampling (evaluation passes its own)."""
+    mem1 = config["posttrain"]["mem1"]
+    sampling = sampling or config["rl"]["sampling"]
+    budgets = SearchBudgets(mem1["response_tokens"], mem1["information_tokens"], mem1["max_turns"])
+    return SearchAgent(policy.engine, policy.tokenizer, load_templates(config["agent"]), budgets, search,
                        temperature=sampling["temperature"], top_p=sampling["top_p"])
 
 

@@ -1,0 +1,283 @@
+"""Stages of the downstream half (paper sections 4.2-4.3): QA data, the search corpus, post-training, evaluation.
+
+Registered on the same `python -m memtrain <stage>` entry point as the MemTrain stages (cli.py
+imports this module); each stays thin and leaves the logic to memtrain.data, agent, rl and eval.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from memtrain.cli import _summary, arg, stage
+from memtrain.errors import InputError
+
+OFFLINE = "offline"
+
+
+# --- data ---------------------------------------------------------------------------------------
+def _hotpot_files(references: Sequence[str], offline: str | None, split: str, allow_downloads: bool,
+                  field: str) -> list[Path]:
+    from memtrain.assets import dataset_file
+
+    if list(references) == [OFFLINE]:
+        if offline is None:
+            raise InputError("'offline' needs the offline QA set (--offline-dir)", field=field)
+        return [Path(offline) / f"hotpot_{split}.json"]
+    return [dataset_file(ref, allow_downloads=allow_downloads, field=field) for ref in references]
+
+
+def flashrag_file(reference: str, dataset: str, split: str, offline: str | None, allow_downloads: bool) -> Path:
+    """FlashRAG's layout <dataset>/<split>.jsonl, under a folder, the hub repository, or our offline set."""
+    from memtrain.assets import dataset_file
+
+    if reference == OFFLINE:
+        if offline is None or dataset != OFFLINE:
+            raise InputError(f"the offline FlashRAG set holds one dataset named 'offline', not {dataset!r}",
+                             field="qa.search")
+        return Path(offline) / f"flashrag_{split}.jsonl"
+    return dataset_file(f"{reference.rstrip('/')}/{dataset}/{split}.jsonl", allow_downloads=allow_downloads,
+                        field="qa.search.flashrag")
+
+
+@stage("offline_qa", arg("--output-dir", required=True))
+def offline_qa(args, params, run) -> None:
+    """Our small HotpotQA-format stand-in over the bundled Wikipedia summaries, and its FlashRAG form."""
+    from memtrain.data import offline_qa as offline
+    from memtrain.io import atomic_dir
+
+    with atomic_dir(args.output_dir) as tmp:
+        counts = offline.write(tmp, params["seed"], params["num_distractors"])
+    run.log_metrics({f"{split}_questions": count for split, count in (counts or {}).items()})
+
+
+@stage("qa_long_context", arg("--offline-dir", default=None), arg("--train-output", required=True),
+       arg("--eval-output", required=True))
+def qa_long_context(args, params, run) -> None:
+    """MemAgent's training contexts and the RULER-HotpotQA evaluation set at every configured length."""
+    from memtrain.data import qa, qa_builders
+
+    settings, downloads = params["qa"], params["allow_downloads"]
+    train = qa.read_hotpotqa(_hotpot_files(settings["hotpotqa_train"], args.offline_dir, "train", downloads,
+                                           "qa.hotpotqa_train"))
+    training = settings["memagent_train"]
+    train = train[:training["num_questions"]] if training["num_questions"] else train
+    train_items = qa_builders.memagent_training(train, training["num_docs"], params["seed"])
+    long_context = settings["long_context"]
+    limit = long_context["num_questions"]
+    if long_context["memagent_eval_dir"]:
+        eval_items = []
+        for num_docs in long_context["lengths"]:
+            path = Path(long_context["memagent_eval_dir"]) / f"eval_{num_docs}.json"
+            items = qa.read_memagent_eval(path)
+            eval_items.extend(items[:limit] if limit else items)
+    else:
+        dev = qa.read_hotpotqa(_hotpot_files(settings["hotpotqa_dev"], args.offline_dir, "dev", downloads,
+                                             "qa.hotpotqa_dev"))
+        dev = dev[:limit] if limit else dev
+        eval_items = [item for num_docs in long_context["lengths"]
+                      for item in qa_builders.ruler_hotpotqa(dev, num_docs, params["seed"])]
+    qa.write_long_context(train_items, args.train_output)
+    qa.write_long_context(eval_items, args.eval_output)
+    words = {n: [len(i.context.split()) for i in eval_items if i.num_docs == n] for n in long_context["lengths"]}
+    run.log_metrics({"train_questions": len(train_items),
+                     "train_context_words": sum(len(i.context.split()) for i in train_items) / len(train_items),
+                     **{f"eval_questions@{n}": len(w) for n, w in words.items()},
+                     **{f"eval_context_words@{n}": sum(w) / max(len(w), 1) for n, w in words.items()}})
+
+
+@stage("qa_search", arg("--offline-dir", default=None), arg("--train-output", required=True),
+       arg("--eval-output", required=True))
+def qa_search(args, params, run) -> None:
+    """Multi-objective questions (k joined with '; ') for MEM1 training and for each search benchmark."""
+    from memtrain.data import qa, qa_builders
+
+    settings = params["qa"]["search"]
+
+    def composed(datasets: Mapping[str, str], limit: int | None) -> list:
+        questions = []
+        for dataset, split in datasets.items():
+            path = flashrag_file(settings["flashrag"], dataset, split, args.offline_dir, params["allow_downloads"])
+            items = qa_builders.compose_multi_objective(qa.read_flashrag(path, dataset), settings["objectives"],
+                                                        params["seed"])
+            if not items:
+                raise InputError(f"fewer than {settings['objectives']} questions to compose", file=path)
+            questions.extend(items[:limit] if limit else items)
+        return questions
+
+    train = composed(settings["train_datasets"], settings["num_train_questions"])
+    evaluation = composed(settings["eval_datasets"], settings["num_eval_questions"])
+    qa_builders.write_multi_objective(train, args.train_output)
+    qa_builders.write_multi_objective(evaluation, args.eval_output)
+    run.log_metrics({"train_questions": len(train), "eval_questions": len(evaluation)})
+
+
+@stage("search_corpus", arg("--offline-dir", default=None), arg("--output", required=True))
+def search_corpus(args, params, run) -> None:
+    """The passages MEM1 searches, as (id, title, text): wiki-18 jsonl, or every offline QA paragraph."""
+    import pyarrow as pa
+
+    from memtrain.assets import dataset_file
+    from memtrain.data import qa
+    from memtrain.io import write_parquet
+
+    reference = params["corpus"]
+    if reference == OFFLINE:
+        questions = qa.read_hotpotqa([Path(args.offline_dir) / f"hotpot_{split}.json" for split in ("train", "dev")])
+        unique = dict.fromkeys((p.title, p.text) for q in questions for p in q.context)
+        passages = [qa.CorpusPassage(str(i), title, text) for i, (title, text) in enumerate(unique)]
+    else:
+        passages = list(qa.read_corpus(dataset_file(reference, allow_downloads=params["allow_downloads"],
+                                                    field="qa.corpus")))
+    table = pa.table({"id": [p.id for p in passages], "title": [p.title for p in passages],
+                      "text": [p.text for p in passages]})
+    write_parquet(table, args.output)
+    run.log_metrics({"passages": table.num_rows})
+    run.log_dict(_summary(args.output), "outputs/corpus.json")
+
+
+@stage("search_index", arg("--corpus", required=True), arg("--output", required=True),
+       arg("--threads", type=int, default=None))
+def search_index(args, params, run) -> None:
+    """Dense index of the search corpus (flat/IVF/HNSW as data.index says), embedded with the retriever's encoder."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from memtrain.data import retrieval
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = params["retriever"]
+    texts = pq.read_table(args.corpus, columns=["text"]).column("text").to_pylist()
+    started = time.perf_counter()
+    encoder = retrieval.load_encoder(settings["encoder"], allow_downloads=params["allow_downloads"],
+                                     device=settings["device"])
+    vectors = retrieval.embed(encoder, texts, settings["passage_prefix"], settings["batch_size"])
+    retrieval.save_index(retrieval.build_index(vectors, params["index"]), args.output)
+    run.log_metrics({"passages": len(texts), "seconds": time.perf_counter() - started})
+
+
+# --- models -------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def retriever(params: Mapping[str, Any], corpus: str, index: str, log_path: str | None) -> Iterator[Any]:
+    """A running search server for the length of a stage, and the agent's search function over it.
+
+    The server is a separate process (its own encoder and FAISS threads) that is always stopped when
+    the stage ends, also when it fails.
+    """
+    from memtrain.retriever.client import format_hits, serve
+
+    settings = params["retriever"]
+    with serve(corpus, index, settings["encoder"], query_prefix=settings["query_prefix"], top_k=settings["top_k"],
+               device=settings["device"], host=settings["host"], allow_remote=settings["allow_remote"],
+               allow_downloads=params["allow_downloads"], log_path=log_path) as client:
+        yield lambda queries: [format_hits(hits) for hits in client.search(list(queries), settings["top_k"])]
+
+
+@stage("posttrain", arg("--algorithm", choices=["memagent", "mem1"], required=True), arg("--policy", required=True),
+       arg("--data", required=True), arg("--corpus", default=None), arg("--index", default=None),
+       arg("--seed", type=int, required=True), arg("--checkpoints", required=True), arg("--output", required=True),
+       arg("--threads", type=int, default=None), arg("--resume", action="store_true"),
+       arg("--stop-after-step", type=int, default=None))
+def posttrain(args, params, run) -> None:
+    """MemAgent or MEM1 GRPO from a base or MemTrain policy, with the MemTrain trainer and rollout code."""
+    import pandas as pd
+
+    from memtrain.data import qa, qa_builders
+    from memtrain.rl import launch
+    from memtrain.rl.mem1_task import Mem1Task
+    from memtrain.rl.memagent_task import MemAgentTask
+    from memtrain.rl.trainer import StepLogger
+
+    settings = {**params["posttrain"][args.algorithm], "seed": args.seed}
+    policy = launch.load(args.policy, params["rl"], args.seed, threads=args.threads)
+
+    def log_step(metrics, step):
+        run.log_metrics(metrics, step=step)
+        shown = ("reward", "em", "filtered_fraction", "skipped", "kl", "step_seconds")
+        print(f"step {step}/{settings['steps']}: " + " ".join(f"{k}={metrics[k]:.3g}" for k in shown if k in metrics),
+              flush=True)
+
+    logger = StepLogger(metrics=log_step, rollouts=lambda records, step: run.log_table(
+        pd.DataFrame(records), f"rollouts/step_{step:06d}.json"))
+    with contextlib.ExitStack() as stack:
+        if args.algorithm == "memagent":
+            items = qa.read_long_context(args.data)
+            task = MemAgentTask(launch.memory_agent(policy, params), settings["group_size"], settings["reward"])
+        else:
+            items = qa_builders.read_multi_objective(args.data)
+            search = stack.enter_context(retriever(params, args.corpus, args.index, None))
+            task = Mem1Task(launch.search_agent(policy, params, search), settings["group_size"])
+        if not items:
+            raise InputError("no training questions", file=args.data)
+        summary = launch.train(policy, task, items, params, {**settings, "algorithm": args.algorithm},
+                               args.checkpoints, args.output, logger, resume=args.resume,
+                               stop_after=args.stop_after_step,
+                               on_resume=lambda step: run.set_tags({"posttrain.resumed_from_step": step}))
+    run.log_dict(summary, "outputs/training.json")
+
+
+def _write_rows(rows: list[dict[str, Any]], path: str) -> None:
+    import pyarrow as pa
+
+    from memtrain.io import write_parquet
+
+    write_parquet(pa.Table.from_pylist(rows), path)
+
+
+@stage("eval_long_context", arg("--policy", required=True), arg("--mode", choices=["memory", "full"], required=True),
+       arg("--data", required=True), arg("--output", required=True), arg("--seed", type=int, default=0),
+       arg("--threads", type=int, default=None))
+def eval_long_context(args, params, run) -> None:
+    """Long-context QA by length: memory models chunk by chunk, base models with the whole context at once."""
+    from memtrain.agent.prompts import load_templates
+    from memtrain.data import qa
+    from memtrain.engines import Sampling
+    from memtrain.eval import long_context
+    from memtrain.rl import launch
+
+    evaluation = params["eval"]
+    policy = launch.load(args.policy, params["rl"], args.seed, threads=args.threads, reference=False)
+    items = qa.read_long_context(args.data)
+    started = time.perf_counter()
+    if args.mode == "memory":
+        rows = long_context.with_memory(launch.memory_agent(policy, params, evaluation["sampling"]), items,
+                                        evaluation["batch_size"])
+    else:
+        from memtrain.agent.chat import stop_token_ids
+
+        window = evaluation["context_window"] or policy.model.config.max_position_embeddings
+        sampling = Sampling(params["agent"]["budgets"]["response"], evaluation["sampling"]["temperature"],
+                            evaluation["sampling"]["top_p"], stop_token_ids(policy.tokenizer))
+        rows = long_context.full_context(policy.engine, policy.tokenizer, load_templates(params["agent"]), items,
+                                         window, sampling, evaluation["batch_size"])
+        run.log_metrics({"truncated_fraction": sum(r["truncated"] for r in rows) / max(len(rows), 1),
+                         "context_window": window})
+    _write_rows(rows, args.output)
+    run.log_metrics({**long_context.summary(rows), "questions": len(rows), "seconds": time.perf_counter() - started})
+    run.log_dict(_summary(args.output), "outputs/predictions.json")
+
+
+@stage("eval_search_qa", arg("--policy", required=True), arg("--data", required=True), arg("--corpus", required=True),
+       arg("--index", required=True), arg("--output", required=True), arg("--seed", type=int, default=0),
+       arg("--threads", type=int, default=None))
+def eval_search_qa(args, params, run) -> None:
+    """Multi-objective search QA on every configured benchmark with the MEM1 agent and the retrieval server."""
+    from memtrain.data import qa_builders
+    from memtrain.eval import search_qa
+    from memtrain.rl import launch
+
+    evaluation = params["eval"]
+    policy = launch.load(args.policy, params["rl"], args.seed, threads=args.threads, reference=False)
+    items = qa_builders.read_multi_objective(args.data)
+    started = time.perf_counter()
+    with retriever(params, args.corpus, args.index, None) as search:
+        rows = search_qa.evaluate(launch.search_agent(policy, params, search, evaluation["sampling"]), items,
+                                  evaluation["batch_size"])
+    _write_rows(rows, args.output)
+    run.log_metrics({**search_qa.summary(rows), "questions": len(rows), "seconds": time.perf_counter() - started})
+    run.log_dict(_summary(args.output), "outputs/predictions.json")

@@ -60,7 +60,8 @@ def dataset_file(reference: str, *, allow_downloads: bool, field: str) -> Path:
         if not path.exists():
             raise InputError(f"{reference!r}: no such file or directory", field=field)
         return path
-    owner, name, *rest = reference[len(HUB_DATASET_PREFIX):].split("/")
+    parts = reference[len(HUB_DATASET_PREFIX):].split("/")
+    owner, name, rest = parts[0], (parts[1] if len(parts) > 1 else ""), parts[2:]
     if not (owner and name and rest and all(rest)):
         raise InputError(f"{reference!r} is not hf://datasets/<owner>/<name>/<file>", field=field)
     if not allow_downloads:

@@ -44,6 +44,8 @@ def test_wrong_type_and_range_are_reported_together():
     ({"data": {"documents": {"min_tokens": 10, "max_tokens": 5}}}, "data.documents"),
     ({"data": {"passages": {"min_words": 10, "max_words": 5}}}, "data.passages"),
     ({"data": {"tokenizer_backbone": "nope"}}, "data.tokenizer_backbone"),
+    ({"posttrain": {"mem1": {"batch_size": 4, "mini_batch_size": 8}}}, "posttrain.mem1.mini_batch_size"),
+    ({"memtrain": {"variants": ["full"]}, "posttrain": {"inits": ["base", "memtrain-e2e"]}}, "posttrain.inits"),
 ])
 def test_cross_field_checks(override, field):
     with pytest.raises(InputError) as error:

@@ -100,3 +100,26 @@ def test_huggingface_source_refuses_the_hub_when_downloads_are_disabled():
 
 def test_hf_shard_names_match_the_published_layout():
     assert sources.hf_shard_name("20231101.en", 0, 41) == "20231101.en/train-00000-of-00041.parquet"
+
+
+def test_dataset_files_are_local_paths_or_hub_files_fetched_only_when_allowed(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from memtrain.assets import dataset_file
+
+    local = tmp_path / "dev.jsonl"
+    local.write_text("{}\n")
+    assert dataset_file(str(local), allow_downloads=False, field="qa.x") == local
+    with pytest.raises(InputError, match="no such file"):
+        dataset_file(str(tmp_path / "missing.json"), allow_downloads=True, field="qa.x")
+    reference = "hf://datasets/RUC-NLPIR/FlashRAG_datasets/nq/test.jsonl"
+    with pytest.raises(InputError, match="allow_downloads is false") as error:
+        dataset_file(reference, allow_downloads=False, field="qa.search.flashrag")
+    assert error.value.field == "qa.search.flashrag"
+    with pytest.raises(InputError, match="not hf://datasets"):
+        dataset_file("hf://datasets/only-owner", allow_downloads=True, field="qa.x")
+    fetched = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda repo, name, repo_type: fetched.append((repo, name, repo_type)) or str(local))
+    assert dataset_file(reference, allow_downloads=True, field="qa.x") == local
+    assert fetched == [("RUC-NLPIR/FlashRAG_datasets", "nq/test.jsonl", "dataset")]

@@ -65,8 +65,10 @@ def qa_long_context(args, params, run) -> None:
     train = qa.read_hotpotqa(_hotpot_files(settings["hotpotqa_train"], args.offline_dir, "train", downloads,
                                            "qa.hotpotqa_train"))
     training = settings["memagent_train"]
+    # Distractors come from every paragraph of the split, as in MemAgent, not only from the questions kept.
+    train_pool = [p for q in train for p in q.context]
     train = train[:training["num_questions"]] if training["num_questions"] else train
-    train_items = qa_builders.memagent_training(train, training["num_docs"], params["seed"])
+    train_items = qa_builders.memagent_training(train, training["num_docs"], params["seed"], train_pool)
     long_context = settings["long_context"]
     limit = long_context["num_questions"]
     if long_context["memagent_eval_dir"]:
@@ -78,9 +80,10 @@ def qa_long_context(args, params, run) -> None:
     else:
         dev = qa.read_hotpotqa(_hotpot_files(settings["hotpotqa_dev"], args.offline_dir, "dev", downloads,
                                              "qa.hotpotqa_dev"))
+        dev_pool = [p for q in dev for p in q.context]
         dev = dev[:limit] if limit else dev
         eval_items = [item for num_docs in long_context["lengths"]
-                      for item in qa_builders.ruler_hotpotqa(dev, num_docs, params["seed"])]
+                      for item in qa_builders.ruler_hotpotqa(dev, num_docs, params["seed"], dev_pool)]
     qa.write_long_context(train_items, args.train_output)
     qa.write_long_context(eval_items, args.eval_output)
     words = {n: [len(i.context.split()) for i in eval_items if i.num_docs == n] for n in long_context["lengths"]}

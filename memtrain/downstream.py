@@ -172,13 +172,13 @@ def retriever(params: Mapping[str, Any], corpus: str, index: str, log_path: str 
     The server is a separate process (its own encoder and FAISS threads) that is always stopped when
     the stage ends, also when it fails.
     """
-    from memtrain.retriever.client import format_hits, serve
+    from memtrain.retriever.client import passages_to_string, serve
 
     settings = params["retriever"]
     with serve(corpus, index, settings["encoder"], query_prefix=settings["query_prefix"], top_k=settings["top_k"],
                device=settings["device"], host=settings["host"], allow_remote=settings["allow_remote"],
-               allow_downloads=params["allow_downloads"], log_path=log_path) as client:
-        yield lambda queries: [format_hits(hits) for hits in client.search(list(queries), settings["top_k"])]
+               allow_downloads=params["allow_downloads"], threads=1, log_path=log_path) as client:
+        yield lambda queries: [passages_to_string(hits) for hits in client.search(list(queries), settings["top_k"])]
 
 
 @stage("posttrain", arg("--algorithm", choices=["memagent", "mem1"], required=True), arg("--policy", required=True),

@@ -1,0 +1,212 @@
+"""Client side of the retrieval server: the wire format, an HTTP client, and a managed server process.
+
+Standard library only, so an agent rollout can import it without torch or FAISS. The client also
+talks to Search-R1's own server (whose documents carry only `id` and `contents`), and
+`passages_to_string` renders hits exactly as Search-R1's and MEM1's `_passages2string` do, so the
+agent reads the same observation text whichever server answered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import memtrain
+
+
+def format_contents(title: str, text: str) -> str:
+    """The wiki-18 `contents` string: the title in double quotes, a newline, then the text."""
+    return f'"{title}"\n{text}'
+
+
+def split_contents(contents: str) -> tuple[str, str]:
+    """Inverse of format_contents: (title without its quotes, text)."""
+    first, _, rest = contents.partition("\n")
+    return first.strip().strip('"'), rest
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    title: str
+    text: str
+    score: float
+
+
+def passages_to_string(hits: Sequence[Hit]) -> str:
+    """What the search agent reads inside <information>: one 'Doc i(Title: "t") text' line per hit.
+
+    Byte-for-byte the format of `_passages2string` in Search-R1 (search_r1/llm_agent/generation.py)
+    and MEM1 (Mem1/train/rollout/llm_agent/generation_think.py), quotes and missing space included.
+    """
+    lines = []
+    for position, hit in enumerate(hits, start=1):
+        title, _, text = format_contents(hit.title, hit.text).partition("\n")
+        lines.append(f"Doc {position}(Title: {title}) {text}\n")
+    return "".join(lines)
+
+
+class RetrieverError(RuntimeError):
+    """The server refused a request (status 4xx/5xx, with its reason) or could not be reached or started."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RetrieverClient:
+    """Blocking JSON client of POST /retrieve and GET /health."""
+
+    def __init__(self, url: str, timeout: float = 60.0) -> None:
+        self.url, self.timeout = url.rstrip("/"), timeout
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    def _call(self, method: str, path: str, payload: Any = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode("utf-8")
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"} if data else {})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body = response.read()
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            try:
+                reason = json.loads(raw)["error"]
+            except (ValueError, KeyError, TypeError):
+                reason = raw.decode("utf-8", "replace")[:500] or error.reason
+            raise RetrieverError(f"retrieval server {method} {path} answered {error.code}: {reason}", error.code) from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise RetrieverError(f"cannot reach the retrieval server at {self.url}: {reason}") from error
+        try:
+            return json.loads(body)
+        except ValueError as error:
+            raise RetrieverError(f"retrieval server {method} {path} sent a reply that is not JSON: {error}") from error
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/health")
+
+    def search(self, queries: Sequence[str], top_k: int | None = None) -> list[list[Hit]]:
+        """Hits per query, best first; top_k None leaves the server's default."""
+        payload: dict[str, Any] = {"queries": list(queries), "return_scores": True}
+        if top_k is not None:
+            payload["topk"] = top_k
+        reply = self._call("POST", "/retrieve", payload)
+        try:
+            return [[_hit(item) for item in hits] for hits in reply["result"]]
+        except (KeyError, TypeError, ValueError) as error:
+            raise RetrieverError(f"unexpected /retrieve reply from {self.url}: {error!r}") from error
+
+
+def _hit(item: dict[str, Any]) -> Hit:
+    document = item.get("document", item)           # return_scores false gives bare documents
+    if "title" in document and "text" in document:
+        title, text = str(document["title"]), str(document["text"])
+    else:
+        title, text = split_contents(document["contents"])
+    return Hit(id=str(document.get("id", "")), title=title, text=text, score=float(item.get("score", "nan")))
+
+
+class ServedClient(RetrieverClient):
+    """A client whose server process `serve` started; `process` is the server's Popen."""
+
+    def __init__(self, url: str, timeout: float, process: subprocess.Popen, log_path: Path) -> None:
+        super().__init__(url, timeout)
+        self.process, self.log_path = process, log_path
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _stop(process: subprocess.Popen, grace: float = 15.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def serve(corpus: str | os.PathLike, index: str | os.PathLike, encoder: str, *, query_prefix: str = "",
+          top_k: int = 3, max_top_k: int = 50, device: str = "cpu", host: str = "127.0.0.1",
+          allow_remote: bool = False, allow_downloads: bool = False, threads: int | None = None,
+          nprobe: int | None = None, ef_search: int | None = None, timeout: float = 60.0,
+          startup_timeout: float = 300.0, log_path: str | os.PathLike | None = None) -> Iterator[ServedClient]:
+    """Run `python -m memtrain.retriever` as a child process for the duration of the block.
+
+    Waits for its ready file and a passing /health, failing fast (with the server's log tail) if it
+    dies first; the server is stopped afterwards however the block ends: SIGTERM, then SIGKILL.
+    """
+    from memtrain.retriever.server import check_host
+
+    check_host(host, allow_remote)                   # refuse before paying for a process start
+    workdir = Path(tempfile.mkdtemp(prefix="memtrain-retriever-"))
+    ready = workdir / "url"
+    log = Path(log_path) if log_path else workdir / "server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "memtrain.retriever", "--corpus", str(corpus), "--index", str(index),
+               "--encoder", encoder, "--query-prefix", query_prefix, "--device", device,
+               "--top-k", str(top_k), "--max-top-k", str(max_top_k), "--host", host, "--port", "0",
+               "--ready-file", str(ready)]
+    for flag, value in (("--threads", threads), ("--nprobe", nprobe), ("--ef-search", ef_search)):
+        if value is not None:
+            command += [flag, str(value)]
+    command += ["--allow-remote"] * allow_remote + ["--allow-downloads"] * allow_downloads
+    env = dict(os.environ)
+    package_root = str(Path(memtrain.__file__).resolve().parent.parent)   # importable from any cwd
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    process = None
+    try:
+        with open(log, "ab") as log_handle:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_handle,
+                                       stderr=subprocess.STDOUT, env=env)
+        client = ServedClient(_wait_ready(process, ready, log, startup_timeout, keep_log=log_path is not None),
+                              timeout, process, log)
+        yield client
+    finally:
+        if process is not None:
+            _stop(process)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_ready(process: subprocess.Popen, ready: Path, log: Path, startup_timeout: float, keep_log: bool) -> str:
+    where = f"log {log}" if keep_log else "server log"
+    deadline = time.monotonic() + startup_timeout
+    url, last_error = None, None
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            raise RetrieverError(f"retrieval server exited with code {code} before it was ready; "
+                                 f"{where}:\n{_tail(log)}")
+        if url is None and ready.exists():
+            url = ready.read_text().strip() or None
+        if url is not None:
+            try:
+                if RetrieverClient(url, timeout=5.0).health().get("status") == "ok":
+                    return url
+            except RetrieverError as error:
+                last_error = error
+        time.sleep(0.1)
+    raise RetrieverError(f"retrieval server not ready after {startup_timeout:.0f} s"
+                         f"{f' ({last_error})' if last_error else ''}; {where}:\n{_tail(log)}")

@@ -184,7 +184,7 @@ def retriever(params: Mapping[str, Any], corpus: str, index: str, log_path: str 
 @stage("posttrain", arg("--algorithm", choices=["memagent", "mem1"], required=True), arg("--policy", required=True),
        arg("--data", required=True), arg("--corpus", default=None), arg("--index", default=None),
        arg("--seed", type=int, required=True), arg("--checkpoints", required=True), arg("--output", required=True),
-       arg("--threads", type=int, default=None), arg("--resume", action="store_true"),
+       arg("--server-log", default=None), arg("--threads", type=int, default=None), arg("--resume", action="store_true"),
        arg("--stop-after-step", type=int, default=None))
 def posttrain(args, params, run) -> None:
     """MemAgent or MEM1 GRPO from a base or MemTrain policy, with the MemTrain trainer and rollout code."""
@@ -213,7 +213,7 @@ def posttrain(args, params, run) -> None:
             task = MemAgentTask(launch.memory_agent(policy, params), settings["group_size"], settings["reward"])
         else:
             items = qa_builders.read_multi_objective(args.data)
-            search = stack.enter_context(retriever(params, args.corpus, args.index, None))
+            search = stack.enter_context(retriever(params, args.corpus, args.index, args.server_log))
             task = Mem1Task(launch.search_agent(policy, params, search), settings["group_size"])
         if not items:
             raise InputError("no training questions", file=args.data)
@@ -267,7 +267,7 @@ def eval_long_context(args, params, run) -> None:
 
 @stage("eval_search_qa", arg("--policy", required=True), arg("--data", required=True), arg("--corpus", required=True),
        arg("--index", required=True), arg("--output", required=True), arg("--seed", type=int, default=0),
-       arg("--threads", type=int, default=None))
+       arg("--server-log", default=None), arg("--threads", type=int, default=None))
 def eval_search_qa(args, params, run) -> None:
     """Multi-objective search QA on every configured benchmark with the MEM1 agent and the retrieval server."""
     from memtrain.data import qa_builders
@@ -278,7 +278,7 @@ def eval_search_qa(args, params, run) -> None:
     policy = launch.load(args.policy, params["rl"], args.seed, threads=args.threads, reference=False)
     items = qa_builders.read_multi_objective(args.data)
     started = time.perf_counter()
-    with retriever(params, args.corpus, args.index, None) as search:
+    with retriever(params, args.corpus, args.index, args.server_log) as search:
         rows = search_qa.evaluate(launch.search_agent(policy, params, search, evaluation["sampling"]), items,
                                   evaluation["batch_size"])
     _write_rows(rows, args.output)

@@ -94,7 +94,11 @@ def posttrain_inputs(wildcards) -> dict[str, str]:
 
 
 def search_flags(wildcards, input) -> str:
-    return f"--corpus {input.corpus!r} --index {input.index!r}" if wildcards.algorithm == "mem1" else ""
+    """MEM1 trains against the search server: its corpus, index, and a log of its own beside the job's."""
+    if wildcards.algorithm != "mem1":
+        return ""
+    log = log_path("retriever", f"/posttrain/{wildcards.backbone}/{wildcards.init}/seed{wildcards.seed}")
+    return f"--corpus {input.corpus!r} --index {input.index!r} --server-log {log!r}"
 
 
 def downstream_params(wildcards) -> str:

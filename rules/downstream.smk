@@ -176,6 +176,7 @@ rule eval_search_qa:
     params:
         cfg=downstream_params,
         wildcards=wildcards_json,
+        server_log=log_path("retriever", "/eval_search_qa/{backbone}/{trained}/{init}/seed{seed}"),
     threads: workflow.cores
     conda:
         CONDA_ENV
@@ -187,5 +188,5 @@ rule eval_search_qa:
         memtrain(
             "eval_search_qa",
             "--policy {input.policy:q} --data {input.data:q} --corpus {input.corpus:q} --index {input.index:q} "
-            "--output {output:q} --seed {wildcards.seed} --threads {threads}",
+            "--output {output:q} --seed {wildcards.seed} --server-log {params.server_log:q} --threads {threads}",
         )

@@ -274,3 +274,45 @@ def test_corpus_layouts_memtrain_passages_wiki18_contents_and_arrow_ipc(tmp_path
     retriever = retriever_server.Retriever(wiki, retrieval.build_index(retrieval.embed(encoder, texts), FLAT), encoder)
     [[(document, score)]] = retriever.search(["capital of France"], 1)
     assert document == {"id": "1", "title": "Paris", "text": texts[1], "contents": wiki.column("contents")[1].as_py()}
+
+
+# --------------------------------------------------------------------------- the MEM1 agent against it
+
+@pytest.mark.slow
+def test_mem1_rollout_with_real_smollm2_against_the_running_server(client, smollm2_policy, test_config):
+    """SmolLM2 plays the MEM1 agent for real: its searches reach the server, results come back pruned."""
+    import numpy as np
+
+    from memtrain import config as memtrain_config
+    from memtrain.rl import launch
+    from memtrain.rl.mem1_task import Mem1Task
+
+    cfg = memtrain_config.deep_merge(test_config, {"posttrain": {"mem1": {"max_turns": 3, "response_tokens": 64,
+                                                                           "information_tokens": 96}}})
+    sent = []
+
+    def search(queries):
+        sent.extend(queries)
+        return [passages_to_string(hits) for hits in client.search(list(queries), 3)]
+
+    policy = launch.load(smollm2_policy, cfg["rl"], seed=3)
+    agent = launch.search_agent(policy, cfg, search)
+    item = type("Item", (), {"id": "q", "question": "Who wrote Adventures of Huckleberry Finn?; Where is the Alhambra?",
+                             "targets": (("Mark Twain",), ("Granada",))})
+    rollout = Mem1Task(agent, group_size=4).rollout([item], np.random.default_rng(0))
+    (group,) = rollout.groups
+    assert len(group.members) == 4 and all(0.0 <= r <= 1.0 for r in group.rewards)
+    tokenizer = policy.tokenizer
+    for member in group.members:
+        assert 1 <= len(member.samples) <= 3
+        for sample in member.samples:
+            assert len(sample.response_ids) <= 64
+            assert "Doc 1(Title:" not in tokenizer.decode(sample.response_ids)  # retrieved text never in the loss
+    sent.clear()
+    episodes = agent.run([item.question], group_size=4)[0]
+    assert len(sent) == sum(len(e.information) for e in episodes)  # every search went over HTTP, once
+    searched = [e for e in episodes if e.information]
+    for episode in searched:  # what came back is the server's passages, cut to the information budget
+        assert episode.information[0].startswith("Doc 1(Title:")
+        assert len(tokenizer(episode.information[0], add_special_tokens=False)["input_ids"]) <= 96
+        assert episode.information[0] in tokenizer.decode(episode.turns[1].prompt_ids)

@@ -89,8 +89,8 @@ def qa_long_context(args, params, run) -> None:
     words = {n: [len(i.context.split()) for i in eval_items if i.num_docs == n] for n in long_context["lengths"]}
     run.log_metrics({"train_questions": len(train_items),
                      "train_context_words": sum(len(i.context.split()) for i in train_items) / len(train_items),
-                     **{f"eval_questions@{n}": len(w) for n, w in words.items()},
-                     **{f"eval_context_words@{n}": sum(w) / max(len(w), 1) for n, w in words.items()}})
+                     **{f"eval_questions/{n}docs": len(w) for n, w in words.items()},
+                     **{f"eval_context_words/{n}docs": sum(w) / max(len(w), 1) for n, w in words.items()}})
 
 
 @stage("qa_search", arg("--offline-dir", default=None), arg("--train-output", required=True),

@@ -122,7 +122,7 @@ def test_mem1_reward_is_mean_exact_match_over_objectives(tokenizer):
     rows = search_qa.evaluate(agent, items, batch_size=1)
     assert [r["objective_em"] for r in rows] == [[1.0, 1.0], [0.0, 1.0]]
     summary = search_qa.summary(rows)
-    assert summary["em@toy"] == pytest.approx(0.75) and summary["em_sum@toy"] == pytest.approx(1.5)
+    assert summary["em/toy"] == pytest.approx(0.75) and summary["em_sum/toy"] == pytest.approx(1.5)
 
 
 def test_memagent_task_scores_the_boxed_answer(tokenizer, tiny_policy):
@@ -159,11 +159,13 @@ def test_whole_document_prompt_is_cut_in_the_middle(tokenizer):
 
 
 def test_long_context_summary_by_length():
-    rows = [{"num_docs": 50, "em": 1.0, "sub_em": 1.0, "f1": 1.0}, {"num_docs": 50, "em": 0.0, "sub_em": 1.0, "f1": 0.5},
-            {"num_docs": 100, "em": 0.0, "sub_em": 0.0, "f1": 0.0}]
+    rows = [{"num_docs": 50, "em": 1.0, "sub_em": 1.0, "f1": 1.0, "reply_sub_em": 1.0},
+            {"num_docs": 50, "em": 0.0, "sub_em": 1.0, "f1": 0.5, "reply_sub_em": 1.0},
+            {"num_docs": 100, "em": 0.0, "sub_em": 0.0, "f1": 0.0, "reply_sub_em": 1.0}]
     summary = long_context.summary(rows)
-    assert summary["em@50"] == 0.5 and summary["em@100"] == 0.0 and summary["em_avg"] == 0.25
-    assert summary["sub_em@50"] == 1.0 and summary["f1_avg"] == pytest.approx(0.375)
+    assert summary["em/50docs"] == 0.5 and summary["em/100docs"] == 0.0 and summary["em/avg"] == 0.25
+    assert summary["sub_em/50docs"] == 1.0 and summary["f1/avg"] == pytest.approx(0.375)
+    assert summary["reply_sub_em/avg"] == 1.0
     assert long_context.scores("the Eiffel Tower!", ["Eiffel Tower"]) == {"em": 1.0, "sub_em": 1.0, "f1": 1.0}
     partial = long_context.scores("Eiffel", ["Eiffel Tower"])
     assert partial["em"] == 0.0 and partial["sub_em"] == 0.0 and partial["f1"] == pytest.approx(2 / 3)

@@ -21,7 +21,7 @@ from memtrain.agent.memory_agent import MemoryAgent
 from memtrain.agent.prompts import Templates
 from memtrain.engines import Engine, Sampling
 
-METRICS = ("em", "sub_em", "f1")
+METRICS = ("em", "sub_em", "f1", "reply_sub_em")
 _CUT = "\n...\n"
 
 
@@ -32,9 +32,12 @@ def scores(prediction: str | None, answers: Sequence[str]) -> dict[str, float]:
 
 
 def _row(item, reply: str, **extra: Any) -> dict[str, Any]:
+    """Scores of the boxed answer (the paper's), plus `reply_sub_em`: whether a gold answer occurs anywhere in
+    the reply. The latter is a diagnostic for small models that answer right but ignore the box format."""
     prediction = extract_boxed(reply)
     return {"id": item.id, "num_docs": item.num_docs, "question": item.question, "answers": list(item.answers),
-            "prediction": prediction, "reply": reply, **scores(prediction, item.answers), **extra}
+            "prediction": prediction, "reply": reply, **scores(prediction, item.answers),
+            "reply_sub_em": substring_match(reply, list(item.answers)), **extra}
 
 
 def _batches(items: Sequence, size: int):
@@ -92,11 +95,11 @@ def full_context(engine: Engine, tokenizer, templates: Templates, items: Sequenc
 
 
 def summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Each metric per length (`em@50`, ...) and averaged over lengths (`em_avg`), as Table 1 reports them."""
+    """Each metric per length (`em/50docs`, ...) and averaged over lengths (`em/avg`), as Table 1 reports them."""
     lengths = sorted({row["num_docs"] for row in rows})
     result = {}
     for metric in METRICS:
         per_length = [float(np.mean([r[metric] for r in rows if r["num_docs"] == n])) for n in lengths]
-        result.update({f"{metric}@{n}": value for n, value in zip(lengths, per_length, strict=True)})
-        result[f"{metric}_avg"] = float(np.mean(per_length)) if per_length else float("nan")
+        result.update({f"{metric}/{n}docs": value for n, value in zip(lengths, per_length, strict=True)})
+        result[f"{metric}/avg"] = float(np.mean(per_length)) if per_length else float("nan")
     return result

@@ -37,6 +37,6 @@ def summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     result = {}
     for metric in ("em", "em_sum"):
         per_dataset = [float(np.mean([r[metric] for r in rows if r["dataset"] == d])) for d in datasets]
-        result.update({f"{metric}@{d}": v for d, v in zip(datasets, per_dataset, strict=True)})
-        result[f"{metric}_avg"] = float(np.mean(per_dataset)) if per_dataset else float("nan")
+        result.update({f"{metric}/{d}": v for d, v in zip(datasets, per_dataset, strict=True)})
+        result[f"{metric}/avg"] = float(np.mean(per_dataset)) if per_dataset else float("nan")
     return result

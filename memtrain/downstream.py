@@ -197,6 +197,7 @@ def posttrain(args, params, run) -> None:
     from memtrain.rl.trainer import StepLogger
 
     settings = {**params["posttrain"][args.algorithm], "seed": args.seed}
+    run.set_tags({"memtrain.policy": args.policy})
     policy = launch.load(args.policy, params["rl"], args.seed, threads=args.threads)
 
     def log_step(metrics, step):
@@ -244,6 +245,7 @@ def eval_long_context(args, params, run) -> None:
     from memtrain.rl import launch
 
     evaluation = params["eval"]
+    run.set_tags({"memtrain.policy": args.policy})
     policy = launch.load(args.policy, params["rl"], args.seed, threads=args.threads, reference=False)
     items = qa.read_long_context(args.data)
     started = time.perf_counter()
@@ -275,6 +277,7 @@ def eval_search_qa(args, params, run) -> None:
     from memtrain.rl import launch
 
     evaluation = params["eval"]
+    run.set_tags({"memtrain.policy": args.policy})
     policy = launch.load(args.policy, params["rl"], args.seed, threads=args.threads, reference=False)
     items = qa_builders.read_multi_objective(args.data)
     started = time.perf_counter()

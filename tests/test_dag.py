@@ -160,3 +160,53 @@ def test_a_rerun_memtrain_job_resumes_from_its_last_checkpoint(memtrain_run):
     assert rerun.data.tags["memtrain.resumed_from_step"] == "2"
     log = (memtrain_run / "results" / "logs" / "memtrain" / "smollm2-135m" / "e2e.log").read_text()
     assert "step 1/" not in log and "step 2/" not in log  # nothing left to train: the final model is re-saved
+
+
+@pytest.fixture(scope="module")
+def evaluate_run(memtrain_run) -> Path:
+    snakemake(memtrain_run, "-c2", "evaluate")
+    return memtrain_run
+
+
+MODELS = {"long_context": [("none", "base", 0), ("none", "memtrain-full", 0), ("memagent", "base", 1),
+                           ("memagent", "memtrain-full", 1)],
+          "search_qa": [("none", "base", 0), ("mem1", "base", 1), ("mem1", "memtrain-full", 1)]}
+
+
+@pytest.mark.slow
+def test_evaluate_target_post_trains_from_base_and_memtrain_and_evaluates_every_model(evaluate_run):
+    import psutil
+
+    results = evaluate_run / "results"
+    for algorithm in ("memagent", "mem1"):
+        for init in ("base", "memtrain-full"):
+            summary = json.loads((results / "train" / algorithm / "smollm2-135m" / init / "seed1" / "final" /
+                                  "training.json").read_text())
+            assert summary["finished"] and summary["steps"] == 1
+    for task, models in MODELS.items():
+        for trained, init, seed in models:
+            rows = pq.read_table(results / "eval" / task / "smollm2-135m" / trained / init / f"seed{seed}.parquet").to_pylist()
+            if task == "long_context":  # 2 questions at each of 2 lengths; base reads everything at once
+                assert sorted(r["num_docs"] for r in rows) == [3, 3, 6, 6]
+                assert ("truncated" in rows[0]) == ((trained, init) == ("none", "base"))
+                assert all({"prediction", "em", "sub_em", "f1", "reply"} <= set(r) for r in rows)
+            else:  # 2 two-objective questions
+                assert len(rows) == 2 and all(len(r["targets"]) == 2 and "; " in r["question"] for r in rows)
+                assert all(0 <= r["em"] <= 1 and r["em_sum"] == 2 * r["em"] for r in rows)
+    evaluations = [r for r in runs(evaluate_run) if r.data.tags.get("memtrain.rule", "").startswith("eval_")]
+    assert len(evaluations) == 7 and all(r.info.status == "FINISHED" for r in evaluations)
+    for run in evaluations:
+        wildcards = json.loads(run.data.tags["memtrain.wildcards"])
+        assert "em/avg" in run.data.metrics
+        expected = ("train/memtrain/smollm2-135m/full/final" if (wildcards["trained"], wildcards["init"]) == ("none", "memtrain-full")
+                    else "models/smollm2-135m/base" if wildcards["trained"] == "none"
+                    else f"train/{wildcards['trained']}/smollm2-135m/{wildcards['init']}/seed1/final")
+        assert run.data.tags["memtrain.policy"].endswith(expected)
+    posttrain = [r for r in runs(evaluate_run) if r.data.tags.get("memtrain.rule") == "posttrain_train"]
+    for run in posttrain:  # post-training from MemTrain starts from the MemTrain checkpoint
+        init = json.loads(run.data.tags["memtrain.wildcards"])["init"]
+        assert run.data.tags["memtrain.policy"].endswith(
+            "train/memtrain/smollm2-135m/full/final" if init == "memtrain-full" else "models/smollm2-135m/base")
+    assert (results / "logs" / "retriever" / "eval_search_qa" / "smollm2-135m" / "none" / "base" / "seed0.log").exists()
+    assert not [p for p in psutil.process_iter(["cmdline"]) if "memtrain.retriever" in " ".join(p.info["cmdline"] or [])]
+    assert "Nothing to be done" in snakemake(evaluate_run, "-n", "evaluate").stdout

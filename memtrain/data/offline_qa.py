@@ -23,7 +23,6 @@ not depend on which other questions are built, and the same seed gives byte-iden
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import os
@@ -39,6 +38,7 @@ from typing import Any
 import yaml
 
 from memtrain.assets import package_path
+from memtrain.data.qa_builders import derived_rng
 from memtrain.data.sources import VITAL_ARTICLES
 from memtrain.errors import InputError
 from memtrain.io import atomic_path
@@ -276,12 +276,6 @@ def similar_titles(question: Mapping[str, Any], summaries: Mapping[str, Summary]
     ranked = sorted((number for number in scores if index.titles[number] not in supporting),
                     key=lambda number: (-scores[number], index.titles[number]))
     return [index.titles[number] for number in ranked[:count]]
-
-
-def derived_rng(*parts: object) -> random.Random:
-    """A generator seeded by a stable hash of `parts` (Python's hash() of a string changes per process)."""
-    digest = hashlib.sha256("\0".join(map(str, parts)).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 # --- HotpotQA and FlashRAG records -----------------------------------------------------------------

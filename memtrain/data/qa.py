@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from memtrain.errors import InputError
 from memtrain.io import write_parquet
+from memtrain.retriever.client import split_contents
 
 PathLike = str | os.PathLike
 
@@ -323,19 +324,6 @@ def read_flashrag(path: PathLike, dataset: str) -> list[QAItem]:
         items.append(QAItem(id=question_id, question=record.text("question"),
                             answers=record.strings("golden_answers"), dataset=dataset))
     return items
-
-
-def split_contents(contents: str) -> tuple[str, str]:
-    """(title, text) of a corpus `contents`: the first line is the title, in double quotes in wiki-18.
-
-    Contents without a newline have no title (FlashRAG allows title-less corpora).
-    """
-    title, newline, text = contents.partition("\n")
-    if not newline:
-        return "", contents
-    if len(title) >= 2 and title.startswith('"') and title.endswith('"'):
-        title = title[1:-1]
-    return title, text
 
 
 def read_corpus(path: PathLike) -> Iterator[CorpusPassage]:

@@ -33,9 +33,16 @@ def format_contents(title: str, text: str) -> str:
 
 
 def split_contents(contents: str) -> tuple[str, str]:
-    """Inverse of format_contents: (title without its quotes, text)."""
-    first, _, rest = contents.partition("\n")
-    return first.strip().strip('"'), rest
+    """Inverse of format_contents: (title without its quotes, text).
+
+    Contents without a newline have no title (FlashRAG allows title-less corpora).
+    """
+    title, newline, text = contents.partition("\n")
+    if not newline:
+        return "", contents
+    if len(title) >= 2 and title.startswith('"') and title.endswith('"'):
+        title = title[1:-1]
+    return title, text
 
 
 @dataclass(frozen=True)

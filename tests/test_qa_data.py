@@ -240,6 +240,15 @@ def test_wiki18_corpus_splits_the_quoted_title(tmp_path):
     raises_naming(lambda: list(qa.read_corpus(bad)), bad, "line 2 (id 1)", "field contents")
 
 
+def test_gzipped_corpus_is_read_as_published(tmp_path):
+    import gzip
+
+    path = tmp_path / "wiki-18.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write(json.dumps({"id": "0", "contents": f'"Evan Morris"\n{EVAN_MORRIS}'}) + "\n")
+    assert list(qa.read_corpus(path)) == [qa.CorpusPassage("0", "Evan Morris", EVAN_MORRIS)]
+
+
 # --- Stage-boundary tables --------------------------------------------------------------------
 
 def test_parquet_helpers_round_trip(tmp_path):

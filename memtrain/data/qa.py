@@ -10,6 +10,7 @@ parquet tables written atomically.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -141,9 +142,12 @@ def _json_list(path: PathLike) -> list:
 
 
 def _jsonl(path: PathLike) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed value) of each non-blank line; a bad line is named by its number."""
+    """(line number, parsed value) of each non-blank line; a bad line is named by its number.
+
+    A `.gz` file is read as published (Search-R1 and MEM1 ship the wiki-18 corpus as wiki-18.jsonl.gz).
+    """
     try:
-        handle = open(path, encoding="utf-8")
+        handle = gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, encoding="utf-8")
     except OSError as error:
         raise InputError(f"cannot open: {error}", file=path) from error
     with handle:

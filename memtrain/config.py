@@ -88,6 +88,14 @@ def validate(config: MutableMapping[str, Any], source: str | os.PathLike = "<con
         if settings["mini_batch_size"] > settings["batch_size"]:
             raise InputError("mini_batch_size exceeds batch_size", file=source,
                              field=f"posttrain.{algorithm}.mini_batch_size")
+    search = config["qa"]["search"]
+    if search["flashrag"] == "offline":
+        for key in ("train_datasets", "eval_datasets"):
+            wrong = {name: split for name, split in search[key].items()
+                     if name != "offline" or split not in ("train", "dev")}
+            if wrong:
+                raise InputError(f"the offline FlashRAG set has one dataset, 'offline', with splits train and dev; "
+                                 f"got {wrong}", file=source, field=f"qa.search.{key}")
     untrained = sorted({init.removeprefix("memtrain-") for init in config["posttrain"]["inits"] if init != "base"}
                        - set(memtrain["variants"]))
     if untrained:

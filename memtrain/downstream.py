@@ -35,10 +35,9 @@ def flashrag_file(reference: str, dataset: str, split: str, offline: str | None,
     """FlashRAG's layout <dataset>/<split>.jsonl, under a folder, the hub repository, or our offline set."""
     from memtrain.assets import dataset_file
 
-    if reference == OFFLINE:
-        if offline is None or dataset != OFFLINE:
-            raise InputError(f"the offline FlashRAG set holds one dataset named 'offline', not {dataset!r}",
-                             field="qa.search")
+    if reference == OFFLINE:  # config.validate has checked that the dataset is 'offline' and the split train or dev
+        if offline is None:
+            raise InputError("'offline' needs the offline QA set (--offline-dir)", field="qa.search.flashrag")
         return Path(offline) / f"flashrag_{split}.jsonl"
     return dataset_file(f"{reference.rstrip('/')}/{dataset}/{split}.jsonl", allow_downloads=allow_downloads,
                         field="qa.search.flashrag")
@@ -52,7 +51,7 @@ def offline_qa(args, params, run) -> None:
 
     with atomic_dir(args.output_dir) as tmp:
         counts = offline.write(tmp, params["seed"], params["num_distractors"])
-    run.log_metrics({f"{split}_questions": count for split, count in (counts or {}).items()})
+    run.log_metrics({f"{split}_questions": count for split, count in counts.items()})
 
 
 @stage("qa_long_context", arg("--offline-dir", default=None), arg("--train-output", required=True),

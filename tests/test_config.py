@@ -46,6 +46,7 @@ def test_wrong_type_and_range_are_reported_together():
     ({"data": {"tokenizer_backbone": "nope"}}, "data.tokenizer_backbone"),
     ({"posttrain": {"mem1": {"batch_size": 4, "mini_batch_size": 8}}}, "posttrain.mem1.mini_batch_size"),
     ({"memtrain": {"variants": ["full"]}, "posttrain": {"inits": ["base", "memtrain-e2e"]}}, "posttrain.inits"),
+    ({"qa": {"search": {"eval_datasets": {"nq": "test"}}}}, "qa.search.eval_datasets"),
 ])
 def test_cross_field_checks(override, field):
     with pytest.raises(InputError) as error:

@@ -34,7 +34,7 @@ def arg(flag: str, **kwargs) -> tuple[str, dict]:
     return flag, kwargs
 
 
-def _summary(path: str | os.PathLike) -> dict[str, Any]:
+def output_summary(path: str | os.PathLike) -> dict[str, Any]:
     """What a reader of the MLflow run wants to know about an output file without opening it."""
     path = Path(path)
     summary: dict[str, Any] = {"path": str(path), "bytes": path.stat().st_size}
@@ -56,7 +56,7 @@ def wiki_download(args, params, run) -> None:
     write_parquet(table, args.output)
     words = sum(len(text.split()) for text in table.column("text").to_pylist())
     run.log_metrics({"articles": table.num_rows, "words": words, "seconds": time.perf_counter() - started})
-    run.log_dict(_summary(args.output), "outputs/articles.json")
+    run.log_dict(output_summary(args.output), "outputs/articles.json")
 
 
 @stage("passages", arg("--input", required=True), arg("--output", required=True))
@@ -73,7 +73,7 @@ def passages(args, params, run) -> None:
     run.log_metrics({"passages": table.num_rows, "mean_words": sum(words) / len(words),
                      "below_min_words": sum(w < params["min_words"] for w in words),
                      "seconds": time.perf_counter() - started})
-    run.log_dict(_summary(args.output), "outputs/passages.json")
+    run.log_dict(output_summary(args.output), "outputs/passages.json")
 
 
 @stage("ner", arg("--input", required=True), arg("--output", required=True), arg("--threads", type=int, default=1),
@@ -97,7 +97,7 @@ def ner(args, params, run) -> None:
     run.log_metrics({"passages": len(texts), "entities": sum(map(len, found)),
                      "passages_without_entities": sum(not f for f in found),
                      "words_per_second": words / max(seconds, 1e-9), "seconds": seconds})
-    run.log_dict(_summary(args.output), "outputs/entities.json")
+    run.log_dict(output_summary(args.output), "outputs/entities.json")
 
 
 @stage("embed", arg("--input", required=True), arg("--output", required=True), arg("--threads", type=int, default=1),
@@ -130,7 +130,7 @@ def index(args, params, run) -> None:
     built = retrieval.build_index(embeddings, params)
     retrieval.save_index(built, args.output)
     run.log_metrics({"vectors": built.ntotal, "seconds": time.perf_counter() - started})
-    run.log_dict(_summary(args.output), "outputs/index.json")
+    run.log_dict(output_summary(args.output), "outputs/index.json")
 
 
 @stage("tokenizer", arg("--backbone", required=True), arg("--output", required=True))

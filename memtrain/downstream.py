@@ -7,13 +7,12 @@ imports this module); each stays thin and leaves the logic to memtrain.data, age
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from memtrain.cli import _summary, arg, stage
+from memtrain.cli import arg, output_summary, stage
 from memtrain.errors import InputError
 
 OFFLINE = "offline"
@@ -104,8 +103,8 @@ def qa_search(args, params, run) -> None:
         questions = []
         for dataset, split in datasets.items():
             path = flashrag_file(settings["flashrag"], dataset, split, args.offline_dir, params["allow_downloads"])
-            items = qa_builders.compose_multi_objective(qa.read_flashrag(path, dataset), settings["objectives"],
-                                                        params["seed"])
+            # File order, no shuffle: the same pairs as MEM1's published multi-objective sets.
+            items = qa_builders.compose_multi_objective(qa.read_flashrag(path, dataset), settings["objectives"], None)
             if not items:
                 raise InputError(f"fewer than {settings['objectives']} questions to compose", file=path)
             questions.extend(items[:limit] if limit else items)
@@ -120,26 +119,37 @@ def qa_search(args, params, run) -> None:
 
 @stage("search_corpus", arg("--offline-dir", default=None), arg("--output", required=True))
 def search_corpus(args, params, run) -> None:
-    """The passages MEM1 searches, as (id, title, text): wiki-18 jsonl, or every offline QA paragraph."""
+    """The passages MEM1 searches, as (id, title, text): wiki-18 jsonl, or every offline QA paragraph.
+
+    Written in record batches, so that wiki-18's 21M passages never sit in memory as Python objects.
+    """
+    import itertools
+
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from memtrain.assets import dataset_file
     from memtrain.data import qa
-    from memtrain.io import write_parquet
+    from memtrain.io import atomic_path
 
     reference = params["corpus"]
     if reference == OFFLINE:
         questions = qa.read_hotpotqa([Path(args.offline_dir) / f"hotpot_{split}.json" for split in ("train", "dev")])
         unique = dict.fromkeys((p.title, p.text) for q in questions for p in q.context)
-        passages = [qa.CorpusPassage(str(i), title, text) for i, (title, text) in enumerate(unique)]
+        passages = (qa.CorpusPassage(str(i), title, text) for i, (title, text) in enumerate(unique))
     else:
-        passages = list(qa.read_corpus(dataset_file(reference, allow_downloads=params["allow_downloads"],
-                                                    field="qa.corpus")))
-    table = pa.table({"id": [p.id for p in passages], "title": [p.title for p in passages],
-                      "text": [p.text for p in passages]})
-    write_parquet(table, args.output)
-    run.log_metrics({"passages": table.num_rows})
-    run.log_dict(_summary(args.output), "outputs/corpus.json")
+        passages = qa.read_corpus(dataset_file(reference, allow_downloads=params["allow_downloads"], field="qa.corpus"))
+    schema = pa.schema([("id", pa.string()), ("title", pa.string()), ("text", pa.string())])
+    count = 0
+    with atomic_path(args.output) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        while batch := list(itertools.islice(passages, 100_000)):
+            writer.write_table(pa.table({"id": [p.id for p in batch], "title": [p.title for p in batch],
+                                         "text": [p.text for p in batch]}, schema=schema))
+            count += len(batch)
+    if not count:
+        raise InputError("the corpus holds no passage", file=reference)
+    run.log_metrics({"passages": count})
+    run.log_dict(output_summary(args.output), "outputs/corpus.json")
 
 
 @stage("search_index", arg("--corpus", required=True), arg("--output", required=True),
@@ -263,7 +273,7 @@ def eval_long_context(args, params, run) -> None:
                          "context_window": window})
     _write_rows(rows, args.output)
     run.log_metrics({**long_context.summary(rows), "questions": len(rows), "seconds": time.perf_counter() - started})
-    run.log_dict(_summary(args.output), "outputs/predictions.json")
+    run.log_dict(output_summary(args.output), "outputs/predictions.json")
 
 
 @stage("eval_search_qa", arg("--policy", required=True), arg("--data", required=True), arg("--corpus", required=True),
@@ -285,4 +295,4 @@ def eval_search_qa(args, params, run) -> None:
                                   evaluation["batch_size"])
     _write_rows(rows, args.output)
     run.log_metrics({**search_qa.summary(rows), "questions": len(rows), "seconds": time.perf_counter() - started})
-    run.log_dict(_summary(args.output), "outputs/predictions.json")
+    run.log_dict(output_summary(args.output), "outputs/predictions.json")

@@ -1,0 +1,43 @@
+"""Evaluation files gathered into the report's long tables (means per length / benchmark, in percent)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from memtrain.errors import InputError
+from memtrain.report import results
+
+
+def write(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(path)
+
+
+def test_long_context_means_per_length_in_percent(tmp_path):
+    write(tmp_path / "long_context/qwen3-4b/memagent/base/seed2.parquet",
+          [{"num_docs": 50, "em": 1.0, "sub_em": 1.0, "f1": 1.0}, {"num_docs": 50, "em": 0.0, "sub_em": 1.0, "f1": 0.5},
+           {"num_docs": 100, "em": 0.0, "sub_em": 0.0, "f1": 0.25}])
+    frame = results.long_context(tmp_path)
+    assert frame[["backbone", "trained", "init", "seed", "num_docs"]].values.tolist() == [
+        ["qwen3-4b", "memagent", "base", 2, 50], ["qwen3-4b", "memagent", "base", 2, 100]]
+    assert frame["em"].tolist() == [50.0, 0.0] and frame["sub_em"].tolist() == [100.0, 0.0]
+    assert frame["f1"].tolist() == [75.0, 25.0]
+
+
+def test_search_qa_means_per_benchmark(tmp_path):
+    write(tmp_path / "search_qa/qwen3-4b/mem1/memtrain-full/seed1.parquet",
+          [{"dataset": "nq", "em": 0.5, "em_sum": 1.0}, {"dataset": "nq", "em": 1.0, "em_sum": 2.0},
+           {"dataset": "popqa", "em": 0.0, "em_sum": 0.0}])
+    frame = results.search_qa(tmp_path)
+    assert frame.set_index("dataset")["em"].to_dict() == {"nq": 75.0, "popqa": 0.0}
+    assert frame.set_index("dataset")["em_sum"].to_dict() == {"nq": 1.5, "popqa": 0.0}
+    assert results.long_context(tmp_path).empty
+
+
+def test_an_empty_evaluation_file_is_named(tmp_path):
+    path = tmp_path / "search_qa/b/none/base/seed0.parquet"
+    write(path, {"dataset": pd.Series([], dtype=str), "em": pd.Series([], dtype=float),
+                 "em_sum": pd.Series([], dtype=float)})
+    with pytest.raises(InputError, match="seed0.parquet"):
+        results.search_qa(tmp_path)

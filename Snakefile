@@ -21,6 +21,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/memtrain.smk"
 include: "rules/downstream.smk"
+include: "rules/ablations.smk"
 
 
 rule all:
@@ -30,6 +31,7 @@ rule all:
         rules.memtrain.input,
         rules.posttrain.input,
         rules.evaluate.input,
+        rules.ablations.input,
 
 
 onstart:

@@ -255,3 +255,21 @@ def stage_run(
         client.set_terminated(run.info.run_id, "FAILED")
         raise
     client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def finished_job_runs(results_dir: str | os.PathLike, experiment: str, rule: str) -> dict[tuple[tuple[str, str], ...], str]:
+    """The newest FINISHED run of each job of `rule`, keyed by its sorted wildcards: what a report cell traces to.
+
+    A job rerun after a config change leaves older runs behind; the newest one produced the file on disk.
+    """
+    client = MlflowClient(tracking_uri(results_dir))
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return {}
+    query = f"tags.`memtrain.rule` = '{rule}' AND attributes.status = 'FINISHED'"
+    newest: dict[tuple[tuple[str, str], ...], Run] = {}
+    for run in client.search_runs([found.experiment_id], query, max_results=50_000):
+        key = tuple(sorted(json.loads(run.data.tags["memtrain.wildcards"]).items()))
+        if key not in newest or run.info.start_time > newest[key].info.start_time:
+            newest[key] = run
+    return {key: run.info.run_id for key, run in newest.items()}

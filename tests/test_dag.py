@@ -210,3 +210,15 @@ def test_evaluate_target_post_trains_from_base_and_memtrain_and_evaluates_every_
     assert (results / "logs" / "retriever" / "eval_search_qa" / "smollm2-135m" / "none" / "base" / "seed0.log").exists()
     assert not [p for p in psutil.process_iter(["cmdline"]) if "memtrain.retriever" in " ".join(p.info["cmdline"] or [])]
     assert "Nothing to be done" in snakemake(evaluate_run, "-n", "evaluate").stdout
+
+
+@pytest.mark.slow
+def test_ablations_target_plans_only_the_ablation_branch(evaluate_run):
+    """With the main DAG done, `-n ablations` plans MemAgent from e2e and decoupled and their evaluations, nothing else."""
+    import re
+
+    plan = snakemake(evaluate_run, "-n", "ablations").stdout
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", plan, re.MULTILINE))
+    counts.pop("total", None)
+    assert counts == {"posttrain_train": "2", "eval_long_context": "2", "ablations": "1"}, plan[-2000:]
+    assert "memtrain-e2e" in plan and "memtrain-decoupled" in plan and "memtrain-full/seed" not in plan

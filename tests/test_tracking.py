@@ -204,3 +204,21 @@ def test_stale_invocations(results: Path):
     client.set_tag(live_id, "memtrain.host", "elsewhere")
     assert tracking.close_stale_invocations(client, experiment_id) == [live_id]
     assert client.get_run(live_id).info.status == "KILLED"
+
+
+def test_finished_job_runs_map_each_job_to_its_newest_finished_run(results: Path):
+    assert tracking.finished_job_runs(results, EXPERIMENT, "eval_long_context") == {}
+    wildcards = {"backbone": "b", "trained": "none", "init": "base", "seed": "0"}
+    ids = []
+    for _ in range(2):  # a rerun job: the newer run made the file on disk
+        with tracking.stage_run("eval_long_context", {}, results, EXPERIMENT, rule="eval_long_context",
+                                wildcards=wildcards) as run:
+            ids.append(run.run_id)
+    with pytest.raises(RuntimeError):  # a failed run never backs a report cell
+        with tracking.stage_run("eval_long_context", {}, results, EXPERIMENT, rule="eval_long_context",
+                                wildcards={**wildcards, "seed": "1"}):
+            raise RuntimeError("boom")
+    with tracking.stage_run("posttrain", {}, results, EXPERIMENT, rule="posttrain_train", wildcards=wildcards):
+        pass
+    found = tracking.finished_job_runs(results, EXPERIMENT, "eval_long_context")
+    assert found == {tuple(sorted(wildcards.items())): ids[1]}

@@ -22,6 +22,7 @@ include: "rules/data.smk"
 include: "rules/memtrain.smk"
 include: "rules/downstream.smk"
 include: "rules/ablations.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -32,6 +33,7 @@ rule all:
         rules.posttrain.input,
         rules.evaluate.input,
         rules.ablations.input,
+        rules.report.output,
 
 
 onstart:

@@ -249,6 +249,7 @@ def memtrain_training(args, params, run) -> None:
 
 def parser() -> argparse.ArgumentParser:
     import memtrain.downstream  # noqa: F401  (registers the QA, post-training and evaluation stages)
+    import memtrain.report.stage  # noqa: F401  (registers the report)
 
     root = argparse.ArgumentParser(prog="python -m memtrain", description=__doc__.splitlines()[0])
     commands = root.add_subparsers(dest="stage", required=True)

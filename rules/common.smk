@@ -57,6 +57,7 @@ QA = f"{DATA}/qa"
 OFFLINE_QA = f"{QA}/offline"
 SEARCH = f"{DATA}/search"
 EVAL = f"{RESULTS}/eval"
+REPORT = f"{RESULTS}/report"
 POSTTRAIN = config["posttrain"]
 SEARCH_INDEX = config["qa"]["index"] or f"{SEARCH}/index.faiss"
 

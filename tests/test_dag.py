@@ -222,3 +222,30 @@ def test_ablations_target_plans_only_the_ablation_branch(evaluate_run):
     counts.pop("total", None)
     assert counts == {"posttrain_train": "2", "eval_long_context": "2", "ablations": "1"}, plan[-2000:]
     assert "memtrain-e2e" in plan and "memtrain-decoupled" in plan and "memtrain-full/seed" not in plan
+
+
+@pytest.mark.slow
+def test_report_writes_both_tables_and_traces_every_cell_to_its_mlflow_runs(evaluate_run):
+    import pandas as pd
+
+    snakemake(evaluate_run, "-c2", "report")
+    report = evaluate_run / "results" / "report"
+    table1 = pd.read_csv(report / "table1_long_context_qa.csv")
+    assert set(table1["variant"]) == {"base", "memtrain", "memagent", "memtrain+memagent"}
+    assert set(table1["column"].astype(str)) == {"3", "6", "avg"} and table1["paper"].isna().all()  # not a paper backbone
+    table2 = pd.read_csv(report / "table2_search_qa.csv")
+    assert set(table2["variant"]) == {"base", "mem1", "memtrain+mem1"}
+    for name in ("table1_long_context_qa", "table2_search_qa"):
+        assert (report / f"{name}.md").read_text().startswith("| backbone") and (report / f"{name}.tex").stat().st_size
+    evaluations = {r.info.run_id: json.loads(r.data.tags["memtrain.wildcards"]) for r in runs(evaluate_run)
+                   if r.data.tags.get("memtrain.rule") == "eval_long_context" and r.info.status == "FINISHED"}
+    trace = pd.read_csv(report / "table1_long_context_qa_provenance.csv")
+    for row in trace.itertuples():
+        for run_id in row.run_ids.split(";"):
+            assert run_id in evaluations, row
+    base = trace[(trace["variant"] == "base") & (trace["column"].astype(str) == "avg")]["run_ids"].item()
+    assert evaluations[base] == {"backbone": "smollm2-135m", "trained": "none", "init": "base", "seed": "0"}
+    report_run = next(r for r in runs(evaluate_run) if r.data.tags.get("memtrain.rule") == "report")
+    client = mlflow.MlflowClient(tracking.tracking_uri(evaluate_run / "results"))
+    assert {a.path for a in client.list_artifacts(report_run.info.run_id)} >= {
+        "table1_long_context_qa.json", "table2_search_qa_provenance.json"}

@@ -34,6 +34,7 @@ rule all:
         rules.evaluate.input,
         rules.ablations.input,
         rules.report.output,
+        rules.figures.output,
 
 
 onstart:

@@ -250,3 +250,16 @@ def test_report_writes_both_tables_and_traces_every_cell_to_its_mlflow_runs(eval
     client = mlflow.MlflowClient(tracking.tracking_uri(evaluate_run / "results"))
     assert {a.path for a in client.list_artifacts(report_run.info.run_id)} >= {
         "table1_long_context_qa.json", "table2_search_qa_provenance.json"}
+
+
+@pytest.mark.slow
+def test_figures_draw_the_ablations_and_the_training_curves(evaluate_run):
+    snakemake(evaluate_run, "-c2", "figures")
+    report = evaluate_run / "results" / "report"
+    for name in ("fig3_ablations_smollm2-135m.png", "training_curves.png"):
+        assert (report / name).read_bytes()[:4] == b"\x89PNG"
+    figures_run = next(r for r in runs(evaluate_run) if r.data.tags.get("memtrain.rule") == "figures")
+    client = mlflow.MlflowClient(tracking.tracking_uri(evaluate_run / "results"))
+    assert {a.path for a in client.list_artifacts(figures_run.info.run_id)} == {
+        "fig3_ablations_smollm2-135m.png", "training_curves.png"}
+    assert "Nothing to be done" in snakemake(evaluate_run, "-n", "figures").stdout

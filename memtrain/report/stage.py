@@ -46,3 +46,45 @@ def report(args, params, run) -> None:
         averages = table[table["column"] == tables.AVG]
         run.log_metrics({f"{name}/{r.backbone}/{r.variant.replace('+', '-plus-')}/avg": r.mean
                          for r in averages.itertuples()})
+
+
+FIGURE3_BACKBONE = "Qwen3-4B-Instruct-2507"  # the only backbone the paper's Figure 3 shows
+
+
+def _training_runs(results_dir: str, experiment: str) -> dict[str, tuple[str, str]]:
+    """Every finished training job as label -> (run id, kind), for the reward curves."""
+    from memtrain.tracking import finished_job_runs
+
+    labelled = {}
+    for key, run_id in finished_job_runs(results_dir, experiment, "memtrain_train").items():
+        w = dict(key)
+        labelled[f"memtrain/{w['backbone']}/{w['variant']}"] = (run_id, "memtrain")
+    for key, run_id in finished_job_runs(results_dir, experiment, "posttrain_train").items():
+        w = dict(key)
+        labelled[f"{w['algorithm']}/{w['backbone']}/{w['init']}/seed{w['seed']}"] = (run_id, w["algorithm"])
+    return labelled
+
+
+@stage("figures", arg("--eval-dir", required=True), arg("--ablations", nargs="+", required=True),
+       arg("--curves", required=True))
+def figures(args, params, run) -> None:
+    """Figure 3 (MemAgent from the Full, End-to-End and Decoupled MemTrain variants) and the training curves."""
+    from mlflow import MlflowClient
+
+    from memtrain.report import figures as draw
+    from memtrain.report import paper, results
+    from memtrain.tracking import tracking_uri
+
+    long_context = results.long_context(args.eval_dir)
+    names = paper_backbones(params["backbones"])
+    for output in args.ablations:
+        backbone = Path(output).stem.removeprefix("fig3_ablations_")
+        figure = draw.ablation_figure(long_context, backbone, paper.figures() if names[backbone] == FIGURE3_BACKBONE
+                                      else None)
+        draw.save(figure, output)
+        run.log_figure(figure, Path(output).name)
+    histories = draw.training_histories(MlflowClient(tracking_uri(args.results_dir)),
+                                        _training_runs(args.results_dir, args.experiment))
+    curves = draw.training_curves(histories)
+    draw.save(curves, args.curves)
+    run.log_figure(curves, Path(args.curves).name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -105,3 +106,21 @@ def shard_bounds(num_rows: int, shard: int, num_shards: int) -> tuple[int, int]:
     start = shard * base + min(shard, extra)
     return start, start + base + (1 if shard < extra else 0)
 
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line; a bad line is named by its number.
+
+    A `.gz` file is read as published (Search-R1 and MEM1 ship the wiki-18 corpus as wiki-18.jsonl.gz).
+    """
+    try:
+        handle = gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, encoding="utf-8")
+    except OSError as error:
+        raise InputError(f"cannot open: {error}", file=path) from error
+    with handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield line_number, json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"not valid JSON ({error.msg})", file=path, record=f"line {line_number}") from error

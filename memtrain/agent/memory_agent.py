@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memtrain.agent.chat import decode_reply, encode_user, stop_token_ids
-from memtrain.agent.chunks import Chunk
+from memtrain.agent.chunks import Chunk, chunk_document
 from memtrain.agent.prompts import Templates
 from memtrain.engines import Engine, Generation, Sampling
 
@@ -73,6 +73,11 @@ class MemoryAgent:
         if used > self.budgets.instruction:
             raise ValueError(f"the memory-update prompt takes {used} tokens before any memory or section, over the "
                              f"instruction budget of {self.budgets.instruction}: shorten the problem or the template")
+
+    def fit_chunks(self, text: str, entities: Sequence[tuple[str, int, int]] = ()) -> tuple[list[Chunk], bool]:
+        """The text cut into chunk-budget sections, at most max_chunks of them, and whether its tail was dropped."""
+        chunks = chunk_document(self.tokenizer, text, self.budgets.chunk, entities)
+        return chunks[:self.budgets.max_chunks], len(chunks) > self.budgets.max_chunks
 
     def _memory(self, generation: Generation) -> str:
         """The reply as the next turn's memory: without the stop token, cut to the memory budget.

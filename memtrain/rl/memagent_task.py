@@ -13,7 +13,6 @@ from functools import lru_cache
 import numpy as np
 
 from memtrain.agent.answers import SCORERS, exact_match, extract_boxed, substring_match
-from memtrain.agent.chunks import Chunk, chunk_document
 from memtrain.agent.memory_agent import MemoryAgent
 from memtrain.rl.samples import Group, Member, Rollout, Sample
 
@@ -25,12 +24,7 @@ class MemAgentTask:
         if reward not in SCORERS:
             raise ValueError(f"unknown reward {reward!r} (known: {', '.join(SCORERS)})")
         self.agent, self.group_size, self.score = agent, group_size, SCORERS[reward]
-        self.chunks = lru_cache(maxsize=4096)(self._chunks)
-
-    def _chunks(self, context: str) -> tuple[tuple[Chunk, ...], bool]:
-        """The context's chunks, at most max_chunks of them, and whether the tail had to be dropped to fit."""
-        chunks = chunk_document(self.agent.tokenizer, context, self.agent.budgets.chunk)
-        return tuple(chunks[:self.agent.budgets.max_chunks]), len(chunks) > self.agent.budgets.max_chunks
+        self.chunks = lru_cache(maxsize=4096)(agent.fit_chunks)  # contexts recur across steps and epochs
 
     def rollout(self, items: Sequence, rng: np.random.Generator) -> Rollout:
         cut = [self.chunks(item.context) for item in items]

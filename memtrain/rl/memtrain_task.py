@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from memtrain.agent import recall
 from memtrain.agent.answers import exact_match, extract_boxed
-from memtrain.agent.chunks import Chunk, chunk_document
+from memtrain.agent.chunks import Chunk
 from memtrain.agent.memory_agent import MemoryAgent, Trajectory, Turn
 from memtrain.errors import InputError
 from memtrain.rl.rewards import end_to_end_reward, uses_recall
@@ -56,9 +56,7 @@ class MemTrainTask:
         """The document's chunks (at most max_chunks) and whether its tail had to be dropped to fit."""
         key = document["doc_id"]
         if key not in self._chunks:
-            budgets = self.agent.budgets
-            chunks = chunk_document(self.agent.tokenizer, document["text"], budgets.chunk, document["entities"])
-            self._chunks[key] = (chunks[:budgets.max_chunks], len(chunks) > budgets.max_chunks)
+            self._chunks[key] = self.agent.fit_chunks(document["text"], document["entities"])
         return self._chunks[key]
 
     def rollout(self, documents: Sequence[Mapping[str, Any]], rng: np.random.Generator) -> Rollout:

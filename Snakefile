@@ -33,6 +33,7 @@ rule all:
         rules.posttrain.input,
         rules.evaluate.input,
         rules.ablations.input,
+        rules.scaling.input,
         rules.report.output,
         rules.figures.output,
 

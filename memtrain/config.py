@@ -96,12 +96,27 @@ def validate(config: MutableMapping[str, Any], source: str | os.PathLike = "<con
             if wrong:
                 raise InputError(f"the offline FlashRAG set has one dataset, 'offline', with splits train and dev; "
                                  f"got {wrong}", file=source, field=f"qa.search.{key}")
-    untrained = sorted({init.removeprefix("memtrain-") for init in config["posttrain"]["inits"] if init != "base"}
-                       - set(memtrain["variants"]))
-    if untrained:
-        raise InputError(f"starts from MemTrain variant(s) {', '.join(untrained)} that memtrain.variants does not train",
-                         file=source, field="posttrain.inits")
+    report = config["report"]
+    unknown = sorted(set(report["paper_backbones"]) - set(backbones))
+    if unknown:
+        raise InputError(f"names unknown backbone(s) {', '.join(unknown)}", file=source, field="report.paper_backbones")
+    if report["paper_lengths"] and len(report["paper_lengths"]) != len(config["qa"]["long_context"]["lengths"]):
+        raise InputError("needs one paper length per entry of qa.long_context.lengths", file=source,
+                         field="report.paper_lengths")
+    for field, inits in (("posttrain.inits", config["posttrain"]["inits"]),
+                         ("posttrain.scaling.inits", config["posttrain"]["scaling"]["inits"])):
+        untrained = sorted({init.removeprefix("memtrain-") for init in inits if init != "base"} - set(memtrain["variants"]))
+        if untrained:
+            raise InputError(f"starts from MemTrain variant(s) {', '.join(untrained)} that memtrain.variants does not "
+                             f"train", file=source, field=field)
     return config
+
+
+def scaling_steps(config: Mapping[str, Any]) -> list[int]:
+    """Global steps of the continued MemAgent checkpoints that are evaluated (Figure 4's x positions after the start)."""
+    start, scaling = config["posttrain"]["memagent"]["steps"], config["posttrain"]["scaling"]
+    end = start + scaling["steps"]
+    return sorted({*range(start + scaling["eval_every"], end, scaling["eval_every"]), end})
 
 
 def load(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> MutableMapping[str, Any]:

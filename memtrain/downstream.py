@@ -194,18 +194,37 @@ def retriever(params: Mapping[str, Any], corpus: str, index: str, log_path: str 
        arg("--data", required=True), arg("--corpus", default=None), arg("--index", default=None),
        arg("--seed", type=int, required=True), arg("--checkpoints", required=True), arg("--output", required=True),
        arg("--server-log", default=None), arg("--threads", type=int, default=None), arg("--resume", action="store_true"),
-       arg("--stop-after-step", type=int, default=None))
+       arg("--stop-after-step", type=int, default=None),
+       arg("--continue-from", default=None, help="checkpoints folder of a finished run to continue (scaling)"),
+       arg("--exports-dir", default=None, help="where the continued run's evaluated steps go, as step<N>/"))
 def posttrain(args, params, run) -> None:
-    """MemAgent or MEM1 GRPO from a base or MemTrain policy, with the MemTrain trainer and rollout code."""
+    """MemAgent or MEM1 GRPO from a base or MemTrain policy, with the MemTrain trainer and rollout code.
+
+    With --continue-from it carries a finished MemAgent run on for posttrain.scaling.steps more steps,
+    exporting the policy every eval_every steps (paper section 5.2).
+    """
     import pandas as pd
 
+    from memtrain.config import scaling_steps
     from memtrain.data import qa, qa_builders
-    from memtrain.rl import launch
+    from memtrain.rl import checkpoint, launch
     from memtrain.rl.mem1_task import Mem1Task
     from memtrain.rl.memagent_task import MemAgentTask
     from memtrain.rl.trainer import StepLogger
 
     settings = {**params["posttrain"][args.algorithm], "seed": args.seed}
+    source, exports = None, {}
+    if args.continue_from:
+        found = checkpoint.checkpoints(args.continue_from)
+        if not found or checkpoint.read_state(found[-1])["step"] != settings["steps"]:
+            raise InputError(f"continuing needs the finished run's checkpoint of step {settings['steps']} "
+                             f"(posttrain.{args.algorithm}.steps); found {[p.name for p in found] or 'none'}",
+                             file=args.continue_from)
+        source = found[-1]
+        *between, _ = scaling_steps(params)
+        exports = {step: Path(args.exports_dir) / f"step{step}" for step in between}
+        settings["steps"] += params["posttrain"]["scaling"]["steps"]
+        run.set_tags({"posttrain.continued_from": str(source)})
     run.set_tags({"memtrain.policy": args.policy})
     policy = launch.load(args.policy, params["rl"], args.seed, threads=args.threads)
 
@@ -230,7 +249,8 @@ def posttrain(args, params, run) -> None:
         summary = launch.train(policy, task, items, params, {**settings, "algorithm": args.algorithm},
                                args.checkpoints, args.output, logger, resume=args.resume,
                                stop_after=args.stop_after_step,
-                               on_resume=lambda step: run.set_tags({"posttrain.resumed_from_step": step}))
+                               on_resume=lambda step: run.set_tags({"posttrain.resumed_from_step": step}),
+                               continue_from=source, exports=exports)
     run.log_dict(summary, "outputs/training.json")
 
 

@@ -62,9 +62,14 @@ def flatten(mapping: Mapping, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+# The commit that matters is the code's: git runs in the checkout this package is imported from, since a
+# job's working directory (snakemake -d) can be anywhere.
+CHECKOUT = Path(__file__).resolve().parent
+
+
 def _git(*args: str) -> str | None:
     try:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=30)
+        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=30, cwd=CHECKOUT)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -203,6 +208,13 @@ class StageRun:
 
     def log_figure(self, figure: Figure, artifact_file: str) -> None:
         self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_image(self, path: str | os.PathLike, artifact_file: str) -> None:
+        """A PNG drawn by another job, logged as an image (what log_figure stores for a live figure)."""
+        from PIL import Image
+
+        with Image.open(path) as image:
+            self.client.log_image(self.run_id, image.copy(), artifact_file)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, os.fspath(path), artifact_path)

@@ -60,6 +60,10 @@ EVAL = f"{RESULTS}/eval"
 REPORT = f"{RESULTS}/report"
 POSTTRAIN = config["posttrain"]
 SEARCH_INDEX = config["qa"]["index"] or f"{SEARCH}/index.faiss"
+SCALING = POSTTRAIN["scaling"]
+SCALING_SEEDS = SCALING["seeds"] or POSTTRAIN["seeds"]
+SCALING_STEPS = memtrain_config.scaling_steps(config)
+CONTINUED = f"{RESULTS}/train/memagent/{{backbone}}/{{init}}/seed{{seed}}/continued"
 
 
 def offline_qa_input(*uses: str) -> list[str]:
@@ -113,6 +117,13 @@ def downstream_params(wildcards) -> str:
         posttrain = {"mem1": POSTTRAIN["mem1"]}
     return as_json({"agent": config["agent"], "rl": rl, "posttrain": posttrain, "eval": config["eval"],
                     "retriever": config["retriever"], "allow_downloads": config["allow_downloads"]})
+
+
+def continue_params(wildcards) -> str:
+    """MemAgent's settings and the scaling section: what a continued run depends on."""
+    posttrain = {"memagent": POSTTRAIN["memagent"], "scaling": POSTTRAIN["scaling"]}
+    return as_json({"agent": config["agent"], "rl": config["rl"], "posttrain": posttrain,
+                    "allow_downloads": config["allow_downloads"]})
 
 
 def evaluated_policy(wildcards) -> str:

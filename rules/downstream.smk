@@ -7,6 +7,7 @@ wildcard_constraints:
     trained="none|memagent|mem1",
     init="base|memtrain-(full|e2e|decoupled)",
     seed=r"\d+",
+    step=r"\d+",
 
 
 rule posttrain:

@@ -47,6 +47,10 @@ def test_wrong_type_and_range_are_reported_together():
     ({"posttrain": {"mem1": {"batch_size": 4, "mini_batch_size": 8}}}, "posttrain.mem1.mini_batch_size"),
     ({"memtrain": {"variants": ["full"]}, "posttrain": {"inits": ["base", "memtrain-e2e"]}}, "posttrain.inits"),
     ({"qa": {"search": {"eval_datasets": {"nq": "test"}}}}, "qa.search.eval_datasets"),
+    ({"memtrain": {"variants": ["full"]}, "posttrain": {"scaling": {"inits": ["memtrain-e2e"]}}},
+     "posttrain.scaling.inits"),
+    ({"report": {"paper_backbones": {"qwen": "Qwen2.5-7B-Instruct"}}}, "report.paper_backbones"),
+    ({"qa": {"long_context": {"lengths": [3, 6]}}, "report": {"paper_lengths": ["7k"]}}, "report.paper_lengths"),
 ])
 def test_cross_field_checks(override, field):
     with pytest.raises(InputError) as error:
@@ -62,3 +66,14 @@ def test_backbone_needs_exactly_one_source():
 def test_unreadable_config_file_is_named(tmp_path):
     with pytest.raises(InputError, match="missing.yaml"):
         config.load(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("memagent_steps, steps, every, expected", [
+    (500, 300, 50, [550, 600, 650, 700, 750, 800]),  # the paper's continuation, every 50 steps
+    (500, 300, 200, [700, 800]),                     # the last step is evaluated even off the grid
+    (1, 2, 1, [2, 3]),
+])
+def test_scaling_steps_are_the_continued_runs_evaluated_steps(memagent_steps, steps, every, expected):
+    settings = config.validate({"posttrain": {"memagent": {"steps": memagent_steps},
+                                              "scaling": {"steps": steps, "eval_every": every}}})
+    assert config.scaling_steps(settings) == expected

@@ -218,48 +218,100 @@ def test_ablations_target_plans_only_the_ablation_branch(evaluate_run):
     import re
 
     plan = snakemake(evaluate_run, "-n", "ablations").stdout
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", plan, re.MULTILINE))
-    counts.pop("total", None)
+    counts = _job_counts(plan)
     assert counts == {"posttrain_train": "2", "eval_long_context": "2", "ablations": "1"}, plan[-2000:]
     planned_outputs = re.findall(r"^\s+output: (.*)$", plan, re.MULTILINE)
     assert all("memtrain-e2e" in o or "memtrain-decoupled" in o for o in planned_outputs if "results/" in o)
 
 
+@pytest.fixture(scope="module")
+def all_run(evaluate_run) -> Path:
+    snakemake(evaluate_run, "-c2", "all")
+    return evaluate_run
+
+
+def _job_counts(plan: str) -> dict[str, str]:
+    import re
+
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", plan, re.MULTILINE))
+    counts.pop("total", None)
+    return counts
+
+
 @pytest.mark.slow
-def test_report_writes_both_tables_and_traces_every_cell_to_its_mlflow_runs(evaluate_run):
+def test_all_continues_memagent_and_evaluates_every_exported_step(all_run):
+    results = all_run / "results"
+    seed = results / "train" / "memagent" / "smollm2-135m" / "base" / "seed1"
+    for step in (2, 3):  # posttrain steps 1, continued by 2 with an evaluation every step
+        assert (seed / "continued" / f"step{step}" / "model.safetensors").is_file()
+        rows = pq.read_table(results / "eval" / "scaling" / "smollm2-135m" / "base" / "seed1" / f"step{step}.parquet")
+        assert sorted(rows.column("num_docs").to_pylist()) == [3, 3, 6, 6]
+    assert json.loads((seed / "continued" / "step3" / "training.json").read_text())["steps"] == 3
+    (run,) = [r for r in runs(all_run) if r.data.tags.get("memtrain.rule") == "posttrain_continue"]
+    assert run.data.tags["posttrain.continued_from"].endswith("seed1/checkpoints/step_000001")
+    client = mlflow.MlflowClient(tracking.tracking_uri(results))
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "skipped")] == [2, 3]
+
+
+@pytest.mark.slow
+def test_all_ends_with_tables_beside_the_paper_figures_case_study_and_one_report_run(all_run):
     import pandas as pd
 
-    snakemake(evaluate_run, "-c2", "report")
-    report = evaluate_run / "results" / "report"
+    from memtrain.report import paper
+
+    report = all_run / "results" / "report"
     table1 = pd.read_csv(report / "table1_long_context_qa.csv")
     assert set(table1["variant"]) == {"base", "memtrain", "memagent", "memtrain+memagent"}
-    assert set(table1["column"].astype(str)) == {"3", "6", "avg"} and table1["paper"].isna().all()  # not a paper backbone
+    assert set(table1["column"].astype(str)) == {"3", "6", "avg"}
+    # config/test.yaml declares SmolLM2 a stand-in for Qwen3-4B, and 3 / 6 documents for the 7k / 14k columns
+    reference = paper.table1().set_index(["backbone", "variant"])
+    for row in table1[table1["column"].astype(str) != "avg"].itertuples():
+        assert row.paper_backbone == "Qwen3-4B-Instruct-2507" and row.paper_column == {"3": "7k", "6": "14k"}[str(row.column)]
+        assert row.paper == reference.loc[("Qwen3-4B-Instruct-2507", row.variant), row.paper_column]
+        assert row.diff == pytest.approx(row.mean - row.paper)
+    assert table1[table1["column"] == "avg"]["paper"].isna().all()  # two lengths do not make the paper's average
     table2 = pd.read_csv(report / "table2_search_qa.csv")
     assert set(table2["variant"]) == {"base", "mem1", "memtrain+mem1"}
+    assert set(table2.loc[table2["column"] == "offline", "paper_column"]) == {"hotpotqa"}
+    assert table2.loc[table2["column"] == "offline", "paper"].notna().all()
     for name in ("table1_long_context_qa", "table2_search_qa"):
         assert (report / f"{name}.md").read_text().startswith("| backbone") and (report / f"{name}.tex").stat().st_size
-    evaluations = {r.info.run_id: json.loads(r.data.tags["memtrain.wildcards"]) for r in runs(evaluate_run)
+    evaluations = {r.info.run_id: json.loads(r.data.tags["memtrain.wildcards"]) for r in runs(all_run)
                    if r.data.tags.get("memtrain.rule") == "eval_long_context" and r.info.status == "FINISHED"}
     trace = pd.read_csv(report / "table1_long_context_qa_provenance.csv")
-    for row in trace.itertuples():
-        for run_id in row.run_ids.split(";"):
-            assert run_id in evaluations, row
+    assert all(run_id in evaluations for ids in trace["run_ids"] for run_id in ids.split(";"))
     base = trace[(trace["variant"] == "base") & (trace["column"].astype(str) == "avg")]["run_ids"].item()
     assert evaluations[base] == {"backbone": "smollm2-135m", "trained": "none", "init": "base", "seed": "0"}
-    report_run = next(r for r in runs(evaluate_run) if r.data.tags.get("memtrain.rule") == "report")
-    client = mlflow.MlflowClient(tracking.tracking_uri(evaluate_run / "results"))
-    assert {a.path for a in client.list_artifacts(report_run.info.run_id)} >= {
-        "table1_long_context_qa.json", "table2_search_qa_provenance.json"}
+
+    figures = ["fig3_ablations_smollm2-135m.png", "fig4_posttrain_scaling_smollm2-135m.png", "training_curves.png"]
+    for name in figures:
+        assert (report / name).read_bytes()[:4] == b"\x89PNG" and (report / name).stat().st_size > 10_000
+    case = json.loads((report / "case_study_smollm2-135m.json").read_text())
+    assert set(case["models"]) == {"MemAgent", "MemTrain+MemAgent"}
+    for model in case["models"].values():
+        assert len(model["chunks"]) >= 1 and all(isinstance(c["memory"], str) for c in model["chunks"])
+    assert case["question"] in (report / "case_study_smollm2-135m.md").read_text()
+    index = (report / "index.md").read_text()
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert f"git commit: `{head}`" in index and "**Stand-ins.**" in index
+    for name in [*figures, "case_study_smollm2-135m.md", "table2_search_qa_provenance.csv"]:
+        assert f"]({name})" in index, name
+
+    (report_run,) = [r for r in runs(all_run) if r.data.tags.get("memtrain.rule") == "report"]
+    client = mlflow.MlflowClient(tracking.tracking_uri(all_run / "results"))
+
+    def artifacts(path=None):
+        return {a.path for a in client.list_artifacts(report_run.info.run_id, path)}
+
+    assert artifacts() >= {"table1_long_context_qa.json", "table2_search_qa_provenance.json", "index.md", "figures",
+                           "case_study", "tables"}
+    assert artifacts("figures") == {f"figures/{name}" for name in figures}
+    assert artifacts("case_study") == {"case_study/case_study_smollm2-135m.md", "case_study/case_study_smollm2-135m.json"}
+    assert "Nothing to be done" in snakemake(all_run, "-n", "all").stdout
 
 
 @pytest.mark.slow
-def test_figures_draw_the_ablations_and_the_training_curves(evaluate_run):
-    snakemake(evaluate_run, "-c2", "figures")
-    report = evaluate_run / "results" / "report"
-    for name in ("fig3_ablations_smollm2-135m.png", "training_curves.png"):
-        assert (report / name).read_bytes()[:4] == b"\x89PNG"
-    figures_run = next(r for r in runs(evaluate_run) if r.data.tags.get("memtrain.rule") == "figures")
-    client = mlflow.MlflowClient(tracking.tracking_uri(evaluate_run / "results"))
-    assert {a.path for a in client.list_artifacts(figures_run.info.run_id)} == {
-        "fig3_ablations_smollm2-135m.png", "training_curves.png"}
-    assert "Nothing to be done" in snakemake(evaluate_run, "-n", "figures").stdout
+def test_figures_and_scaling_targets_rerun_only_their_own_jobs(all_run):
+    assert _job_counts(snakemake(all_run, "-n", "-f", "figures").stdout) == {"figures": "1"}
+    forced = _job_counts(snakemake(all_run, "-n", "-R", "posttrain_continue", "--until", "scaling").stdout)
+    assert forced == {"posttrain_continue": "1", "eval_scaling": "2", "scaling": "1"}, forced

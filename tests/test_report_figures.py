@@ -84,7 +84,7 @@ def scaling_points():
         for step, em in ((500, 60.0), (600, 62.0), (700, 64.0), (800, 63.0)):
             rows.append({"series": "memagent", "step": step, "seed": seed, "em": em + shift})
     rows += [{"series": "memtrain+memagent", "step": 500, "seed": 1, "em": 66.5},
-             {"series": "memtrain+memagent", "step": 300, "seed": 1, "em": 60.0}]
+             {"series": "memtrain+memagent", "step": 500, "seed": 2, "em": 65.5}]
     return pd.DataFrame(rows)
 
 
@@ -92,10 +92,14 @@ def test_scaling_figure_gap_and_paper_text(tmp_path):
     figure = figures.scaling_figure(scaling_points(), BACKBONE, paper.figures())
     (axis,) = figure.axes
     assert legend_labels(axis) == ["MemAgent (continued)", "MemTrain+MemAgent"]
-    assert len(axis.get_lines()) == 2 and len(axis.collections) == 2  # lines and std bands
+    # the continued line, MemTrain+MemAgent's single point and its level as a dashed line; a std band each
+    lines = axis.get_lines()
+    assert len(lines) == 3 and len(axis.collections) == 2
+    assert lines[2].get_linestyle() == "--" and list(lines[2].get_ydata()) == [66.0, 66.0]
     texts = [t.get_text() for t in axis.texts]
-    # Best MemAgent step 700 (64.0); MemTrain+MemAgent has no step 700, so its last step (500, 66.5).
-    assert "gap +2.50 at step 700 (vs step 500)" in texts
+    # Best MemAgent step 700 (64.0); MemTrain+MemAgent was not continued, so its step 500 (mean 66.0).
+    assert "gap +2.00 at step 700 (vs step 500)" in texts
+    assert all(float(tick).is_integer() for tick in axis.get_xticks())
     assert "paper: +2.64 at ~step 700" in texts
     assert_png(figure, tmp_path / "figure4.png")
 
@@ -121,6 +125,7 @@ def test_training_curves_one_axis_per_kind_with_nan_gaps(tmp_path):
     figure = figures.training_curves(histories)
     memtrain_axis, memagent_axis = figure.axes
     assert memtrain_axis.get_title() == "memtrain: e2e_reward"
+    assert all(float(tick).is_integer() for tick in memtrain_axis.get_xticks())  # steps 1-3: no 1.5 tick
     assert legend_labels(memagent_axis) == ["memagent/base/seed1", "memagent/base/seed2"]
     (line,) = memtrain_axis.get_lines()
     assert math.isnan(line.get_ydata()[1])  # the skipped step stays, as a gap

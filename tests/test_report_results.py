@@ -41,3 +41,25 @@ def test_an_empty_evaluation_file_is_named(tmp_path):
                  "em_sum": pd.Series([], dtype=float)})
     with pytest.raises(InputError, match="seed0.parquet"):
         results.search_qa(tmp_path)
+
+
+def test_scaling_points_average_lengths_equally_and_start_at_the_continued_runs_last_step(tmp_path):
+    def lengths(em_short, em_long):  # 2 questions at 50 documents, 1 at 100: the 100-document column weighs half
+        return [{"num_docs": 50, "em": em_short}, {"num_docs": 50, "em": 0.0}, {"num_docs": 100, "em": em_long}]
+
+    write(tmp_path / "long_context/q/memagent/base/seed1.parquet", lengths(1.0, 0.0))        # (50 + 0) / 2 = 25
+    write(tmp_path / "scaling/q/base/seed1/step3.parquet", lengths(1.0, 1.0))               # (50 + 100) / 2 = 75
+    write(tmp_path / "scaling/q/base/seed1/step4.parquet", lengths(0.0, 1.0))               # (0 + 100) / 2 = 50
+    write(tmp_path / "long_context/q/memagent/memtrain-full/seed1.parquet", lengths(0.0, 0.0))
+    write(tmp_path / "long_context/q/memagent/memtrain-full/seed2.parquet", lengths(1.0, 1.0))
+    write(tmp_path / "long_context/q/memagent/base/seed2.parquet", lengths(1.0, 1.0))       # not continued: left out
+    points = results.scaling(tmp_path, start_step=2)
+    assert points[["series", "init", "seed", "step", "em"]].values.tolist() == [
+        ["memagent", "base", 1, 2, 25.0], ["memagent", "base", 1, 3, 75.0], ["memagent", "base", 1, 4, 50.0],
+        ["memtrain+memagent", "memtrain-full", 1, 2, 0.0], ["memtrain+memagent", "memtrain-full", 2, 2, 75.0]]
+
+
+def test_a_continued_run_without_its_starting_evaluation_is_named(tmp_path):
+    write(tmp_path / "scaling/q/base/seed1/step3.parquet", [{"num_docs": 50, "em": 1.0}])
+    with pytest.raises(InputError, match="long_context/q/memagent/base/seed1.parquet"):
+        results.scaling(tmp_path, start_step=2)

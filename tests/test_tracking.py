@@ -27,6 +27,7 @@ def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "init"], cwd=tmp_path, check=True)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tracking, "CHECKOUT", tmp_path)
     yield tmp_path / "results"
     os.environ.pop(PARENT_RUN_ENV, None)  # start_invocation sets it outside monkeypatch
 
@@ -81,6 +82,7 @@ def test_run_context_tags(results, monkeypatch, tmp_path):
 
 def test_run_context_tags_outside_git(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tracking, "CHECKOUT", tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     tags = tracking.run_context_tags()
     assert tags["memtrain.git_commit"] == "unknown"

@@ -45,11 +45,17 @@ def _batches(items: Sequence, size: int):
         yield items[start:start + size]
 
 
+def uncapped(agent: MemoryAgent) -> MemoryAgent:
+    """The same agent (engine, templates, budgets, sampling) without the chunk cap: training stops at max_chunks,
+    evaluation must read the whole context however long it is."""
+    return MemoryAgent(agent.engine, agent.tokenizer, agent.templates,
+                       dataclasses.replace(agent.budgets, max_chunks=np.iinfo(np.int64).max),
+                       agent.sampling.temperature, agent.sampling.top_p)
+
+
 def with_memory(agent: MemoryAgent, items: Sequence, batch_size: int) -> list[dict[str, Any]]:
     """The chunked memory pipeline: every chunk of the context, however many, then the answer from memory."""
-    reader = MemoryAgent(agent.engine, agent.tokenizer, agent.templates,
-                         dataclasses.replace(agent.budgets, max_chunks=np.iinfo(np.int64).max),
-                         agent.sampling.temperature, agent.sampling.top_p)
+    reader = uncapped(agent)
     rows = []
     for batch in _batches(items, batch_size):
         chunk_lists = [chunk_document(reader.tokenizer, item.context, reader.budgets.chunk) for item in batch]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from memtrain.errors import InputError
 from memtrain.io import atomic_path
@@ -149,9 +150,12 @@ def scaling_figure(points: pd.DataFrame, backbone: str, paper: Mapping[str, Any]
     for index, name in enumerate(series):
         line = means.loc[name]
         steps = line.index.to_numpy(dtype=float)
-        axis.plot(steps, line["mean"], marker="o", color=f"C{index}", label=SCALING_LABELS.get(name, name))
+        label = SCALING_LABELS.get(name, name)
+        axis.plot(steps, line["mean"], marker="o", color=f"C{index}", label=label)
         axis.fill_between(steps, line["mean"] - line["_spread"], line["mean"] + line["_spread"],
                           color=f"C{index}", alpha=0.2, linewidth=0)
+        if len(line) == 1:  # a model that was not continued: its level, to compare every later step with
+            axis.axhline(float(line["mean"].iloc[0]), color=f"C{index}", linestyle="--", linewidth=1)
     gap = _gap(means)
     if gap is not None:
         step, baseline, at, ours = gap
@@ -167,6 +171,7 @@ def scaling_figure(points: pd.DataFrame, backbone: str, paper: Mapping[str, Any]
         text = f"paper: +{float(lead):.2f}" + (f" at ~step {where}" if where is not None else "")
         axis.text(0.02, 0.02, text, transform=axis.transAxes, fontsize="small", va="bottom")
     axis.set_xlabel("post-training step")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel("EM (%), average over lengths")
     axis.set_title(f"Post-training scaling, {backbone}")
     axis.grid(True, alpha=0.3)
@@ -195,6 +200,7 @@ def training_curves(histories: pd.DataFrame) -> Figure:
                       marker=".", markersize=3, linewidth=1, label=str(run))
         axis.set_title(f"{kind}: {METRIC_BY_KIND.get(kind, 'reward')}")
         axis.set_xlabel("step")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: no 1.5 ticks on short runs
         axis.set_ylabel("reward")
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize="x-small")

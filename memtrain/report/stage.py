@@ -7,14 +7,31 @@ from pathlib import Path
 from typing import Any
 
 from memtrain.cli import arg, stage
+from memtrain.errors import InputError
 
 
-def paper_backbones(backbones: Mapping[str, Mapping[str, Any]]) -> dict[str, str | None]:
-    """Our backbone names to the paper's: the model id's basename (Qwen/Qwen3-4B-Instruct-2507 -> Qwen3-4B-Instruct-2507).
+def paper_backbones(backbones: Mapping[str, Mapping[str, Any]],
+                    stand_ins: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """Our backbone names to the paper's: a declared stand-in (config report.paper_backbones), else the model
+    id's basename (Qwen/Qwen3-4B-Instruct-2507 -> Qwen3-4B-Instruct-2507).
 
-    A GGUF backbone (the embedded SmolLM2) is not one of the paper's, so its paper columns stay empty.
+    Without a stand-in a GGUF backbone (the embedded SmolLM2) is not one of the paper's, so its paper columns stay empty.
     """
-    return {name: Path(spec["path"]).name if "path" in spec else None for name, spec in backbones.items()}
+    stand_ins = stand_ins or {}
+    return {name: stand_ins.get(name) or (Path(spec["path"]).name if "path" in spec else None)
+            for name, spec in backbones.items()}
+
+
+def stand_in_sentences(config: Mapping[str, Any]) -> list[str]:
+    """What report.* declares, in words, for the index page."""
+    report = config["report"]
+    sentences = [f"backbone `{ours}` is compared with the paper's {theirs}"
+                 for ours, theirs in report["paper_backbones"].items()]
+    sentences += [f"long-context QA with {docs} documents per question is compared with the paper's {length} column"
+                  for docs, length in zip(config["qa"]["long_context"]["lengths"], report["paper_lengths"])]
+    sentences += [f"search dataset `{ours}` is compared with the paper's {theirs} column"
+                  for ours, theirs in report["paper_benchmarks"].items()]
+    return sentences
 
 
 def _runs(results_dir: str, experiment: str, rule: str) -> dict[tuple[str, str, str, int], str]:
@@ -24,16 +41,25 @@ def _runs(results_dir: str, experiment: str, rule: str) -> dict[tuple[str, str, 
             for key, run_id in finished_job_runs(results_dir, experiment, rule).items() for w in [dict(key)]}
 
 
-@stage("report", arg("--eval-dir", required=True), arg("--output-dir", required=True))
+@stage("report", arg("--eval-dir", required=True), arg("--output-dir", required=True),
+       arg("--figures", nargs="+", required=True), arg("--case-studies", nargs="+", required=True),
+       arg("--index", required=True))
 def report(args, params, run) -> None:
-    """Tables 1 (long-context QA by length) and 2 (search QA) with the paper's values, differences and run ids."""
-    from memtrain.io import atomic_path
-    from memtrain.report import results, tables
+    """Tables 1 and 2 beside the paper's values with their run ids, and index.md; everything on this one run."""
+    import datetime
 
-    backbones = paper_backbones(params["backbones"])
+    from memtrain.io import atomic_path
+    from memtrain.report import index, results, tables
+    from memtrain.tracking import config_hash, run_context_tags
+
+    config = params["config"]
+    backbones = paper_backbones(config["backbones"], config["report"]["paper_backbones"])
+    lengths = dict(zip(config["qa"]["long_context"]["lengths"], config["report"]["paper_lengths"]))
     built = {
-        "table1_long_context_qa": (tables.table1(results.long_context(args.eval_dir), backbones), "eval_long_context"),
-        "table2_search_qa": (tables.table2(results.search_qa(args.eval_dir), backbones), "eval_search_qa"),
+        "table1_long_context_qa": (tables.table1(results.long_context(args.eval_dir), backbones, stand_ins=lengths),
+                                   "eval_long_context"),
+        "table2_search_qa": (tables.table2(results.search_qa(args.eval_dir), backbones,
+                                           stand_ins=config["report"]["paper_benchmarks"]), "eval_search_qa"),
     }
     for name, (table, rule) in built.items():
         stem = Path(args.output_dir) / name
@@ -43,12 +69,28 @@ def report(args, params, run) -> None:
             trace.to_csv(tmp, index=False)
         run.log_table(table, f"{name}.json")
         run.log_table(trace, f"{name}_provenance.json")
+        run.log_artifact(f"{stem}.md", "tables")
+        run.log_artifact(f"{stem}.tex", "tables")
         averages = table[table["column"] == tables.AVG]
         run.log_metrics({f"{name}/{r.backbone}/{r.variant.replace('+', '-plus-')}/avg": r.mean
                          for r in averages.itertuples()})
+    for figure in args.figures:
+        run.log_image(figure, f"figures/{Path(figure).name}")
+    for case in args.case_studies:
+        for path in (Path(case), Path(case).with_suffix(".json")):
+            run.log_artifact(path, "case_study")
+    context = run_context_tags()
+    provenance = {"git_commit": context["memtrain.git_commit"], "git_dirty": context.get("memtrain.git_dirty"),
+                  "experiment": args.experiment, "run_id": run.run_id, "config_hash": config_hash(config),
+                  "written": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    text = index.render(args.index, [Path(args.output_dir) / f"{name}.md" for name in built], args.figures,
+                        args.case_studies, provenance, config, stand_in_sentences(config))
+    with atomic_path(args.index) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    run.log_artifact(args.index)
 
 
-FIGURE3_BACKBONE = "Qwen3-4B-Instruct-2507"  # the only backbone the paper's Figure 3 shows
+FIGURE_BACKBONE = "Qwen3-4B-Instruct-2507"  # the only backbone the paper's Figures 3 and 4 show
 
 
 def _training_runs(results_dir: str, experiment: str) -> dict[str, tuple[str, str]]:
@@ -62,29 +104,73 @@ def _training_runs(results_dir: str, experiment: str) -> dict[str, tuple[str, st
     for key, run_id in finished_job_runs(results_dir, experiment, "posttrain_train").items():
         w = dict(key)
         labelled[f"{w['algorithm']}/{w['backbone']}/{w['init']}/seed{w['seed']}"] = (run_id, w["algorithm"])
+    for key, run_id in finished_job_runs(results_dir, experiment, "posttrain_continue").items():
+        w = dict(key)
+        labelled[f"memagent-continued/{w['backbone']}/{w['init']}/seed{w['seed']}"] = (run_id, "memagent")
     return labelled
 
 
 @stage("figures", arg("--eval-dir", required=True), arg("--ablations", nargs="+", required=True),
-       arg("--curves", required=True))
+       arg("--scaling", nargs="+", required=True), arg("--curves", required=True))
 def figures(args, params, run) -> None:
-    """Figure 3 (MemAgent from the Full, End-to-End and Decoupled MemTrain variants) and the training curves."""
+    """Figures 3 (MemAgent from each MemTrain variant) and 4 (post-training scaling), and the training curves."""
     from mlflow import MlflowClient
 
     from memtrain.report import figures as draw
     from memtrain.report import paper, results
     from memtrain.tracking import tracking_uri
 
-    long_context = results.long_context(args.eval_dir)
-    names = paper_backbones(params["backbones"])
-    for output in args.ablations:
-        backbone = Path(output).stem.removeprefix("fig3_ablations_")
-        figure = draw.ablation_figure(long_context, backbone, paper.figures() if names[backbone] == FIGURE3_BACKBONE
-                                      else None)
+    names = paper_backbones(params["backbones"], params["report"]["paper_backbones"])
+
+    def drawn(figure, output: str) -> None:
         draw.save(figure, output)
         run.log_figure(figure, Path(output).name)
+
+    def backbone_of(output: str, prefix: str) -> str:
+        return Path(output).stem.removeprefix(prefix)
+
+    long_context = results.long_context(args.eval_dir)
+    for output in args.ablations:
+        backbone = backbone_of(output, "fig3_ablations_")
+        drawn(draw.ablation_figure(long_context, backbone, paper.figures() if names[backbone] == FIGURE_BACKBONE
+                                   else None), output)
+    points = results.scaling(args.eval_dir, params["start_step"])
+    for output in args.scaling:
+        backbone = backbone_of(output, "fig4_posttrain_scaling_")
+        drawn(draw.scaling_figure(points, backbone, paper.figures() if names[backbone] == FIGURE_BACKBONE else None),
+              output)
     histories = draw.training_histories(MlflowClient(tracking_uri(args.results_dir)),
                                         _training_runs(args.results_dir, args.experiment))
-    curves = draw.training_curves(histories)
-    draw.save(curves, args.curves)
-    run.log_figure(curves, Path(args.curves).name)
+    drawn(draw.training_curves(histories), args.curves)
+
+
+@stage("case_study", arg("--data", required=True), arg("--baseline-eval", required=True), arg("--ours-eval", required=True),
+       arg("--baseline", required=True), arg("--ours", required=True), arg("--markdown", required=True),
+       arg("--json", required=True), arg("--threads", type=int, default=None))
+def case_study(args, params, run) -> None:
+    """Table 3: one question read by MemAgent and by MemTrain+MemAgent, with the memory each kept after every chunk.
+
+    The question is picked from the two models' evaluation files (one MemTrain+MemAgent gets right and
+    MemAgent does not, when there is one), then both models read it again with the evaluation's sampling.
+    """
+    import pandas as pd
+
+    from memtrain.data import qa
+    from memtrain.io import atomic_path, write_json
+    from memtrain.report import case_study as case
+    from memtrain.rl import launch
+
+    question, num_docs = case.pick(pd.read_parquet(args.baseline_eval), pd.read_parquet(args.ours_eval))
+    items = [i for i in qa.read_long_context(args.data) if (i.id, i.num_docs) == (question, num_docs)]
+    if not items:
+        raise InputError(f"question {question} at {num_docs} documents is not in the evaluation set", file=args.data)
+    traces = {}
+    for label, path in (("MemAgent", args.baseline), ("MemTrain+MemAgent", args.ours)):
+        policy = launch.load(path, params["rl"], 0, threads=args.threads, reference=False)
+        traces[label] = case.trace(launch.memory_agent(policy, params, params["eval"]["sampling"]), items[0])
+    write_json(case.to_json(items[0], traces), args.json)
+    with atomic_path(args.markdown) as tmp:
+        tmp.write_text(case.to_markdown(items[0], traces), encoding="utf-8")
+    run.set_tags({"case_study.question": question, "case_study.num_docs": str(num_docs)})
+    run.log_metrics({f"em/{label.replace('+', '-plus-')}": trace.em for label, trace in traces.items()})
+    run.log_artifact(args.markdown)

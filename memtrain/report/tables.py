@@ -49,21 +49,22 @@ COLUMNS = ["backbone", "paper_backbone", "variant", "trained", "init", "column",
 
 
 def table1(long_context: pd.DataFrame, backbones: Mapping[str, str | None],
-           variants: list[str] = TABLE1_VARIANTS) -> pd.DataFrame:
+           variants: list[str] = TABLE1_VARIANTS, stand_ins: Mapping[int, str] | None = None) -> pd.DataFrame:
     """Table 1 from `results.long_context`: one row per (backbone, variant, number of documents or avg).
 
     `backbones` maps our short names to the paper's model names (None: not in the paper, so no
     paper values); backbones outside it are left out, as the config decides what the report covers.
+    `stand_ins` maps further numbers of documents to the paper's lengths they stand in for (a small run).
     """
-    return _table(long_context, backbones, variants, by="num_docs", paper_columns=LENGTHS,
+    return _table(long_context, backbones, variants, by="num_docs", paper_columns={**LENGTHS, **(stand_ins or {})},
                   paper_values=paper.table1(), order=lambda column: (int(column), ""))
 
 
 def table2(search: pd.DataFrame, backbones: Mapping[str, str | None],
-           variants: list[str] = TABLE2_VARIANTS) -> pd.DataFrame:
+           variants: list[str] = TABLE2_VARIANTS, stand_ins: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Table 2 from `results.search_qa`: one row per (backbone, variant, benchmark or avg); see `table1`."""
     order = list(BENCHMARKS)
-    return _table(search, backbones, variants, by="dataset", paper_columns=BENCHMARKS,
+    return _table(search, backbones, variants, by="dataset", paper_columns={**BENCHMARKS, **(stand_ins or {})},
                   paper_values=paper.table2(),
                   order=lambda column: (order.index(column) if column in order else len(order), column))
 

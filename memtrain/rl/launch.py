@@ -19,6 +19,7 @@ from memtrain.agent.memory_agent import Budgets, MemoryAgent
 from memtrain.agent.prompts import load_templates
 from memtrain.agent.search_agent import Search, SearchAgent, SearchBudgets
 from memtrain.engines.hf import HFEngine
+from memtrain.errors import InputError
 from memtrain.io import atomic_dir, write_json
 from memtrain.models import load_policy, load_saved_tokenizer, resolve_device
 from memtrain.rl.trainer import Schedule, StepLogger, Task, Trainer
@@ -77,25 +78,52 @@ def search_agent(policy: Policy, config: Mapping[str, Any], search: Search,
 def train(policy: Policy, task: Task, items: list, config: Mapping[str, Any], schedule_settings: Mapping[str, Any],
           checkpoints: str | os.PathLike, output: str | os.PathLike, logger: StepLogger,
           resume: bool, stop_after: int | None = None,
-          on_resume: Callable[[int], None] = lambda step: None) -> dict[str, Any]:
+          on_resume: Callable[[int], None] = lambda step: None,
+          continue_from: str | os.PathLike | None = None,
+          exports: Mapping[int, str | os.PathLike] | None = None) -> dict[str, Any]:
     """Run (or continue) the training and, once all steps are done, save the policy as a Hugging Face folder.
 
     The checkpoint key is the hash of every setting that shapes the run, so a changed config starts
-    afresh instead of resuming someone else's optimizer state.
+    afresh instead of resuming someone else's optimizer state. `continue_from` is a checkpoint of
+    another, finished run to carry on from when this run has none of its own yet (post-training
+    scaling); `exports` maps steps before the last to folders that get the policy as it was then.
     """
     trainer = Trainer(policy.model, policy.reference, task, items, config["rl"], Schedule.from_config(schedule_settings),
                       policy.generator, policy.pad_token_id, checkpoints,
                       config_hash({"rl": config["rl"], "agent": config["agent"], "schedule": schedule_settings}), logger)
-    if resume and trainer.resume():
+    exports = dict(exports or {})
+    if any(step >= trainer.schedule.steps for step in exports):
+        raise ValueError(f"exports {sorted(exports)} must come before the last step {trainer.schedule.steps}")
+    resumed = resume and trainer.resume()
+    # Snakemake deletes the outputs of a failed job, so a resumed run may have passed exports that are gone:
+    # then it starts again from where it continued, rather than miss them.
+    lost = sorted(step for step in exports if step < trainer.step and not Path(exports[step]).is_dir())
+    if lost and continue_from is None:
+        raise InputError(f"the policies of steps {lost} are gone and the run has moved past them (step "
+                         f"{trainer.step}): delete {checkpoints} to train again", file=exports[lost[0]])
+    if resumed and not lost:
         on_resume(trainer.step)
+    elif continue_from is not None:
+        trainer.restore(continue_from)
     started = time.perf_counter()
-    history = trainer.fit(stop_after=stop_after)
+    history = []
+    for step in sorted(step for step in exports if step >= trainer.step):
+        if stop_after is not None and step > stop_after:
+            break
+        history += trainer.fit(stop_after=step)
+        save_policy(policy, exports[step], {"step": step})
+    history += trainer.fit(stop_after=stop_after)
     summary = {"steps": trainer.step, "steps_this_run": len(history),
                "skipped_steps_this_run": int(sum(m.get("skipped", 0) for m in history)),
                "seconds_this_run": time.perf_counter() - started, "finished": trainer.step >= trainer.schedule.steps}
     if summary["finished"]:
-        with atomic_dir(output) as tmp:
-            policy.model.save_pretrained(str(tmp), safe_serialization=True)
-            policy.tokenizer.save_pretrained(str(tmp))
-            write_json(summary, Path(tmp) / "training.json")
+        save_policy(policy, output, summary)
     return summary
+
+
+def save_policy(policy: Policy, path: str | os.PathLike, summary: Mapping[str, Any]) -> None:
+    """The policy as a Hugging Face folder (weights, tokenizer, and how it was trained), written atomically."""
+    with atomic_dir(path) as tmp:
+        policy.model.save_pretrained(str(tmp), safe_serialization=True)
+        policy.tokenizer.save_pretrained(str(tmp))
+        write_json(dict(summary), Path(tmp) / "training.json")

@@ -128,11 +128,19 @@ class Trainer:
         path = checkpoint.latest(self.checkpoint_dir, self.config_hash)
         if path is None:
             return False
+        self.restore(path)
+        return True
+
+    def restore(self, path: str | Path) -> None:
+        """Take over the complete state of checkpoint `path`: weights, optimizer, schedule, data order, random draws.
+
+        Also used to continue another, finished run for more steps (post-training scaling), which is
+        why the checkpoint's config hash is not checked here.
+        """
         state, rng = checkpoint.load(path, self.policy, self.optimizer, self.scheduler)
         self._set_rng_state(rng)
         self.cursor = DataCursor(len(self.items), self.schedule.seed, **state["cursor"])
         self.step = state["step"]
-        return True
 
     # --- loop ------------------------------------------------------------------------------------
     def fit(self, stop_after: int | None = None) -> list[dict[str, float]]:

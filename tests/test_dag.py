@@ -313,5 +313,5 @@ def test_all_ends_with_tables_beside_the_paper_figures_case_study_and_one_report
 @pytest.mark.slow
 def test_figures_and_scaling_targets_rerun_only_their_own_jobs(all_run):
     assert _job_counts(snakemake(all_run, "-n", "-f", "figures").stdout) == {"figures": "1"}
-    forced = _job_counts(snakemake(all_run, "-n", "-R", "posttrain_continue", "scaling").stdout)
+    forced = _job_counts(snakemake(all_run, "-n", "scaling", "-R", "posttrain_continue").stdout)
     assert forced == {"posttrain_continue": "1", "eval_scaling": "2", "scaling": "1"}, forced

@@ -150,8 +150,7 @@ def scaling_figure(points: pd.DataFrame, backbone: str, paper: Mapping[str, Any]
     for index, name in enumerate(series):
         line = means.loc[name]
         steps = line.index.to_numpy(dtype=float)
-        label = SCALING_LABELS.get(name, name)
-        axis.plot(steps, line["mean"], marker="o", color=f"C{index}", label=label)
+        axis.plot(steps, line["mean"], marker="o", color=f"C{index}", label=SCALING_LABELS.get(name, name))
         axis.fill_between(steps, line["mean"] - line["_spread"], line["mean"] + line["_spread"],
                           color=f"C{index}", alpha=0.2, linewidth=0)
         if len(line) == 1:  # a model that was not continued: its level, to compare every later step with

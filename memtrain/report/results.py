@@ -64,7 +64,8 @@ def _average_em(path: Path) -> float:
     return float(rows.groupby("num_docs")["em"].mean().mean() * 100.0)
 
 
-def scaling(eval_dir: str | os.PathLike, start_step: int, compared: tuple[str, ...] = ("memtrain-full",)) -> pd.DataFrame:
+def scaling(eval_dir: str | os.PathLike, start_step: int,
+            compared: tuple[str, ...] = ("memtrain-full",)) -> pd.DataFrame:
     """Figure 4's points: average long-context EM per (backbone, init, seed, post-training step).
 
     Continued runs (`eval/scaling/<backbone>/<init>/seed<s>/step<n>.parquet`) start from their own run's
@@ -86,7 +87,7 @@ def scaling(eval_dir: str | os.PathLike, start_step: int, compared: tuple[str, .
             for path in sorted(Path(eval_dir, "long_context", backbone, "memagent", init).glob("seed*.parquet")):
                 if (backbone, init, int(path.stem.removeprefix("seed"))) not in starts:
                     points.append((backbone, init, int(path.stem.removeprefix("seed")), start_step, path))
-    rows = [{"backbone": b, "series": MEMAGENT_SERIES[i], "init": i, "seed": s, "step": n, "em": _average_em(p), "path": str(p)}
-            for b, i, s, n, p in points]
+    rows = [{"backbone": b, "series": MEMAGENT_SERIES[i], "init": i, "seed": s, "step": n, "em": _average_em(p),
+             "path": str(p)} for b, i, s, n, p in points]
     return pd.DataFrame(rows, columns=SCALING_COLUMNS).sort_values(["backbone", "init", "seed", "step"],
                                                                     ignore_index=True)

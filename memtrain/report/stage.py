@@ -15,7 +15,8 @@ def paper_backbones(backbones: Mapping[str, Mapping[str, Any]],
     """Our backbone names to the paper's: a declared stand-in (config report.paper_backbones), else the model
     id's basename (Qwen/Qwen3-4B-Instruct-2507 -> Qwen3-4B-Instruct-2507).
 
-    Without a stand-in a GGUF backbone (the embedded SmolLM2) is not one of the paper's, so its paper columns stay empty.
+    Without a stand-in a GGUF backbone (the embedded SmolLM2) is not one of the paper's, so its paper columns
+    stay empty.
     """
     stand_ins = stand_ins or {}
     return {name: stand_ins.get(name) or (Path(spec["path"]).name if "path" in spec else None)
@@ -144,9 +145,9 @@ def figures(args, params, run) -> None:
     drawn(draw.training_curves(histories), args.curves)
 
 
-@stage("case_study", arg("--data", required=True), arg("--baseline-eval", required=True), arg("--ours-eval", required=True),
-       arg("--baseline", required=True), arg("--ours", required=True), arg("--markdown", required=True),
-       arg("--json", required=True), arg("--threads", type=int, default=None))
+@stage("case_study", arg("--data", required=True), arg("--baseline-eval", required=True),
+       arg("--ours-eval", required=True), arg("--baseline", required=True), arg("--ours", required=True),
+       arg("--markdown", required=True), arg("--json", required=True), arg("--threads", type=int, default=None))
 def case_study(args, params, run) -> None:
     """Table 3: one question read by MemAgent and by MemTrain+MemAgent, with the memory each kept after every chunk.
 

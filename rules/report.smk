@@ -44,7 +44,7 @@ rule figures:
         curves=f"{REPORT}/training_curves.png",
     params:
         cfg=as_json({"backbones": config["backbones"], "report": config["report"],
-                     "start_step": POSTTRAIN["memagent"]["steps"]}),
+                     "lengths": config["qa"]["long_context"]["lengths"], "start_step": POSTTRAIN["memagent"]["steps"]}),
         wildcards=wildcards_json,
     conda:
         CONDA_ENV

@@ -62,8 +62,9 @@ def test_ablation_figure_lines_legend_paper_marks_and_png(tmp_path):
 
 
 def test_ablation_figure_without_paper_values_has_no_reference_lines():
-    figure = figures.ablation_figure(long_context(), BACKBONE, None)
+    figure = figures.ablation_figure(long_context(), BACKBONE, None, stand_ins={4: "28k"})
     (axis,) = figure.axes
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["4 (28k)", "7k", "14k"]  # a declared stand-in
     assert not [line for line in axis.get_lines() if line.get_linestyle() == "--"]
     assert all("paper" not in label for label in legend_labels(axis))
     # The figure3 section alone works like all of paper.figures().

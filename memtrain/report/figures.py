@@ -62,11 +62,15 @@ def _spread(values: pd.Series) -> float:
     return 0.0 if math.isnan(std) else std
 
 
-def _length_label(num_docs: int) -> str:
-    return LENGTHS.get(int(num_docs), str(int(num_docs)))
+def _length_label(num_docs: int, stand_ins: Mapping[int, str]) -> str:
+    """The paper's length for its own numbers of documents; '<n> (<paper length>)' for a declared stand-in."""
+    if int(num_docs) in LENGTHS:
+        return LENGTHS[int(num_docs)]
+    return f"{int(num_docs)} ({stand_ins[int(num_docs)]})" if int(num_docs) in stand_ins else str(int(num_docs))
 
 
-def ablation_figure(long_context: pd.DataFrame, backbone: str, paper: Mapping[str, Any] | None = None) -> Figure:
+def ablation_figure(long_context: pd.DataFrame, backbone: str, paper: Mapping[str, Any] | None = None,
+                    stand_ins: Mapping[int, str] | None = None) -> Figure:
     """Figure 3: EM against context length for Full, End-to-End and Decoupled MemTrain, each + MemAgent.
 
     `long_context` is `results.long_context`; points are means over seeds with std error bars, the
@@ -100,7 +104,7 @@ def ablation_figure(long_context: pd.DataFrame, backbone: str, paper: Mapping[st
         raise InputError(f"no long-context results of {ABLATION_VARIANTS} for backbone {backbone}", field="backbone")
     axis.set_xscale("log")
     ticks = sorted(lengths)
-    axis.set_xticks(ticks, [_length_label(n) for n in ticks])
+    axis.set_xticks(ticks, [_length_label(n, stand_ins or {}) for n in ticks])
     axis.minorticks_off()
     axis.set_xlabel("context length (paper tokens, or documents per question)")
     axis.set_ylabel("EM (%)")

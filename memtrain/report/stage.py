@@ -131,10 +131,11 @@ def figures(args, params, run) -> None:
         return Path(output).stem.removeprefix(prefix)
 
     long_context = results.long_context(args.eval_dir)
+    stand_ins = dict(zip(params["lengths"], params["report"]["paper_lengths"]))
     for output in args.ablations:
         backbone = backbone_of(output, "fig3_ablations_")
         drawn(draw.ablation_figure(long_context, backbone, paper.figures() if names[backbone] == FIGURE_BACKBONE
-                                   else None), output)
+                                   else None, stand_ins), output)
     points = results.scaling(args.eval_dir, params["start_step"])
     for output in args.scaling:
         backbone = backbone_of(output, "fig4_posttrain_scaling_")

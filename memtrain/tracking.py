@@ -209,13 +209,6 @@ class StageRun:
     def log_figure(self, figure: Figure, artifact_file: str) -> None:
         self.client.log_figure(self.run_id, figure, artifact_file)
 
-    def log_image(self, path: str | os.PathLike, artifact_file: str) -> None:
-        """A PNG drawn by another job, logged as an image (what log_figure stores for a live figure)."""
-        from PIL import Image
-
-        with Image.open(path) as image:
-            self.client.log_image(self.run_id, image.copy(), artifact_file)
-
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, os.fspath(path), artifact_path)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,18 @@ def paper_backbones(backbones: Mapping[str, Mapping[str, Any]],
             for name, spec in backbones.items()}
 
 
+def length_stand_ins(lengths: Sequence[int], report: Mapping[str, Any]) -> dict[int, str]:
+    """Our numbers of documents (qa.long_context.lengths) -> the paper's lengths they stand in for, in order."""
+    return dict(zip(lengths, report["paper_lengths"]))
+
+
 def stand_in_sentences(config: Mapping[str, Any]) -> list[str]:
     """What report.* declares, in words, for the index page."""
     report = config["report"]
     sentences = [f"backbone `{ours}` is compared with the paper's {theirs}"
                  for ours, theirs in report["paper_backbones"].items()]
     sentences += [f"long-context QA with {docs} documents per question is compared with the paper's {length} column"
-                  for docs, length in zip(config["qa"]["long_context"]["lengths"], report["paper_lengths"])]
+                  for docs, length in length_stand_ins(config["qa"]["long_context"]["lengths"], report).items()]
     sentences += [f"search dataset `{ours}` is compared with the paper's {theirs} column"
                   for ours, theirs in report["paper_benchmarks"].items()]
     return sentences
@@ -55,7 +60,7 @@ def report(args, params, run) -> None:
 
     config = params["config"]
     backbones = paper_backbones(config["backbones"], config["report"]["paper_backbones"])
-    lengths = dict(zip(config["qa"]["long_context"]["lengths"], config["report"]["paper_lengths"]))
+    lengths = length_stand_ins(config["qa"]["long_context"]["lengths"], config["report"])
     built = {
         "table1_long_context_qa": (tables.table1(results.long_context(args.eval_dir), backbones, stand_ins=lengths),
                                    "eval_long_context"),
@@ -76,7 +81,7 @@ def report(args, params, run) -> None:
         run.log_metrics({f"{name}/{r.backbone}/{r.variant.replace('+', '-plus-')}/avg": r.mean
                          for r in averages.itertuples()})
     for figure in args.figures:
-        run.log_image(figure, f"figures/{Path(figure).name}")
+        run.log_artifact(figure, "figures")
     for case in args.case_studies:
         for path in (Path(case), Path(case).with_suffix(".json")):
             run.log_artifact(path, "case_study")
@@ -131,7 +136,7 @@ def figures(args, params, run) -> None:
         return Path(output).stem.removeprefix(prefix)
 
     long_context = results.long_context(args.eval_dir)
-    stand_ins = dict(zip(params["lengths"], params["report"]["paper_lengths"]))
+    stand_ins = length_stand_ins(params["lengths"], params["report"])
     for output in args.ablations:
         backbone = backbone_of(output, "fig3_ablations_")
         drawn(draw.ablation_figure(long_context, backbone, paper.figures() if names[backbone] == FIGURE_BACKBONE

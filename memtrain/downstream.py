@@ -57,6 +57,7 @@ def offline_qa(args, params, run) -> None:
        arg("--eval-output", required=True))
 def qa_long_context(args, params, run) -> None:
     """MemAgent's training contexts and the RULER-HotpotQA evaluation set at every configured length."""
+    from memtrain.assets import dataset_file
     from memtrain.data import qa, qa_builders
 
     settings, downloads = params["qa"], params["allow_downloads"]
@@ -72,7 +73,8 @@ def qa_long_context(args, params, run) -> None:
     if long_context["memagent_eval_dir"]:
         eval_items = []
         for num_docs in long_context["lengths"]:
-            path = Path(long_context["memagent_eval_dir"]) / f"eval_{num_docs}.json"
+            path = dataset_file(f"{long_context['memagent_eval_dir'].rstrip('/')}/eval_{num_docs}.json",
+                                allow_downloads=downloads, field="qa.long_context.memagent_eval_dir")
             items = qa.read_memagent_eval(path)
             eval_items.extend(items[:limit] if limit else items)
     else:
@@ -155,22 +157,35 @@ def search_corpus(args, params, run) -> None:
 @stage("search_index", arg("--corpus", required=True), arg("--output", required=True),
        arg("--threads", type=int, default=None))
 def search_index(args, params, run) -> None:
-    """Dense index of the search corpus (flat/IVF/HNSW as data.index says), embedded with the retriever's encoder."""
+    """Dense index of the search corpus: a prebuilt one (qa.index) put together from its parts and checked
+    against the corpus, or one built here (flat/IVF/HNSW as data.index says) with the retriever's encoder."""
     import pyarrow.parquet as pq
     import torch
 
     from memtrain.data import retrieval
 
+    started = time.perf_counter()
+    passages = pq.read_metadata(args.corpus).num_rows
+    if params["prebuilt"]:
+        retrieval.join_index_parts(_index_parts(params["prebuilt"], params["allow_downloads"]), args.output,
+                                   expected_vectors=passages)
+        run.log_metrics({"passages": passages, "seconds": time.perf_counter() - started})
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = params["retriever"]
     texts = pq.read_table(args.corpus, columns=["text"]).column("text").to_pylist()
-    started = time.perf_counter()
     encoder = retrieval.load_encoder(settings["encoder"], allow_downloads=params["allow_downloads"],
                                      device=settings["device"])
     vectors = retrieval.embed(encoder, texts, settings["passage_prefix"], settings["batch_size"])
     retrieval.save_index(retrieval.build_index(vectors, params["index"]), args.output)
-    run.log_metrics({"passages": len(texts), "seconds": time.perf_counter() - started})
+    run.log_metrics({"passages": passages, "seconds": time.perf_counter() - started})
+
+
+def _index_parts(references: Sequence[str], allow_downloads: bool) -> list[Path]:
+    from memtrain.assets import dataset_file
+
+    return [dataset_file(ref, allow_downloads=allow_downloads, field=f"qa.index[{i}]") for i, ref in enumerate(references)]
 
 
 # --- models -------------------------------------------------------------------------------------

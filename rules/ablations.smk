@@ -33,7 +33,7 @@ rule posttrain_continue:
         checkpoints=f"{CONTINUED}/checkpoints",
         exports=CONTINUED,
         last=f"{CONTINUED}/step{SCALING_STEPS[-1]}",
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         CONDA_ENV
     log:

@@ -16,6 +16,9 @@ CONDA_ENV = "../environment.yml"
 # With --sdm conda the rule's environment provides python; otherwise the interpreter running snakemake
 # (the project's .venv) does, so `.venv/bin/snakemake` works without activating anything.
 PYTHON = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else sys.executable
+# Training and evaluation take every core of a local run; on a cluster (no --cores) the profile's set-threads
+# gives each rule its cpus, and 1 stands in until it does.
+ALL_CORES = workflow.resource_settings.cores or 1
 
 
 scattergather:
@@ -59,7 +62,7 @@ SEARCH = f"{DATA}/search"
 EVAL = f"{RESULTS}/eval"
 REPORT = f"{RESULTS}/report"
 POSTTRAIN = config["posttrain"]
-SEARCH_INDEX = config["qa"]["index"] or f"{SEARCH}/index.faiss"
+SEARCH_INDEX = f"{SEARCH}/index.faiss"
 SCALING = POSTTRAIN["scaling"]
 SCALING_SEEDS = SCALING["seeds"] or POSTTRAIN["seeds"]
 SCALING_STEPS = memtrain_config.scaling_steps(config)

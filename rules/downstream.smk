@@ -102,10 +102,10 @@ rule search_index:
     output:
         f"{SEARCH}/index.faiss",
     params:
-        cfg=as_json({"retriever": config["retriever"], "index": config["data"]["index"],
+        cfg=as_json({"retriever": config["retriever"], "index": config["data"]["index"], "prebuilt": config["qa"]["index"],
                      "allow_downloads": config["allow_downloads"]}),
         wildcards=wildcards_json,
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         CONDA_ENV
     log:
@@ -126,7 +126,7 @@ rule posttrain_train:
         wildcards=wildcards_json,
         search=search_flags,
         checkpoints=f"{RESULTS}/train/{{algorithm}}/{{backbone}}/{{init}}/seed{{seed}}/checkpoints",
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         CONDA_ENV
     log:
@@ -151,7 +151,7 @@ rule eval_long_context:
         cfg=downstream_params,
         wildcards=wildcards_json,
         mode=lambda w: "full" if (w.trained, w.init) == ("none", "base") else "memory",
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         CONDA_ENV
     log:
@@ -178,7 +178,7 @@ rule eval_search_qa:
         cfg=downstream_params,
         wildcards=wildcards_json,
         server_log=log_path("retriever", "/eval_search_qa/{backbone}/{trained}/{init}/seed{seed}"),
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         CONDA_ENV
     log:

@@ -40,7 +40,7 @@ rule memtrain_train:
         ),
         wildcards=wildcards_json,
         checkpoints=f"{MEMTRAIN}/{{backbone}}/{{variant}}/checkpoints",
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         CONDA_ENV
     log:

@@ -16,7 +16,7 @@ rule case_study:
     params:
         cfg=downstream_params,
         wildcards=wildcards_json,
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         CONDA_ENV
     log:

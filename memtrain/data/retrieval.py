@@ -67,6 +67,28 @@ def save_index(index, path: str | os.PathLike) -> None:
         faiss.write_index(index, str(tmp))
 
 
+def join_index_parts(parts: Sequence[str | os.PathLike], path: str | os.PathLike, expected_vectors: int) -> None:
+    """Concatenate a published index's parts (MEM1 ships its 60 GB e5 index as part_aa, part_ab) into `path`,
+    and refuse it unless it holds one vector per corpus passage: a mismatched corpus would make every search
+    return the wrong passages without any error."""
+    import shutil
+
+    import faiss
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as handle:
+                    shutil.copyfileobj(handle, out, length=64 << 20)
+        try:
+            vectors = faiss.read_index(str(tmp), faiss.IO_FLAG_MMAP).ntotal  # reads the header, not the vectors
+        except RuntimeError as error:
+            raise InputError(f"the concatenated parts are not a FAISS index: {error}", file=parts[0]) from error
+        if vectors != expected_vectors:
+            raise InputError(f"the index holds {vectors} vectors but the corpus has {expected_vectors} passages",
+                             file=parts[0], field="qa.index")
+
+
 def load_index(path: str | os.PathLike, settings: Mapping[str, Any]):
     """Read an index and apply the search-time knobs (nprobe, efSearch), which are not stored in the file."""
     import faiss

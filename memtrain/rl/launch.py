@@ -18,6 +18,7 @@ import torch
 from memtrain.agent.memory_agent import Budgets, MemoryAgent
 from memtrain.agent.prompts import load_templates
 from memtrain.agent.search_agent import Search, SearchAgent, SearchBudgets
+from memtrain.engines import Engine
 from memtrain.engines.hf import HFEngine
 from memtrain.errors import InputError
 from memtrain.io import atomic_dir, write_json
@@ -59,19 +60,31 @@ def load(policy_path: str | os.PathLike, rl: Mapping[str, Any], seed: int, threa
 
 
 def memory_agent(policy: Policy, config: Mapping[str, Any], sampling: Mapping[str, Any] | None = None) -> MemoryAgent:
+    return build_memory_agent(policy.engine, policy.tokenizer, config, sampling)
+
+
+def build_memory_agent(engine: Engine, tokenizer, config: Mapping[str, Any],
+                       sampling: Mapping[str, Any] | None = None) -> MemoryAgent:
+    """The memory agent over any engine (the local HF engine here, veRL's rollout servers in memtrain.distributed)."""
     agent = config["agent"]
     sampling = sampling or config["rl"]["sampling"]
-    return MemoryAgent(policy.engine, policy.tokenizer, load_templates(agent), Budgets.from_config(agent["budgets"]),
+    return MemoryAgent(engine, tokenizer, load_templates(agent), Budgets.from_config(agent["budgets"]),
                        temperature=sampling["temperature"], top_p=sampling["top_p"])
 
 
 def search_agent(policy: Policy, config: Mapping[str, Any], search: Search,
                  sampling: Mapping[str, Any] | None = None) -> SearchAgent:
     """The MEM1 agent; `sampling` defaults to the training sampling (evaluation passes its own)."""
+    return build_search_agent(policy.engine, policy.tokenizer, config, search, sampling)
+
+
+def build_search_agent(engine: Engine, tokenizer, config: Mapping[str, Any], search: Search,
+                       sampling: Mapping[str, Any] | None = None) -> SearchAgent:
+    """The MEM1 agent over any engine."""
     mem1 = config["posttrain"]["mem1"]
     sampling = sampling or config["rl"]["sampling"]
     budgets = SearchBudgets(mem1["response_tokens"], mem1["information_tokens"], mem1["max_turns"])
-    return SearchAgent(policy.engine, policy.tokenizer, load_templates(config["agent"]), budgets, search,
+    return SearchAgent(engine, tokenizer, load_templates(config["agent"]), budgets, search,
                        temperature=sampling["temperature"], top_p=sampling["top_p"])
 
 

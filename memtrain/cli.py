@@ -231,12 +231,13 @@ def memtrain_training(args, params, run) -> None:
 
     settings = params["memtrain"]
     documents = load_documents(args.documents)
-    if params.get("trainer", {"backend": "local"})["backend"] == "verl":
+    if params["trainer"]["backend"] == "verl":
         from memtrain.distributed import train as distributed
+        from memtrain.tracking import tracking_uri
 
         summary = distributed.run(params, "memtrain", settings, documents, args.policy, args.checkpoints, args.output,
                                   f"memtrain-{args.variant}", Path(args.checkpoints) / "logs", variant=args.variant,
-                                  mask_token=params["mask_token"])
+                                  mask_token=params["mask_token"], tracking_uri=tracking_uri(args.results_dir))
         run.log_dict(summary, "outputs/training.json")
         return
     policy = launch.load(args.policy, params["rl"], settings["seed"], threads=args.threads)

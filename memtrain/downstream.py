@@ -189,20 +189,25 @@ def _index_parts(references: Sequence[str], allow_downloads: bool) -> list[Path]
 
 
 # --- models -------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def retriever(params: Mapping[str, Any], corpus: str, index: str, log_path: str | None) -> Iterator[Any]:
-    """A running search server for the length of a stage, and the agent's search function over it.
-
-    The server is a separate process (its own encoder and FAISS threads) that is always stopped when
-    the stage ends, also when it fails.
-    """
-    from memtrain.retriever.client import passages_to_string, serve
+def _search_server(params: Mapping[str, Any], corpus: str, index: str, log_path: str | None):
+    """The MEM1 search server as a separate process (its own encoder and FAISS threads), stopped when the
+    block ends, also when the stage fails; the block gets its client."""
+    from memtrain.retriever.client import serve
 
     settings = params["retriever"]
-    with serve(corpus, index, settings["encoder"], query_prefix=settings["query_prefix"], top_k=settings["top_k"],
-               device=settings["device"], host=settings["host"], allow_remote=settings["allow_remote"],
-               allow_downloads=params["allow_downloads"], threads=1, log_path=log_path) as client:
-        yield lambda queries: [passages_to_string(hits) for hits in client.search(list(queries), settings["top_k"])]
+    return serve(corpus, index, settings["encoder"], query_prefix=settings["query_prefix"], top_k=settings["top_k"],
+                 device=settings["device"], host=settings["host"], allow_remote=settings["allow_remote"],
+                 allow_downloads=params["allow_downloads"], threads=1, log_path=log_path)
+
+
+@contextlib.contextmanager
+def retriever(params: Mapping[str, Any], corpus: str, index: str, log_path: str | None) -> Iterator[Any]:
+    """A running search server for the length of a stage, and the agent's search function over it."""
+    from memtrain.retriever.client import passages_to_string
+
+    top_k = params["retriever"]["top_k"]
+    with _search_server(params, corpus, index, log_path) as client:
+        yield lambda queries: [passages_to_string(hits) for hits in client.search(list(queries), top_k)]
 
 
 @stage("posttrain", arg("--algorithm", choices=["memagent", "mem1"], required=True), arg("--policy", required=True),
@@ -222,25 +227,24 @@ def posttrain(args, params, run) -> None:
 
     from memtrain.config import scaling_steps
     from memtrain.data import qa, qa_builders
-    from memtrain.rl import checkpoint, launch
+    from memtrain.rl import launch
     from memtrain.rl.mem1_task import Mem1Task
     from memtrain.rl.memagent_task import MemAgentTask
     from memtrain.rl.trainer import StepLogger
 
     settings = {**params["posttrain"][args.algorithm], "seed": args.seed}
+    on_verl = params["trainer"]["backend"] == "verl"
     source, exports = None, {}
     if args.continue_from:
-        found = checkpoint.checkpoints(args.continue_from)
-        if not found or checkpoint.read_state(found[-1])["step"] != settings["steps"]:
-            raise InputError(f"continuing needs the finished run's checkpoint of step {settings['steps']} "
-                             f"(posttrain.{args.algorithm}.steps); found {[p.name for p in found] or 'none'}",
-                             file=args.continue_from)
-        source = found[-1]
+        source = _finished_checkpoint(args.continue_from, settings["steps"], args.algorithm, on_verl)
         *between, _ = scaling_steps(params)
         exports = {step: Path(args.exports_dir) / f"step{step}" for step in between}
         settings["steps"] += params["posttrain"]["scaling"]["steps"]
         run.set_tags({"posttrain.continued_from": str(source)})
     run.set_tags({"memtrain.policy": args.policy})
+    if on_verl:
+        run.log_dict(_posttrain_on_verl(args, params, settings, source, exports), "outputs/training.json")
+        return
     policy = launch.load(args.policy, params["rl"], args.seed, threads=args.threads)
 
     def log_step(metrics, step):
@@ -267,6 +271,49 @@ def posttrain(args, params, run) -> None:
                                on_resume=lambda step: run.set_tags({"posttrain.resumed_from_step": step}),
                                continue_from=source, exports=exports)
     run.log_dict(summary, "outputs/training.json")
+
+
+def _finished_checkpoint(checkpoints: str, steps: int, algorithm: str, on_verl: bool) -> Path:
+    """The last checkpoint of the finished run a continued run starts from, in its trainer's own format."""
+    from memtrain.rl import checkpoint
+
+    if on_verl:
+        from memtrain.distributed.train import finished_checkpoint
+
+        return finished_checkpoint(checkpoints, steps)
+    found = checkpoint.checkpoints(checkpoints)
+    if not found or checkpoint.read_state(found[-1])["step"] != steps:
+        raise InputError(f"continuing needs the finished run's checkpoint of step {steps} "
+                         f"(posttrain.{algorithm}.steps); found {[p.name for p in found] or 'none'}", file=checkpoints)
+    return found[-1]
+
+
+def _posttrain_on_verl(args, params: Mapping[str, Any], settings: Mapping[str, Any], source: Path | None,
+                       exports: Mapping[int, Path]) -> dict[str, Any]:
+    """The same post-training on veRL (trainer.backend verl): the items and the search server here, GRPO on Ray."""
+    from memtrain.data import qa, qa_builders
+    from memtrain.distributed import train as distributed
+    from memtrain.tracking import tracking_uri
+
+    if exports:  # veRL must checkpoint every evaluated step and keep it until it is exported
+        params = {**params, "rl": {**params["rl"], "checkpoint_every": params["posttrain"]["scaling"]["eval_every"],
+                                   "keep_checkpoints": len(exports) + 1}}
+    with contextlib.ExitStack() as stack:
+        url = None
+        if args.algorithm == "memagent":
+            items = qa.read_long_context(args.data)
+        else:
+            items = qa_builders.read_multi_objective(args.data)
+            if params["trainer"]["verl"]["nodes"] > 1 and not params["retriever"]["allow_remote"]:
+                raise InputError("MEM1 on several nodes needs a search server the other nodes reach: set retriever.host "
+                                 "to this node's address and retriever.allow_remote: true", field="retriever.host")
+            url = stack.enter_context(_search_server(params, args.corpus, args.index, args.server_log)).url
+        if not items:
+            raise InputError("no training questions", file=args.data)
+        return distributed.run(params, args.algorithm, {**settings, "algorithm": args.algorithm}, items, args.policy,
+                               args.checkpoints, args.output, f"{args.algorithm}-seed{args.seed}",
+                               Path(args.checkpoints) / "logs", retriever_url=url, continue_from=source,
+                               exports=exports, tracking_uri=tracking_uri(args.results_dir))
 
 
 def _write_rows(rows: list[dict[str, Any]], path: str) -> None:

@@ -113,19 +113,20 @@ def downstream_params(wildcards) -> str:
     """Only the settings a job depends on, so that editing one training's section reruns only its jobs."""
     rl = config["rl"]
     algorithm = getattr(wildcards, "algorithm", None)
-    if algorithm is not None:  # a post-training
-        posttrain = {algorithm: POSTTRAIN[algorithm]}
+    training = {}
+    if algorithm is not None:  # a post-training, on the configured trainer
+        posttrain, training = {algorithm: POSTTRAIN[algorithm]}, {"trainer": config["trainer"]}
     else:  # an evaluation: the runtime knobs of the policy, and the MEM1 limits of the search agent
         rl = {key: rl[key] for key in ("device", "dtype", "engine_batch_size")}
         posttrain = {"mem1": POSTTRAIN["mem1"]}
     return as_json({"agent": config["agent"], "rl": rl, "posttrain": posttrain, "eval": config["eval"],
-                    "retriever": config["retriever"], "allow_downloads": config["allow_downloads"]})
+                    "retriever": config["retriever"], "allow_downloads": config["allow_downloads"], **training})
 
 
 def continue_params(wildcards) -> str:
     """MemAgent's settings and the scaling section: what a continued run depends on."""
     posttrain = {"memagent": POSTTRAIN["memagent"], "scaling": POSTTRAIN["scaling"]}
-    return as_json({"agent": config["agent"], "rl": config["rl"], "posttrain": posttrain,
+    return as_json({"agent": config["agent"], "rl": config["rl"], "posttrain": posttrain, "trainer": config["trainer"],
                     "allow_downloads": config["allow_downloads"]})
 
 

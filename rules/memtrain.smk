@@ -36,6 +36,7 @@ rule memtrain_train:
                 "rl": config["rl"],
                 "memtrain": {k: v for k, v in config["memtrain"].items() if k not in ("backbones", "variants")},
                 "mask_token": config["data"]["documents"]["mask_token"],
+                "trainer": config["trainer"],
             }
         ),
         wildcards=wildcards_json,

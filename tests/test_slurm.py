@@ -36,11 +36,11 @@ def job_resources(plan: str, rule: str) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_paper_profile_plans_the_whole_paper_dag_with_gpu_jobs_sized_per_backbone():
+def test_paper_profile_plans_the_whole_paper_dag_with_gpu_jobs_on_gpu_nodes():
     plan = paper_plan("all")
     assert job_counts(plan) == PAPER_JOBS
-    training = {(r["nodes"], r["gpu"], r["slurm_partition"]) for r in job_resources(plan, "memtrain_train")}
-    assert training == {("1", "8", "gpu"), ("2", "8", "gpu")}  # Qwen3-4B on one node, Qwen2.5-7B on two
+    training = {(r["nodes"], r["gpu"], r["slurm_partition"]) for r in job_resources(plan, "posttrain_train")}
+    assert training == {("1", "8", "gpu")}  # = trainer.verl in config/paper.yaml, which the veRL launch checks
     assert {r["gpu"] for r in job_resources(plan, "eval_long_context")} == {"1"}
     assert {r["slurm_partition"] for r in job_resources(plan, "ner")} == {"cpu"}
     assert "gpu" not in job_resources(plan, "ner")[0]
@@ -85,9 +85,9 @@ def test_data_jobs_ran_as_slurm_jobs_recorded_in_mlflow(data_rerun):
         job = slurm_job(run.data.tags["memtrain.slurm_job_id"])
         assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0"
         if run.data.tags["memtrain.rule"] == "embed":  # the GPU rule got the node's fake GPU
-            assert job["Partition"] == "gpu" and "gres/gpu=1" in job["TRES"]
+            assert job["Partition"] == "gpu" and job["TresPerNode"] == "gres:gpu:fake:1"
         else:
-            assert job["Partition"] == "cpu" and "gres/gpu" not in job["TRES"]
+            assert job["Partition"] == "cpu" and "TresPerNode" not in job
 
 
 @pytest.mark.slow

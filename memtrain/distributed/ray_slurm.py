@@ -1,0 +1,159 @@
+"""A Ray cluster over the nodes of the running SLURM job, for the length of one training.
+
+Inside a Snakemake job the SLURM jobstep plugin strips every SLURM_* variable except the job's
+identity (SLURM_JOB_ID and a few more), and runs the job as a one-task step on the allocation's
+first node. So the node list is asked of `scontrol` (or given explicitly), the head starts here,
+and the other nodes join through `srun --jobid ... --overlap`, one `ray start --block` per node,
+sharing the resources the job step already holds. Command builders are pure functions; the
+context manager starts, waits for every GPU to register, and stops what it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+# The `ray` of this environment, also on the other nodes (same software path on a cluster's shared file system):
+# a Snakemake job's PATH need not contain the environment's bin folder.
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+
+Runner = Callable[[Sequence[str]], str]  # runs a command, returns its stdout (raises on failure)
+
+
+def run_command(command: Sequence[str]) -> str:
+    return subprocess.run(list(command), check=True, capture_output=True, text=True).stdout
+
+
+def hostnames(nodelist: str, run: Runner = run_command) -> list[str]:
+    """A SLURM node list ('gpu[01-03],big7') expanded to host names, as SLURM itself expands it."""
+    return [line.strip() for line in run(["scontrol", "show", "hostnames", nodelist]).splitlines() if line.strip()]
+
+
+def job_nodelist(job_id: str, run: Runner = run_command) -> str:
+    """The NodeList of a job, from `scontrol show job` (SLURM_JOB_NODELIST does not reach Snakemake jobs)."""
+    found = re.search(r"(?:^|\s)NodeList=(\S+)", run(["scontrol", "show", "job", "--oneliner", job_id]))
+    if found is None or found.group(1) in ("", "(null)"):
+        raise RuntimeError(f"scontrol names no nodes for job {job_id}: is it running?")
+    return found.group(1)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Who runs what: the head on the node this process runs on, one worker per other node."""
+
+    job_id: str
+    head: str
+    workers: tuple[str, ...]
+    head_ip: str
+    port: int
+    gpus_per_node: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.head_ip}:{self.port}"
+
+    @property
+    def nodes(self) -> int:
+        return 1 + len(self.workers)
+
+
+def layout(job_id: str, nodes: Sequence[str], this_host: str, head_ip: str, port: int, gpus_per_node: int) -> Layout:
+    """The head must be the node this process runs on: the job step runs it on the allocation's first node."""
+    short = this_host.split(".")[0]
+    matches = [node for node in nodes if node.split(".")[0] == short]
+    if not matches:
+        raise RuntimeError(f"this host {this_host} is not among the job's nodes {list(nodes)}")
+    return Layout(job_id, matches[0], tuple(node for node in nodes if node != matches[0]), head_ip, port, gpus_per_node)
+
+
+def head_command(plan: Layout, num_cpus: int | None = None) -> list[str]:
+    command = [RAY, "start", "--head", "--block", "--disable-usage-stats", f"--node-ip-address={plan.head_ip}",
+               f"--port={plan.port}", f"--num-gpus={plan.gpus_per_node}", "--include-dashboard=false"]
+    return command + ([f"--num-cpus={num_cpus}"] if num_cpus is not None else [])
+
+
+def workers_command(plan: Layout) -> list[str]:
+    """One srun step over the other nodes, one task each, that joins them to the head and stays up."""
+    count = str(len(plan.workers))
+    return ["srun", f"--jobid={plan.job_id}", "--overlap", f"--nodes={count}", f"--ntasks={count}",
+            "--ntasks-per-node=1", f"--nodelist={','.join(plan.workers)}", f"--gpus-per-node={plan.gpus_per_node}",
+            "--kill-on-bad-exit=1", RAY, "start", "--block", "--disable-usage-stats", f"--address={plan.address}",
+            f"--num-gpus={plan.gpus_per_node}"]
+
+
+def wait_for_resources(address: str, needed: Mapping[str, float], timeout: float, poll: float = 2.0,
+                       alive: Callable[[], bool] = lambda: True) -> dict[str, float]:
+    """Block until the cluster at `address` offers `needed` (e.g. {'GPU': nodes x gpus}); its resources then."""
+    import ray
+
+    deadline = time.monotonic() + timeout
+    last: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"a Ray process exited before the cluster at {address} was complete (had {last})")
+        try:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+            try:
+                last = dict(ray.cluster_resources())
+            finally:
+                ray.shutdown()
+        except ConnectionError:
+            last = {}
+        if all(last.get(name, 0) >= amount for name, amount in needed.items()):
+            return last
+        time.sleep(poll)
+    raise TimeoutError(f"the Ray cluster at {address} offers {last} after {timeout:.0f} s, needs {dict(needed)}")
+
+
+def _stop(process: subprocess.Popen, grace: float = 30.0) -> None:
+    """`ray start --block` stops the Ray processes it started when it is terminated."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def ray_cluster(plan: Layout, timeout: float, log_dir: str | os.PathLike, num_cpus: int | None = None) -> Iterator[str]:
+    """Start head and workers, wait for all GPUs (or the head's CPU when no GPU is asked), yield the address."""
+    os.makedirs(log_dir, exist_ok=True)
+    processes: list[subprocess.Popen] = []
+    logs = []
+    try:
+        for name, command in [("head", head_command(plan, num_cpus))] + (
+                [("workers", workers_command(plan))] if plan.workers else []):
+            log = open(os.path.join(log_dir, f"ray_{name}.log"), "a")
+            logs.append(log)
+            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+        needed = {"GPU": plan.nodes * plan.gpus_per_node} if plan.gpus_per_node else {"CPU": 1}
+        wait_for_resources(plan.address, needed, timeout, alive=lambda: all(p.poll() is None for p in processes))
+        yield plan.address
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+        for log in logs:
+            log.close()
+
+
+def this_job(job_id: str | None = None, nodelist: str | None = None, run: Runner = run_command) -> tuple[str, list[str]]:
+    """The running job's id and host names: given, or from SLURM_JOB_ID (kept by the jobstep plugin) and scontrol."""
+    job_id = job_id or os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        raise RuntimeError("trainer.backend verl runs inside a SLURM job: SLURM_JOB_ID is not set")
+    return job_id, hostnames(nodelist or job_nodelist(job_id, run), run)
+
+
+def local_address() -> tuple[str, str]:
+    """This host's name and the address other nodes reach it at."""
+    host = socket.gethostname()
+    return host, socket.gethostbyname(host)

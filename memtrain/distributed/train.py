@@ -1,0 +1,131 @@
+"""A training stage on the veRL back-end: files veRL reads, Ray over the SLURM job, veRL, our output folder.
+
+Called by the MemTrain and post-training stages when `trainer.backend` is `verl`. Everything veRL
+needs lands in the run's checkpoints folder (its config, the agent-loop registry, the settings our
+agent loops read, the items as a veRL dataset), so a pre-empted job that Snakemake restarts finds
+veRL's own checkpoints beside them and resumes (veRL's resume_mode auto). The output is the same
+Hugging Face folder the local trainer writes: weights, tokenizer, training.json.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from memtrain.distributed import data, ray_slurm, verl_config
+from memtrain.errors import InputError
+from memtrain.io import atomic_dir, atomic_path, write_json
+
+LATEST = "latest_checkpointed_iteration.txt"  # veRL's marker of its newest complete checkpoint
+
+
+def agent_settings(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], variant: str | None = None,
+                   mask_token: str | None = None, retriever_url: str | None = None) -> dict[str, Any]:
+    """What our agent loops read: the config sections the local stage would build its agent and task from."""
+    settings: dict[str, Any] = {"agent": params["agent"], "rl": params["rl"], "seed": schedule["seed"]}
+    if kind == "memtrain":
+        settings.update(memtrain=dict(schedule), variant=variant, mask_token=mask_token)
+    elif kind in ("memagent", "mem1"):
+        settings["posttrain"] = {kind: dict(schedule)}
+        if kind == "mem1":
+            settings.update(retriever=params["retriever"], retriever_url=retriever_url)
+    else:
+        raise ValueError(f"unknown training kind {kind!r}")
+    return settings
+
+
+def prepare(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], items: Sequence[Any], policy: str,
+            checkpoints: str | os.PathLike, experiment: str, variant: str | None = None, mask_token: str | None = None,
+            retriever_url: str | None = None, resume_from: str | os.PathLike | None = None) -> Path:
+    """Write the dataset, the agent settings and registry, and the validated veRL config; the config's path."""
+    from memtrain.distributed.agent_loops import loop_registry
+
+    root = Path(checkpoints).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    paths = verl_config.Paths(policy=str(Path(policy).resolve()), train_file=str(root / "train.parquet"),
+                              checkpoints=str(root), agent_loops=str(root / "agent_loops.yaml"),
+                              resume_from=str(Path(resume_from).resolve()) if resume_from else None)
+    settings_path = root / "agent_settings.json"
+    write_json(agent_settings(params, kind, schedule, variant, mask_token, retriever_url), settings_path)
+    with atomic_path(paths.agent_loops) as tmp:
+        tmp.write_text(yaml.safe_dump(loop_registry(settings_path), sort_keys=False))
+    problem = schedule.get("problem")
+    count = data.write(kind, items, verl_config.AGENT_LOOPS[kind], paths.train_file, problem)
+    config = verl_config.build(params, kind, schedule, paths, count, experiment)
+    return verl_config.save(config, root / "verl.yaml")
+
+
+def latest_step(checkpoints: str | os.PathLike) -> int | None:
+    """The step of veRL's newest complete checkpoint in `checkpoints`, or None before the first one."""
+    marker = Path(checkpoints) / LATEST
+    if not marker.exists():
+        return None
+    try:
+        return int(marker.read_text().strip())
+    except (OSError, ValueError) as error:
+        raise InputError(f"veRL's checkpoint marker is unreadable: {error}", file=marker) from error
+
+
+def finished_checkpoint(checkpoints: str | os.PathLike, steps: int) -> Path:
+    """The global_step folder of a run that has done all its `steps` (what a continued run starts from)."""
+    step = latest_step(checkpoints)
+    if step != steps:
+        found = "none" if step is None else f"step {step}"
+        raise InputError(f"needs veRL's checkpoint of step {steps}; the newest is {found}", file=Path(checkpoints) / LATEST)
+    return Path(checkpoints) / f"global_step_{steps}"
+
+
+def export_policy(actor: str | os.PathLike, output: str | os.PathLike, summary: Mapping[str, Any]) -> None:
+    """veRL's sharded FSDP actor as our policy folder: merged HF weights, tokenizer, training.json."""
+    from verl.model_merger.base_model_merger import ModelMergerConfig
+    from verl.model_merger.fsdp_model_merger import FSDPModelMerger
+
+    actor = Path(actor)
+    with atomic_dir(output) as tmp:
+        merger = FSDPModelMerger(ModelMergerConfig(operation="merge", backend="fsdp", local_dir=str(actor),
+                                                   target_dir=str(tmp), hf_model_config_path=str(actor / "huggingface")))
+        merger.merge_and_save()
+        write_json(dict(summary), Path(tmp) / "training.json")
+
+
+def run(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], items: Sequence[Any], policy: str,
+        checkpoints: str | os.PathLike, output: str | os.PathLike, experiment: str, log_dir: str | os.PathLike,
+        variant: str | None = None, mask_token: str | None = None, retriever_url: str | None = None,
+        continue_from: str | os.PathLike | None = None, exports: Mapping[int, str | os.PathLike] | None = None,
+        tracking_uri: str | None = None) -> dict[str, Any]:
+    """The whole training on the SLURM job's nodes; its summary, as the local trainer's.
+
+    `continue_from` is a finished run's global_step folder that a run with no checkpoint of its own
+    starts from, optimizer, schedule and data order included (post-training scaling); `exports` maps
+    steps to folders that receive the policy of that step, which the run must checkpoint. veRL's MLflow
+    logger writes its step metrics to `tracking_uri`, the pipeline's own store.
+    """
+    cluster = params["trainer"]["verl"]
+    started = time.perf_counter()
+    resume_from = continue_from if latest_step(checkpoints) is None else None
+    config_path = prepare(params, kind, schedule, items, policy, checkpoints, experiment, variant, mask_token,
+                          retriever_url, resume_from)
+    job_id, nodes = ray_slurm.this_job()
+    if len(nodes) != cluster["nodes"]:
+        raise InputError(f"the job has {len(nodes)} nodes, trainer.verl.nodes says {cluster['nodes']}",
+                         field="trainer.verl.nodes")
+    host, address = ray_slurm.local_address()
+    plan = ray_slurm.layout(job_id, nodes, host, address, cluster["ray_port"], cluster["gpus_per_node"])
+    with ray_slurm.ray_cluster(plan, cluster["ray_start_timeout"], log_dir) as ray_address:
+        subprocess.run([sys.executable, "-m", "memtrain.distributed.verl_trainer", str(config_path)], check=True,
+                       env={**os.environ, "RAY_ADDRESS": ray_address,
+                            **({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {})})
+    summary = {"steps": schedule["steps"], "backend": "verl", "nodes": plan.nodes,
+               "gpus": plan.nodes * plan.gpus_per_node, "seconds_this_run": time.perf_counter() - started,
+               "finished": True}
+    for step, folder in sorted((exports or {}).items()):
+        export_policy(Path(checkpoints) / f"global_step_{step}" / "actor", folder, {"step": step, "backend": "verl"})
+    export_policy(finished_checkpoint(checkpoints, schedule["steps"]) / "actor", output, summary)
+    return summary

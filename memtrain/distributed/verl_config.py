@@ -1,0 +1,203 @@
+"""veRL's trainer config, generated from ours: the same GRPO settings the local trainer uses, at cluster scale.
+
+The result is veRL's own hydra config (`ppo_trainer`) composed with our overrides and passed through
+veRL's `validate_config`, so a key that veRL does not know, or a combination it rejects, fails here,
+on the login node, rather than an hour into a GPU job. Only veRL's v1 trainer is targeted: it is the
+one whose agent loops may return several sequences per rollout (one per memory-update turn).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Agent-loop names (rollout.agent.default_agent_loop), one per training kind.
+AGENT_LOOPS = {"memtrain": "memtrain_agent", "memagent": "memagent_agent", "mem1": "mem1_agent"}
+# Our v1 trainer (memtrain.distributed.verl_trainer): veRL's sync trainer with per-group advantages.
+TRAINER_MODE = "memtrain_sync"
+# The reward_extra_info field DAPO's group filter reads (memtrain.distributed.agent_loops.dapo_signal).
+FILTER_METRIC = "dapo_signal"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Files and folders a veRL run reads and writes."""
+
+    policy: str        # HF folder of the initial policy
+    train_file: str    # veRL-format parquet of the training items (memtrain.distributed.data)
+    checkpoints: str   # veRL's default_local_dir: global_step_N/actor/... and the latest-step marker
+    agent_loops: str   # YAML that registers our agent loops in every agent-loop worker
+    resume_from: str | None = None  # another run's global_step_N folder to start from (post-training scaling)
+
+
+def lengths(kind: str, agent: Mapping[str, Any], schedule: Mapping[str, Any]) -> tuple[int, int]:
+    """Longest prompt and longest reply of one turn: what veRL pads every sequence to.
+
+    Memory-agent prompts hold the instruction, a chunk and the previous memory; MEM1 prompts hold the
+    instruction, the latest reply and the retrieved text shown with it.
+    """
+    budgets = agent["budgets"]
+    if kind == "mem1":
+        return budgets["instruction"] + schedule["response_tokens"] + schedule["information_tokens"], \
+            schedule["response_tokens"]
+    if kind in ("memtrain", "memagent"):
+        return budgets["instruction"] + budgets["chunk"] + budgets["memory"], budgets["response"]
+    raise ValueError(f"unknown training kind {kind!r} (known: {', '.join(AGENT_LOOPS)})")
+
+
+def _value(value: Any) -> str:
+    """A value in hydra's override grammar (strings quoted, so paths and odd characters survive)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{key}:{_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, Sequence):
+        return "[" + ",".join(_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {value!r} as a hydra override")
+
+
+def overrides(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], paths: Paths, num_items: int,
+              experiment: str) -> list[str]:
+    """hydra overrides of veRL's ppo_trainer for one training.
+
+    `params` holds the `agent`, `rl` and `trainer` config sections; `schedule` the training's own section
+    (memtrain, posttrain.memagent or posttrain.mem1, with its seed). Plain `key=value` overrides only:
+    hydra rejects a key veRL's config does not have, which is what catches typos.
+    """
+    rl, cluster = params["rl"], params["trainer"]["verl"]
+    loss, optim, sampling = rl["loss"], rl["optimizer"], rl["sampling"]
+    prompt_length, response_length = lengths(kind, params["agent"], schedule)
+    epochs = math.ceil(schedule["steps"] * schedule["batch_size"] / num_items)
+    actor, rollout = "actor_rollout_ref.actor", "actor_rollout_ref.rollout"
+    settings = {
+        "algorithm.adv_estimator": "grpo",
+        "algorithm.norm_adv_by_std_in_grpo": False,  # Dr. GRPO
+        "algorithm.use_kl_in_reward": False,
+        "algorithm.filter_groups.enable": rl["filter"]["enabled"],
+        "algorithm.filter_groups.metric": FILTER_METRIC,
+        "algorithm.filter_groups.max_inflight_gen_batches": 1 + rl["filter"]["max_refill_rounds"],
+        "data.train_files": paths.train_file,
+        "data.val_files": paths.train_file,
+        "data.train_batch_size": schedule["batch_size"],
+        "data.max_prompt_length": prompt_length,
+        "data.max_response_length": response_length,
+        "data.seed": schedule["seed"],
+        "actor_rollout_ref.model.path": paths.policy,
+        "actor_rollout_ref.model.enable_gradient_checkpointing": cluster["gradient_checkpointing"],
+        "actor_rollout_ref.model.use_remove_padding": True,
+        f"{actor}.optim.lr": schedule["lr"],
+        f"{actor}.optim.weight_decay": optim["weight_decay"],
+        f"{actor}.optim.betas": list(optim["betas"]),
+        f"{actor}.optim.override_optimizer_config": {"eps": optim["eps"]},
+        f"{actor}.optim.lr_warmup_steps": optim["warmup_steps"],
+        f"{actor}.optim.clip_grad": optim["grad_clip"],
+        f"{actor}.ppo_mini_batch_size": schedule["mini_batch_size"],
+        f"{actor}.ppo_epochs": rl["ppo_epochs"],
+        f"{actor}.use_dynamic_bsz": True,
+        f"{actor}.ppo_max_token_len_per_gpu": cluster["max_tokens_per_gpu"],
+        f"{actor}.clip_ratio_low": loss["clip_ratio_low"],
+        f"{actor}.clip_ratio_high": loss["clip_ratio_high"],
+        f"{actor}.clip_ratio_c": loss["clip_ratio_c"],
+        f"{actor}.loss_agg_mode": loss["aggregation"],  # seq-mean-token-sum = the paper's Eq. 4
+        f"{actor}.use_kl_loss": loss["kl_coef"] > 0,
+        f"{actor}.kl_loss_coef": loss["kl_coef"],
+        f"{actor}.kl_loss_type": loss["kl_type"],
+        f"{actor}.entropy_coeff": 0,
+        f"{actor}.ulysses_sequence_parallel_size": cluster["ulysses_sequence_parallel_size"],
+        f"{actor}.data_loader_seed": schedule["seed"],
+        f"{actor}.fsdp_config.param_offload": cluster["param_offload"],
+        f"{actor}.fsdp_config.optimizer_offload": cluster["optimizer_offload"],
+        "actor_rollout_ref.ref.fsdp_config.param_offload": cluster["param_offload"],
+        f"{rollout}.name": cluster["rollout_engine"],
+        f"{rollout}.mode": "async",
+        f"{rollout}.n": schedule["group_size"],
+        f"{rollout}.temperature": sampling["temperature"],
+        f"{rollout}.top_p": sampling["top_p"],
+        f"{rollout}.seed": schedule["seed"],
+        f"{rollout}.prompt_length": prompt_length,
+        f"{rollout}.response_length": response_length,
+        f"{rollout}.max_model_len": prompt_length + response_length,
+        f"{rollout}.tensor_model_parallel_size": cluster["tensor_parallel_size"],
+        f"{rollout}.gpu_memory_utilization": cluster["gpu_memory_utilization"],
+        f"{rollout}.max_num_seqs": cluster["max_num_seqs"],
+        f"{rollout}.calculate_log_probs": False,
+        f"{rollout}.multi_turn.enable": True,
+        f"{rollout}.agent.num_workers": cluster["agent_workers"],
+        f"{rollout}.agent.default_agent_loop": AGENT_LOOPS[kind],
+        f"{rollout}.agent.agent_loop_config_path": paths.agent_loops,
+        f"{rollout}.log_prob_use_dynamic_bsz": True,
+        f"{rollout}.log_prob_max_token_len_per_gpu": cluster["max_tokens_per_gpu"],
+        "actor_rollout_ref.ref.log_prob_use_dynamic_bsz": True,
+        "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu": cluster["max_tokens_per_gpu"],
+        "trainer.use_v1": True,
+        "trainer.v1.trainer_mode": TRAINER_MODE,
+        "trainer.nnodes": cluster["nodes"],
+        "trainer.n_gpus_per_node": cluster["gpus_per_node"],
+        "trainer.total_training_steps": schedule["steps"],
+        "trainer.total_epochs": epochs,
+        "trainer.save_freq": rl["checkpoint_every"],
+        "trainer.max_actor_ckpt_to_keep": rl["keep_checkpoints"],
+        "trainer.default_local_dir": paths.checkpoints,
+        "trainer.resume_mode": "resume_path" if paths.resume_from else "auto",
+        "trainer.resume_from_path": paths.resume_from,
+        "trainer.val_before_train": False,
+        "trainer.test_freq": -1,
+        "trainer.logger": list(cluster["loggers"]),
+        "trainer.project_name": "memtrain",
+        "trainer.experiment_name": experiment,
+    }
+    return [f"{key}={_value(value)}" for key, value in settings.items()]
+
+
+def config_dir() -> str:
+    """veRL's packaged hydra configs."""
+    import verl
+
+    return os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
+
+
+def compose(settings: Sequence[str]):
+    """veRL's ppo_trainer config with `settings` applied, exactly as `verl.trainer.main_ppo` would see it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base=None):
+        return hydra_compose(config_name="ppo_trainer", overrides=list(settings))
+
+
+def validate(config) -> None:
+    """veRL's own checks: batch sizes against GPUs, and every section converted to its dataclass."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+
+
+def build(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], paths: Paths, num_items: int,
+          experiment: str):
+    """The complete, validated veRL config of one training."""
+    config = compose(overrides(params, kind, schedule, paths, num_items, experiment))
+    validate(config)
+    return config
+
+
+def save(config, path: str | os.PathLike) -> Path:
+    """Write the config as YAML, interpolations kept, so veRL resolves it on the cluster as it would its own."""
+    from omegaconf import OmegaConf
+
+    from memtrain.io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        OmegaConf.save(config, tmp)
+    return path

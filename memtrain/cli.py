@@ -275,6 +275,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plan"]:  # a planning tool, not a stage: no --params, no MLflow run
+        from memtrain.plan.command import main as plan
+
+        return plan(argv[1:])
     args = parser().parse_args(argv)
     params = json.loads(args.params)
     if not params.get("allow_downloads", False):

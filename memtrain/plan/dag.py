@@ -107,6 +107,20 @@ def dependencies(jobs: Sequence[Job]) -> dict[int, set[int]]:
     return needed
 
 
+def depths(needs: Mapping[int, set[int]]) -> dict[int, int]:
+    """Jobs between each job and the DAG's sources: an order of stages as the pipeline runs them."""
+    depth: dict[int, int] = {}
+
+    def visit(job: int) -> int:
+        if job not in depth:
+            depth[job] = 1 + max((visit(parent) for parent in needs[job]), default=-1)
+        return depth[job]
+
+    for job in needs:
+        visit(job)
+    return depth
+
+
 def _tail_lengths(hours: Mapping[int, float], needs: Mapping[int, set[int]]) -> dict[int, float]:
     """Longest chain of hours from each job to the end of the DAG, the job itself included."""
     children: dict[int, list[int]] = {job: [] for job in hours}

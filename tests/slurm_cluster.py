@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -48,8 +49,11 @@ def _memory_mb() -> int:
     raise RuntimeError("no MemTotal in /proc/meminfo")
 
 
+NODE = socket.gethostname().split(".")[0]  # named after this host, as a cluster's nodes are: code in a job looks itself up
+
+
 def slurm_conf(state: Path, cpus: int, memory_mb: int) -> str:
-    """One node (named localhost) with every core and a fake GPU, in a CPU and a GPU partition.
+    """One node (this host, at 127.0.0.1) with every core and a fake GPU, in a CPU and a GPU partition.
 
     No accounting daemon: squeue and scontrol are the only record of a job, and MinJobAge keeps
     finished jobs in them for an hour, for snakemake's status checks and for the tests to inspect.
@@ -75,9 +79,9 @@ def slurm_conf(state: Path, cpus: int, memory_mb: int) -> str:
         f"SlurmctldLogFile={state / 'slurmctld.log'}",
         f"SlurmdLogFile={state / 'slurmd.log'}",
         "GresTypes=gpu",
-        f"NodeName=localhost CPUs={cpus} RealMemory={memory_mb} Gres=gpu:fake:1 State=UNKNOWN",
-        "PartitionName=cpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP",
-        "PartitionName=gpu Nodes=localhost MaxTime=INFINITE State=UP",
+        f"NodeName={NODE} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} Gres=gpu:fake:1 State=UNKNOWN",
+        f"PartitionName=cpu Nodes={NODE} Default=YES MaxTime=INFINITE State=UP",
+        f"PartitionName=gpu Nodes={NODE} MaxTime=INFINITE State=UP",
         "",
     ])
 
@@ -102,10 +106,10 @@ class LocalSlurm:
             (self.state / folder).mkdir(parents=True, exist_ok=True)
         SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
         SLURM_CONF.write_text(slurm_conf(self.state, os.cpu_count() or 1, _memory_mb()))
-        GRES_CONF.write_text(f"{MARKER}\nNodeName=localhost Name=gpu Type=fake File=/dev/null\n")
+        GRES_CONF.write_text(f"{MARKER}\nNodeName={NODE} Name=gpu Type=fake File=/dev/null\n")
         self._start_munge()
         subprocess.run([_binary("slurmctld")], check=True)
-        subprocess.run([_binary("slurmd"), "-N", "localhost"], check=True)
+        subprocess.run([_binary("slurmd"), "-N", NODE], check=True)
         for name in ("slurmctld", "slurmd"):
             self.pids[name] = self._read_pid(self.state / f"{name}.pid", timeout)
         self._wait_until_idle(timeout)

@@ -1,4 +1,4 @@
-"""Ray on a SLURM allocation: node discovery, who runs what, the commands, and a real local Ray head."""
+"""Ray on a SLURM allocation: node discovery, who runs what, the commands, and Ray inside a live SLURM job."""
 
 from __future__ import annotations
 
@@ -47,17 +47,42 @@ def test_head_runs_here_and_every_other_node_gets_one_worker():
         ray_slurm.layout("42", ["gpu01"], "login1", "10.0.0.9", 6379, 8)
 
 
+RAY_JOB = """
+import json, sys
+from memtrain.distributed import ray_slurm
+
+job_id, nodes = ray_slurm.this_job()
+host, address = ray_slurm.local_address()
+plan = ray_slurm.layout(job_id, nodes, host, address, int(sys.argv[1]), gpus_per_node=0)
+with ray_slurm.ray_cluster(plan, timeout=120, log_dir=sys.argv[2], num_cpus=1) as ray:
+    cpus = ray_slurm.wait_for_resources(ray, {"CPU": 1}, timeout=10)["CPU"]
+print(json.dumps({"job": job_id, "nodes": nodes, "head": plan.head, "cpus": cpus, "address": ray.address,
+                  "auth": ray.env["RAY_AUTH_MODE"]}))
+"""
+
+
 @pytest.mark.slow
-def test_a_real_ray_head_starts_registers_and_stops(tmp_path):
-    """The context manager with a real `ray start --head` on this CPU machine (no GPU asked, no workers)."""
+def test_ray_starts_on_the_nodes_of_a_live_slurm_job_and_stops(slurm_cluster, tmp_path):
+    """Inside a real SLURM job (the local test cluster): the job finds its nodes through scontrol, starts the
+    Ray head on itself, sees it register, and leaves nothing running (a second node's srun worker needs a
+    real multi-node cluster)."""
+    import json
     import socket
     import subprocess
+    import sys
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    plan = ray_slurm.Layout("0", "localhost", (), "127.0.0.1", port, 0)
-    with ray_slurm.ray_cluster(plan, timeout=120, log_dir=tmp_path, num_cpus=1) as address:
-        assert ray_slurm.wait_for_resources(address, {"CPU": 1}, timeout=10)["CPU"] == 1
-    status = subprocess.run([ray_slurm.RAY, "status", f"--address={address}"], capture_output=True, text=True)
-    assert status.returncode != 0  # the head is gone
+    script, out = tmp_path / "ray_job.py", tmp_path / "ray_job.out"
+    script.write_text(RAY_JOB)
+    submitted = subprocess.run(["sbatch", "--parsable", "--wait", "-p", "cpu", "-c", "1", "--mem", "3000",
+                                "-o", str(out), "--wrap", f"{sys.executable} {script} {port} {tmp_path}"],
+                               capture_output=True, text=True)
+    assert submitted.returncode == 0, out.read_text()[-3000:] if out.exists() else submitted.stderr
+    report = json.loads(out.read_text().strip().splitlines()[-1])
+    assert report["job"] == submitted.stdout.strip() and report["nodes"] == [socket.gethostname().split(".")[0]]
+    assert report["head"] == report["nodes"][0] and report["cpus"] == 1 and report["auth"] == "token"
+    host, port = report["address"].rsplit(":", 1)
+    with socket.socket() as probe:
+        assert probe.connect_ex((host, int(port))) != 0  # the head went with the job

@@ -11,14 +11,17 @@ context manager starts, waits for every GPU to register, and stops what it start
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # The `ray` of this environment, also on the other nodes (same software path on a cluster's shared file system):
 # a Snakemake job's PATH need not contain the environment's bin folder.
@@ -88,28 +91,56 @@ def workers_command(plan: Layout) -> list[str]:
             f"--num-gpus={plan.gpus_per_node}"]
 
 
-def wait_for_resources(address: str, needed: Mapping[str, float], timeout: float, poll: float = 2.0,
-                       alive: Callable[[], bool] = lambda: True) -> dict[str, float]:
-    """Block until the cluster at `address` offers `needed` (e.g. {'GPU': nodes x gpus}); its resources then."""
-    import ray
+@dataclass(frozen=True)
+class Cluster:
+    """A running Ray cluster: its address and what a driver's environment needs to join it."""
 
+    address: str
+    env: Mapping[str, str]
+
+    def driver_env(self) -> dict[str, str]:
+        return {**os.environ, **self.env, "RAY_ADDRESS": self.address}
+
+
+def job_token() -> dict[str, str]:
+    """Ray's token authentication with a fresh secret for this job.
+
+    Ray 2.60 turns token auth on by itself whenever ~/.ray/auth_token exists, and a head and a driver
+    that disagree about it never connect. A token of the job's own, given explicitly to the head, the
+    workers (srun passes the environment on) and every driver, makes them agree and keeps the cluster
+    closed to other users of the nodes.
+    """
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+
+
+_RESOURCES = ("import json, sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); "
+              "print(json.dumps(ray.cluster_resources()))")
+
+
+def cluster_resources(cluster: Cluster, timeout: float = 60.0) -> dict[str, float]:
+    """What the cluster offers now ({} while it cannot be reached), asked from a child process: Ray keeps its
+    authentication state per process, fixed at first use, so this process stays out of it."""
+    try:
+        result = subprocess.run([sys.executable, "-c", _RESOURCES, cluster.address], env=cluster.driver_env(),
+                                capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:  # ray.init keeps retrying an address where nothing answers yet
+        return {}
+    return json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else {}
+
+
+def wait_for_resources(cluster: Cluster, needed: Mapping[str, float], timeout: float, poll: float = 2.0,
+                       alive: Callable[[], bool] = lambda: True) -> dict[str, float]:
+    """Block until the cluster offers `needed` (e.g. {'GPU': nodes x gpus}); its resources then."""
     deadline = time.monotonic() + timeout
     last: dict[str, float] = {}
     while time.monotonic() < deadline:
         if not alive():
-            raise RuntimeError(f"a Ray process exited before the cluster at {address} was complete (had {last})")
-        try:
-            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-            try:
-                last = dict(ray.cluster_resources())
-            finally:
-                ray.shutdown()
-        except ConnectionError:
-            last = {}
+            raise RuntimeError(f"a Ray process exited before the cluster at {cluster.address} was complete (had {last})")
+        last = cluster_resources(cluster)
         if all(last.get(name, 0) >= amount for name, amount in needed.items()):
             return last
         time.sleep(poll)
-    raise TimeoutError(f"the Ray cluster at {address} offers {last} after {timeout:.0f} s, needs {dict(needed)}")
+    raise TimeoutError(f"the Ray cluster at {cluster.address} offers {last} after {timeout:.0f} s, needs {dict(needed)}")
 
 
 def _stop(process: subprocess.Popen, grace: float = 30.0) -> None:
@@ -124,25 +155,30 @@ def _stop(process: subprocess.Popen, grace: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def ray_cluster(plan: Layout, timeout: float, log_dir: str | os.PathLike, num_cpus: int | None = None) -> Iterator[str]:
-    """Start head and workers, wait for all GPUs (or the head's CPU when no GPU is asked), yield the address."""
+def ray_cluster(plan: Layout, timeout: float, log_dir: str | os.PathLike, num_cpus: int | None = None) -> Iterator[Cluster]:
+    """Start head and workers, wait for all GPUs (or the head's CPU when no GPU is asked), yield the cluster."""
     os.makedirs(log_dir, exist_ok=True)
+    cluster = Cluster(plan.address, job_token())
     processes: list[subprocess.Popen] = []
     logs = []
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(_stop_all, processes, logs)
         for name, command in [("head", head_command(plan, num_cpus))] + (
                 [("workers", workers_command(plan))] if plan.workers else []):
             log = open(os.path.join(log_dir, f"ray_{name}.log"), "a")
             logs.append(log)
-            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                              env={**os.environ, **cluster.env}))
         needed = {"GPU": plan.nodes * plan.gpus_per_node} if plan.gpus_per_node else {"CPU": 1}
-        wait_for_resources(plan.address, needed, timeout, alive=lambda: all(p.poll() is None for p in processes))
-        yield plan.address
-    finally:
-        for process in reversed(processes):
-            _stop(process)
-        for log in logs:
-            log.close()
+        wait_for_resources(cluster, needed, timeout, alive=lambda: all(p.poll() is None for p in processes))
+        yield cluster
+
+
+def _stop_all(processes: Sequence[subprocess.Popen], logs: Sequence[Any]) -> None:
+    for process in reversed(processes):
+        _stop(process)
+    for log in logs:
+        log.close()
 
 
 def this_job(job_id: str | None = None, nodelist: str | None = None, run: Runner = run_command) -> tuple[str, list[str]]:
@@ -154,6 +190,12 @@ def this_job(job_id: str | None = None, nodelist: str | None = None, run: Runner
 
 
 def local_address() -> tuple[str, str]:
-    """This host's name and the address other nodes reach it at."""
+    """This host's name and the address other nodes reach it at: that of the interface that routes outwards,
+    as Ray picks it, since the host name often resolves to a loopback address (127.0.1.1 on Debian)."""
     host = socket.gethostname()
-    return host, socket.gethostbyname(host)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("10.255.255.255", 1))  # a UDP connect sends nothing; it only picks the interface
+            return host, probe.getsockname()[0]
+    except OSError:  # no route at all: a single machine
+        return host, socket.gethostbyname(host)

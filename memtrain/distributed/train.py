@@ -118,10 +118,9 @@ def run(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], items
                          field="trainer.verl.nodes")
     host, address = ray_slurm.local_address()
     plan = ray_slurm.layout(job_id, nodes, host, address, cluster["ray_port"], cluster["gpus_per_node"])
-    with ray_slurm.ray_cluster(plan, cluster["ray_start_timeout"], log_dir) as ray_address:
+    with ray_slurm.ray_cluster(plan, cluster["ray_start_timeout"], log_dir) as ray:
         subprocess.run([sys.executable, "-m", "memtrain.distributed.verl_trainer", str(config_path)], check=True,
-                       env={**os.environ, "RAY_ADDRESS": ray_address,
-                            **({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {})})
+                       env={**ray.driver_env(), **({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {})})
     summary = {"steps": schedule["steps"], "backend": "verl", "nodes": plan.nodes,
                "gpus": plan.nodes * plan.gpus_per_node, "seconds_this_run": time.perf_counter() - started,
                "finished": True}

@@ -36,7 +36,10 @@ class MemTrainSyncTrainer(PPOTrainerSync):
         masks = list(data["response_mask"].unbind(0))
         advantages = torch.nested.as_nested_tensor(
             [value * mask.float() for value, mask in zip(values, masks, strict=True)], layout=torch.jagged)
-        metrics["memtrain/advantage_abs"] = float(sum(abs(v) for v in values) / max(len(values), 1))
+        # veRL's padding rows (_balance_batch) copy a real row's fields into a group of their own: no loss
+        # tokens, but a value of their own, so the metric leaves them out as veRL's _compute_metrics does.
+        real = [abs(v) for v, tag in zip(values, batch.tags, strict=True) if not tag.get("is_padding", False)]
+        metrics["memtrain/advantage_abs"] = float(sum(real) / max(len(real), 1))
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
                                fields=TensorDict({"advantages": advantages, "returns": advantages.clone()},
                                                  batch_size=len(batch)))

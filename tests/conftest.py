@@ -107,10 +107,10 @@ def smollm2_policy(tmp_path_factory):
 @pytest.fixture(scope="session")
 def data_run(tmp_path_factory) -> Path:
     """The `data` target run locally; later DAG tests build on this working directory."""
-    from dag_runs import snakemake
+    from dag_runs import LOCAL, snakemake
 
     workdir = tmp_path_factory.mktemp("dag")
-    snakemake(workdir, "-c2", "data")
+    snakemake(workdir, *LOCAL, "data")
     return workdir
 
 
@@ -141,10 +141,10 @@ def data_rerun(request, tmp_path_factory) -> DataRerun:
     (test_slurm checks the jobs really went through it), otherwise locally. Either way the determinism
     test compares it with `data_run`, so the rerun is paid for once."""
     import slurm_cluster as local_slurm
-    from dag_runs import SLURM_PROFILE, snakemake
+    from dag_runs import LOCAL, SLURM_PROFILE, snakemake
 
     workdir = tmp_path_factory.mktemp("dag_rerun")
     if local_slurm.unavailable_reason() is None:
         request.getfixturevalue("slurm_cluster")
         return DataRerun(workdir, True, snakemake(workdir, "--profile", str(SLURM_PROFILE), "data"))
-    return DataRerun(workdir, False, snakemake(workdir, "-c2", "data"))
+    return DataRerun(workdir, False, snakemake(workdir, *LOCAL, "data"))

@@ -14,6 +14,9 @@ from memtrain import tracking
 
 ROOT = Path(__file__).resolve().parent.parent
 SLURM_PROFILE = ROOT / "tests" / "slurm"
+# Two one-thread jobs at a time rather than one two-thread job: the test DAG's jobs spend much of their time
+# starting up, loading and writing models, which two jobs overlap (cpu time is about 60% of wall time).
+LOCAL = ("--cores", "2", "--max-threads", "1")
 DETERMINISTIC_OUTPUTS = ["articles.parquet", "passages.parquet", "entities/1-of-2.parquet", "entities/2-of-2.parquet",
                          "documents.parquet", "documents_heldout.parquet"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pyarrow.parquet as pq
 import pytest
-from dag_runs import DETERMINISTIC_OUTPUTS, ROOT, job_counts, runs, snakemake
+from dag_runs import DETERMINISTIC_OUTPUTS, LOCAL, ROOT, job_counts, runs, snakemake
 
 from memtrain import tracking
 
@@ -89,7 +89,7 @@ def test_unknown_config_key_stops_snakemake_with_a_clear_message(tmp_path):
 
 @pytest.fixture(scope="module")
 def memtrain_run(data_run) -> Path:
-    snakemake(data_run, "-c2", "memtrain")
+    snakemake(data_run, *LOCAL, "memtrain")
     return data_run
 
 
@@ -125,7 +125,7 @@ def test_a_rerun_memtrain_job_resumes_from_its_last_checkpoint(memtrain_run):
     import shutil
 
     shutil.rmtree(memtrain_run / "results" / "train" / "memtrain" / "smollm2-135m" / "e2e" / "final")
-    snakemake(memtrain_run, "-c2", "memtrain")
+    snakemake(memtrain_run, *LOCAL, "memtrain")
     rerun = max((r for r in runs(memtrain_run) if r.data.tags.get("memtrain.rule") == "memtrain_train"),
                 key=lambda r: r.info.start_time)
     assert json.loads(rerun.data.tags["memtrain.wildcards"])["variant"] == "e2e"
@@ -136,7 +136,7 @@ def test_a_rerun_memtrain_job_resumes_from_its_last_checkpoint(memtrain_run):
 
 @pytest.fixture(scope="module")
 def evaluate_run(memtrain_run) -> Path:
-    snakemake(memtrain_run, "-c2", "evaluate")
+    snakemake(memtrain_run, *LOCAL, "evaluate")
     return memtrain_run
 
 
@@ -198,7 +198,7 @@ def test_ablations_target_plans_only_the_ablation_branch(evaluate_run):
 
 @pytest.fixture(scope="module")
 def all_run(evaluate_run) -> Path:
-    snakemake(evaluate_run, "-c2", "all")
+    snakemake(evaluate_run, *LOCAL, "all")
     return evaluate_run
 
 

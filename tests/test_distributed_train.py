@@ -8,7 +8,6 @@ import pytest
 import torch
 import yaml
 from omegaconf import OmegaConf
-from safetensors.torch import load_file
 
 from memtrain.data.qa import LongContextItem
 from memtrain.distributed import agent_loops, train, verl_config

@@ -19,14 +19,13 @@ import shutil
 import tempfile
 
 import pytest
+import ray
 import torch
+import transfer_queue as tq
 from omegaconf import OmegaConf
 
-ray = pytest.importorskip("ray")
-tq = pytest.importorskip("transfer_queue")
-
-from memtrain.distributed import advantages, agent_loops, verl_config  # noqa: E402
-from memtrain.rl.samples import Group, Member, Rollout, Sample  # noqa: E402
+from memtrain.distributed import agent_loops, verl_config
+from memtrain.rl.samples import Group, Member, Rollout, Sample
 
 PARTITION = "train"
 EOS = 2

@@ -15,25 +15,16 @@ import threading
 import numpy as np
 import pytest
 import torch
+from masked_document import BUDGETS, DOCUMENT, small_config
 from verl.experimental.agent_loop.agent_loop import DictConfigWrap
 from verl.utils.dataset.rl_dataset import RLHFDataset
 from verl.workers.rollout.replica import TokenOutput
 
-from memtrain import config as memtrain_config
 from memtrain.distributed import advantages, agent_loops, data, train, verl_config
 from memtrain.engines import Sampling
 from memtrain.engines.hf import HFEngine
 from memtrain.models import load_policy, load_saved_tokenizer
 from memtrain.rl.samples import Group, Member, Rollout, Sample
-
-TEXT = ("Ada Lovelace worked with Charles Babbage on the Analytical Engine in London. [MASK] wrote the first "
-        "published algorithm. Babbage designed the Difference Engine at Cambridge. Later, [MASK] corresponded "
-        "with Michael Faraday about science. The Analytical Engine was never completed in London.")
-NAMES = ["Charles Babbage", "Analytical Engine", "London", "Babbage", "Difference Engine", "Cambridge",
-         "Michael Faraday"]
-DOCUMENT = {"doc_id": "d0", "answer": "Ada Lovelace", "text": TEXT,
-            "entities": [(n, i, i + len(n)) for n in NAMES for i in range(len(TEXT)) if TEXT.startswith(n, i)]}
-BUDGETS = {"instruction": 320, "chunk": 16, "memory": 12, "response": 16, "max_chunks": 3}
 
 
 class HFServer:
@@ -57,10 +48,7 @@ class HFServer:
 
 @pytest.fixture(scope="module")
 def cfg():
-    return memtrain_config.validate({"agent": {"budgets": BUDGETS}, "rl": {"device": "cpu"},
-                                     "data": {"documents": {"min_tokens": 10, "max_tokens": 48}},
-                                     "memtrain": {"group_size": 2, "recall_group_size": 2},
-                                     "posttrain": {"memagent": {"group_size": 2}}})
+    return small_config({"group_size": 2, "recall_group_size": 2}, posttrain={"memagent": {"group_size": 2}})
 
 
 @pytest.fixture(scope="module")

@@ -8,28 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from masked_document import BUDGETS, DOCUMENT, TEXT, small_config
 
-from memtrain import config as memtrain_config
 from memtrain.agent.chunks import chunk_document
 from memtrain.agent.memory_agent import Budgets
 from memtrain.rl import launch
 from memtrain.rl.memtrain_task import MemTrainTask
 
-TEXT = ("Ada Lovelace worked with Charles Babbage on the Analytical Engine in London. [MASK] wrote the first "
-        "published algorithm. Babbage designed the Difference Engine at Cambridge. Later, [MASK] corresponded "
-        "with Michael Faraday about science. The Analytical Engine was never completed in London.")
-NAMES = ["Charles Babbage", "Analytical Engine", "London", "Babbage", "Difference Engine", "Cambridge",
-         "Michael Faraday"]
-DOCUMENT = {"doc_id": "d0", "answer": "Ada Lovelace", "text": TEXT,
-            "entities": [(n, i, i + len(n)) for n in NAMES for i in range(len(TEXT)) if TEXT.startswith(n, i)]}
-BUDGETS = {"instruction": 320, "chunk": 16, "memory": 12, "response": 16, "max_chunks": 3}
-
 
 def settings(**memtrain) -> dict:
-    config = memtrain_config.validate({"agent": {"budgets": BUDGETS}, "rl": {"device": "cpu"},
-                                       "data": {"documents": {"min_tokens": 10, "max_tokens": 48}},
-                                       "memtrain": {"group_size": 3, "recall_group_size": 2, **memtrain}})
-    return config
+    return small_config({"group_size": 3, "recall_group_size": 2, **memtrain})
 
 
 def make_task(policy_path, variant: str) -> tuple[MemTrainTask, dict]:

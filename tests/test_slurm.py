@@ -4,13 +4,15 @@ single-node SLURM cluster (tests/slurm_cluster.py) with the SLURM executor, fail
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 from dag_runs import ROOT, SLURM_PROFILE, job_counts, runs, snakemake
+
+from memtrain.plan.dag import parse_jobs
 
 PAPER_JOBS = {  # config/paper.yaml: 2 backbones, 3 variants, 2 inits x 3 seeds, 8 lengths, 7 benchmarks
     "wiki_download": 1, "passages": 1, "ner": 64, "embed": 16, "index": 1, "tokenizer": 1, "assemble": 1,
@@ -28,11 +30,9 @@ def paper_plan(*args: str, env: dict[str, str] | None = None) -> str:
     return result.stdout
 
 
-def job_resources(plan: str, rule: str) -> list[dict[str, str]]:
-    """The resources line of every planned job of `rule`."""
-    blocks = re.findall(rf"^rule {rule}:\n(.*?)(?:\n\n|\Z)", plan, flags=re.MULTILINE | re.DOTALL)
-    lines = [re.search(r"resources: (.*)", block).group(1) for block in blocks]
-    return [dict(item.split("=", 1) for item in line.split(", ")) for line in lines]
+def job_resources(plan: str, rule: str) -> list[Mapping[str, str]]:
+    """The resources of every planned job of `rule`, read by the planner's own dry-run parser."""
+    return [job.resources for job in parse_jobs(plan) if job.rule == rule]
 
 
 @pytest.mark.slow

@@ -131,7 +131,7 @@ def test_items_survive_the_veRL_dataset_round_trip(tmp_path, tokenizer):
     assert data.decode_item("memagent", data.encode_item("memagent", long_context)) == long_context
     assert data.decode_item("mem1", data.encode_item("mem1", multi)) == multi
     assert data.decode_item("memtrain", data.encode_item("memtrain", DOCUMENT)) == DOCUMENT
-    assert data.write("memagent", [long_context], "memagent_agent", tmp_path / "t.parquet") == 1
+    assert data.write("memagent", [long_context], tmp_path / "t.parquet") == 1
     dataset = RLHFDataset([str(tmp_path / "t.parquet")], tokenizer,
                           OmegaConf.create({"max_prompt_length": 64, "return_raw_chat": True}))
     row = dataset[0]

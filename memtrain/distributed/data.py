@@ -16,9 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from memtrain.distributed.verl_config import AGENT_LOOPS
 from memtrain.io import write_parquet
-
-KINDS = ("memtrain", "memagent", "mem1")
 
 
 def encode_item(kind: str, item: Any) -> str:
@@ -27,7 +26,7 @@ def encode_item(kind: str, item: Any) -> str:
         return json.dumps(dict(item), sort_keys=True)
     if kind in ("memagent", "mem1"):
         return json.dumps(dataclasses.asdict(item), sort_keys=True)
-    raise ValueError(f"unknown training kind {kind!r} (known: {', '.join(KINDS)})")
+    raise ValueError(f"unknown training kind {kind!r} (known: {', '.join(AGENT_LOOPS)})")
 
 
 def decode_item(kind: str, text: str) -> Any:
@@ -44,25 +43,24 @@ def decode_item(kind: str, text: str) -> Any:
         from memtrain.data.qa_builders import MultiObjectiveQuestion
 
         return MultiObjectiveQuestion(**{**data, "targets": tuple(tuple(t) for t in data["targets"])})
-    raise ValueError(f"unknown training kind {kind!r} (known: {', '.join(KINDS)})")
+    raise ValueError(f"unknown training kind {kind!r} (known: {', '.join(AGENT_LOOPS)})")
 
 
 def _question(kind: str, item: Any, problem: str | None) -> str:
     return problem if kind == "memtrain" else item.question
 
 
-def rows(kind: str, items: Sequence[Any], agent_name: str, problem: str | None = None) -> list[dict[str, Any]]:
-    """veRL rows: chat prompt, agent loop, and the item under extra_info (its index is veRL's sample index)."""
-    return [{"data_source": f"memtrain/{kind}", "agent_name": agent_name,
+def rows(kind: str, items: Sequence[Any], problem: str | None = None) -> list[dict[str, Any]]:
+    """veRL rows: chat prompt, the kind's agent loop, and the item under extra_info (its index is veRL's sample index)."""
+    return [{"data_source": f"memtrain/{kind}", "agent_name": AGENT_LOOPS[kind],
              "prompt": [{"role": "user", "content": _question(kind, item, problem)}],
              "extra_info": {"index": index, "item": encode_item(kind, item)}}
             for index, item in enumerate(items)]
 
 
-def write(kind: str, items: Sequence[Any], agent_name: str, path: str | os.PathLike,
-          problem: str | None = None) -> int:
+def write(kind: str, items: Sequence[Any], path: str | os.PathLike, problem: str | None = None) -> int:
     """Write the dataset veRL trains on; returns the number of rows."""
-    table = pa.Table.from_pylist(rows(kind, items, agent_name, problem))
+    table = pa.Table.from_pylist(rows(kind, items, problem))
     write_parquet(table, path)
     return table.num_rows
 

@@ -57,7 +57,7 @@ def prepare(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], i
     with atomic_path(paths.agent_loops) as tmp:
         tmp.write_text(yaml.safe_dump(loop_registry(settings_path), sort_keys=False))
     problem = schedule.get("problem")
-    count = data.write(kind, items, verl_config.AGENT_LOOPS[kind], paths.train_file, problem)
+    count = data.write(kind, items, paths.train_file, problem)
     config = verl_config.build(params, kind, schedule, paths, count, experiment)
     return verl_config.save(config, root / "verl.yaml")
 

@@ -226,7 +226,6 @@ def posttrain(args, params, run) -> None:
     import pandas as pd
 
     from memtrain.config import scaling_steps
-    from memtrain.data import qa, qa_builders
     from memtrain.rl import launch
     from memtrain.rl.mem1_task import Mem1Task
     from memtrain.rl.memagent_task import MemAgentTask
@@ -255,22 +254,29 @@ def posttrain(args, params, run) -> None:
 
     logger = StepLogger(metrics=log_step, rollouts=lambda records, step: run.log_table(
         pd.DataFrame(records), f"rollouts/step_{step:06d}.json"))
+    items = _training_items(args.algorithm, args.data)
     with contextlib.ExitStack() as stack:
         if args.algorithm == "memagent":
-            items = qa.read_long_context(args.data)
             task = MemAgentTask(launch.memory_agent(policy, params), settings["group_size"], settings["reward"])
         else:
-            items = qa_builders.read_multi_objective(args.data)
             search = stack.enter_context(retriever(params, args.corpus, args.index, args.server_log))
             task = Mem1Task(launch.search_agent(policy, params, search), settings["group_size"])
-        if not items:
-            raise InputError("no training questions", file=args.data)
         summary = launch.train(policy, task, items, params, {**settings, "algorithm": args.algorithm},
                                args.checkpoints, args.output, logger, resume=args.resume,
                                stop_after=args.stop_after_step,
                                on_resume=lambda step: run.set_tags({"posttrain.resumed_from_step": step}),
                                continue_from=source, exports=exports)
     run.log_dict(summary, "outputs/training.json")
+
+
+def _training_items(algorithm: str, path: str) -> list[Any]:
+    """MemAgent's long-context questions or MEM1's multi-objective questions, at least one."""
+    from memtrain.data import qa, qa_builders
+
+    items = qa.read_long_context(path) if algorithm == "memagent" else qa_builders.read_multi_objective(path)
+    if not items:
+        raise InputError("no training questions", file=path)
+    return items
 
 
 def _finished_checkpoint(checkpoints: str, steps: int, algorithm: str, on_verl: bool) -> Path:
@@ -291,25 +297,20 @@ def _finished_checkpoint(checkpoints: str, steps: int, algorithm: str, on_verl: 
 def _posttrain_on_verl(args, params: Mapping[str, Any], settings: Mapping[str, Any], source: Path | None,
                        exports: Mapping[int, Path]) -> dict[str, Any]:
     """The same post-training on veRL (trainer.backend verl): the items and the search server here, GRPO on Ray."""
-    from memtrain.data import qa, qa_builders
     from memtrain.distributed import train as distributed
     from memtrain.tracking import tracking_uri
 
     if exports:  # veRL must checkpoint every evaluated step and keep it until it is exported
         params = {**params, "rl": {**params["rl"], "checkpoint_every": params["posttrain"]["scaling"]["eval_every"],
                                    "keep_checkpoints": len(exports) + 1}}
+    items = _training_items(args.algorithm, args.data)
     with contextlib.ExitStack() as stack:
         url = None
-        if args.algorithm == "memagent":
-            items = qa.read_long_context(args.data)
-        else:
-            items = qa_builders.read_multi_objective(args.data)
+        if args.algorithm == "mem1":
             if params["trainer"]["verl"]["nodes"] > 1 and not params["retriever"]["allow_remote"]:
                 raise InputError("MEM1 on several nodes needs a search server the other nodes reach: set retriever.host "
                                  "to this node's address and retriever.allow_remote: true", field="retriever.host")
             url = stack.enter_context(_search_server(params, args.corpus, args.index, args.server_log)).url
-        if not items:
-            raise InputError("no training questions", file=args.data)
         return distributed.run(params, args.algorithm, {**settings, "algorithm": args.algorithm}, items, args.policy,
                                args.checkpoints, args.output, f"{args.algorithm}-seed{args.seed}",
                                Path(args.checkpoints) / "logs", retriever_url=url, continue_from=source,

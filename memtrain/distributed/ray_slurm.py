@@ -21,7 +21,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from memtrain.processes import stop
 
 # The `ray` of this environment, also on the other nodes (same software path on a cluster's shared file system):
 # a Snakemake job's PATH need not contain the environment's bin folder.
@@ -143,42 +144,22 @@ def wait_for_resources(cluster: Cluster, needed: Mapping[str, float], timeout: f
     raise TimeoutError(f"the Ray cluster at {cluster.address} offers {last} after {timeout:.0f} s, needs {dict(needed)}")
 
 
-def _stop(process: subprocess.Popen, grace: float = 30.0) -> None:
-    """`ray start --block` stops the Ray processes it started when it is terminated."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @contextlib.contextmanager
 def ray_cluster(plan: Layout, timeout: float, log_dir: str | os.PathLike, num_cpus: int | None = None) -> Iterator[Cluster]:
     """Start head and workers, wait for all GPUs (or the head's CPU when no GPU is asked), yield the cluster."""
     os.makedirs(log_dir, exist_ok=True)
     cluster = Cluster(plan.address, job_token())
     processes: list[subprocess.Popen] = []
-    logs = []
-    with contextlib.ExitStack() as stack:
-        stack.callback(_stop_all, processes, logs)
-        for name, command in [("head", head_command(plan, num_cpus))] + (
+    with contextlib.ExitStack() as stack:  # on the way out: workers, then head (`ray start --block` stops its
+        for name, command in [("head", head_command(plan, num_cpus))] + (  # own daemons), each before its log
                 [("workers", workers_command(plan))] if plan.workers else []):
-            log = open(os.path.join(log_dir, f"ray_{name}.log"), "a")
-            logs.append(log)
+            log = stack.enter_context(open(os.path.join(log_dir, f"ray_{name}.log"), "a"))
             processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                               env={**os.environ, **cluster.env}))
+            stack.callback(stop, processes[-1], grace=30.0)
         needed = {"GPU": plan.nodes * plan.gpus_per_node} if plan.gpus_per_node else {"CPU": 1}
         wait_for_resources(cluster, needed, timeout, alive=lambda: all(p.poll() is None for p in processes))
         yield cluster
-
-
-def _stop_all(processes: Sequence[subprocess.Popen], logs: Sequence[Any]) -> None:
-    for process in reversed(processes):
-        _stop(process)
-    for log in logs:
-        log.close()
 
 
 def this_job(job_id: str | None = None, nodelist: str | None = None, run: Runner = run_command) -> tuple[str, list[str]]:

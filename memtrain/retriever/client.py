@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import memtrain
+from memtrain.processes import stop
 
 
 def format_contents(title: str, text: str) -> str:
@@ -144,16 +144,6 @@ def _tail(path: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
-def _stop(process: subprocess.Popen, grace: float = 15.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @contextlib.contextmanager
 def serve(corpus: str | os.PathLike, index: str | os.PathLike, encoder: str, *, query_prefix: str = "",
           top_k: int = 3, max_top_k: int = 50, device: str = "cpu", host: str = "127.0.0.1",
@@ -193,7 +183,7 @@ def serve(corpus: str | os.PathLike, index: str | os.PathLike, encoder: str, *, 
         yield client
     finally:
         if process is not None:
-            _stop(process)
+            stop(process, grace=15.0)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

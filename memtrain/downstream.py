@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from memtrain.cli import arg, output_summary, stage
+from memtrain.cli import PRUNE, arg, output_summary, prune_checkpoints, stage
 from memtrain.errors import InputError
 
 OFFLINE = "offline"
@@ -216,7 +216,7 @@ def retriever(params: Mapping[str, Any], corpus: str, index: str, log_path: str 
        arg("--server-log", default=None), arg("--threads", type=int, default=None), arg("--resume", action="store_true"),
        arg("--stop-after-step", type=int, default=None),
        arg("--continue-from", default=None, help="checkpoints folder of a finished run to continue (scaling)"),
-       arg("--exports-dir", default=None, help="where the continued run's evaluated steps go, as step<N>/"))
+       arg("--exports-dir", default=None, help="where the continued run's evaluated steps go, as step<N>/"), PRUNE)
 def posttrain(args, params, run) -> None:
     """MemAgent or MEM1 GRPO from a base or MemTrain policy, with the MemTrain trainer and rollout code.
 
@@ -242,7 +242,9 @@ def posttrain(args, params, run) -> None:
         run.set_tags({"posttrain.continued_from": str(source)})
     run.set_tags({"memtrain.policy": args.policy})
     if on_verl:
-        run.log_dict(_posttrain_on_verl(args, params, settings, source, exports), "outputs/training.json")
+        summary = _posttrain_on_verl(args, params, settings, source, exports)
+        run.log_dict(summary, "outputs/training.json")
+        prune_checkpoints(run, args.prune_checkpoints, args.output, summary)
         return
     policy = launch.load(args.policy, params["rl"], args.seed, threads=args.threads)
 
@@ -267,6 +269,7 @@ def posttrain(args, params, run) -> None:
                                on_resume=lambda step: run.set_tags({"posttrain.resumed_from_step": step}),
                                continue_from=source, exports=exports)
     run.log_dict(summary, "outputs/training.json")
+    prune_checkpoints(run, args.prune_checkpoints, args.output, summary)
 
 
 def _training_items(algorithm: str, path: str) -> list[Any]:
@@ -283,6 +286,10 @@ def _finished_checkpoint(checkpoints: str, steps: int, algorithm: str, on_verl: 
     """The last checkpoint of the finished run a continued run starts from, in its trainer's own format."""
     from memtrain.rl import checkpoint
 
+    if checkpoint.pruned(checkpoints) and not any(Path(checkpoints).glob("*step_*")):
+        raise InputError("the finished run's checkpoints were pruned after its export (trainer.prune_checkpoints): "
+                         "delete its final folder so that it trains again, or keep checkpoints with "
+                         "trainer.prune_checkpoints: false", file=checkpoints)
     if on_verl:
         from memtrain.distributed.train import finished_checkpoint
 

@@ -70,6 +70,28 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
+def link_if_identical(path: str | os.PathLike, original: str | os.PathLike) -> bool:
+    """Replace `path` by a hard link to `original` when both hold the same bytes; True when it did.
+
+    Exports are never written in place (atomic_dir swaps whole folders), so a shared inode cannot be
+    changed through one of its names. On another file system, or without the original, the copy stays.
+    """
+    import filecmp
+
+    path, original = Path(path), Path(original)
+    if not original.is_file() or path.stat().st_size != original.stat().st_size:
+        return False
+    if not filecmp.cmp(path, original, shallow=False):
+        return False
+    link = path.with_name(f".{path.name}.link")
+    try:
+        os.link(original, link)
+    except OSError:
+        return False
+    os.replace(link, path)
+    return True
+
+
 def write_parquet(table: pa.Table, path: str | os.PathLike, row_group_size: int = 4096) -> None:
     """Write without pandas index or wall-clock metadata, so the same rows give the same bytes."""
     table = table.replace_schema_metadata(None)

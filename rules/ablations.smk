@@ -33,6 +33,9 @@ rule posttrain_continue:
         checkpoints=f"{CONTINUED}/checkpoints",
         exports=CONTINUED,
         last=f"{CONTINUED}/step{SCALING_STEPS[-1]}",
+        prune=lambda w: prune_flag(
+            f"{RESULTS}/train/memagent/{w.backbone}/{w.init}/seed{w.seed}/continued/checkpoints",
+            f"{RESULTS}/train/memagent/{w.backbone}/{w.init}/seed{w.seed}/checkpoints"),
     threads: ALL_CORES
     conda:
         CONDA_ENV
@@ -45,7 +48,7 @@ rule posttrain_continue:
             "posttrain",
             "--algorithm memagent --policy {input.policy:q} --data {input.data:q} --seed {wildcards.seed} "
             "--continue-from {params.source:q} --exports-dir {params.exports:q} --checkpoints {params.checkpoints:q} "
-            "--output {params.last:q} --threads {threads} --resume",
+            "--output {params.last:q} --threads {threads} --resume {params.prune}",
         )
 
 

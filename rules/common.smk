@@ -1,6 +1,7 @@
 # Paths, per-rule params and the one command shape every rule runs.
 import json
 import os
+import shlex
 import sys
 
 from snakemake.settings.types import DeploymentMethod
@@ -128,6 +129,19 @@ def continue_params(wildcards) -> str:
     posttrain = {"memagent": POSTTRAIN["memagent"], "scaling": POSTTRAIN["scaling"]}
     return as_json({"agent": config["agent"], "rl": config["rl"], "posttrain": posttrain, "trainer": config["trainer"],
                     "allow_downloads": config["allow_downloads"]})
+
+
+def continued(wildcards) -> bool:
+    """Whether the scaling continuation carries this post-training run on from its checkpoint."""
+    return (wildcards.algorithm == "memagent" and wildcards.backbone in MEMTRAIN_BACKBONES
+            and wildcards.init in SCALING["inits"] and int(wildcards.seed) in SCALING_SEEDS)
+
+
+def prune_flag(*checkpoints: str) -> str:
+    """`--prune-checkpoints` with the folders a training job deletes once its final export is written."""
+    if not (config["trainer"]["prune_checkpoints"] and checkpoints):
+        return ""
+    return "--prune-checkpoints " + " ".join(shlex.quote(path) for path in checkpoints)
 
 
 def evaluated_policy(wildcards) -> str:

@@ -126,6 +126,9 @@ rule posttrain_train:
         wildcards=wildcards_json,
         search=search_flags,
         checkpoints=f"{RESULTS}/train/{{algorithm}}/{{backbone}}/{{init}}/seed{{seed}}/checkpoints",
+        # a run the scaling continuation carries on keeps its checkpoints: the continuation prunes them
+        prune=lambda w: "" if continued(w) else prune_flag(
+            f"{RESULTS}/train/{w.algorithm}/{w.backbone}/{w.init}/seed{w.seed}/checkpoints"),
     threads: ALL_CORES
     conda:
         CONDA_ENV
@@ -137,7 +140,8 @@ rule posttrain_train:
         memtrain(
             "posttrain",
             "--algorithm {wildcards.algorithm} --policy {input.policy:q} --data {input.data:q} {params.search} "
-            "--seed {wildcards.seed} --checkpoints {params.checkpoints:q} --output {output:q} --threads {threads} --resume",
+            "--seed {wildcards.seed} --checkpoints {params.checkpoints:q} --output {output:q} --threads {threads} --resume "
+            "{params.prune}",
         )
 
 

@@ -41,6 +41,7 @@ rule memtrain_train:
         ),
         wildcards=wildcards_json,
         checkpoints=f"{MEMTRAIN}/{{backbone}}/{{variant}}/checkpoints",
+        prune=lambda w: prune_flag(f"{MEMTRAIN}/{w.backbone}/{w.variant}/checkpoints"),
     threads: ALL_CORES
     conda:
         CONDA_ENV
@@ -52,5 +53,5 @@ rule memtrain_train:
         memtrain(
             "memtrain",
             "--documents {input.documents:q} --policy {input.policy:q} --variant {wildcards.variant:q} "
-            "--checkpoints {params.checkpoints:q} --output {output:q} --threads {threads} --resume",
+            "--checkpoints {params.checkpoints:q} --output {output:q} --threads {threads} --resume {params.prune}",
         )

@@ -12,6 +12,7 @@ import pytest
 from dag_runs import DETERMINISTIC_OUTPUTS, LOCAL, ROOT, job_counts, runs, snakemake
 
 from memtrain import tracking
+from memtrain.rl import checkpoint
 
 
 @pytest.mark.slow
@@ -109,7 +110,9 @@ def test_memtrain_target_trains_three_variants_with_checkpoints_and_step_metrics
         assert (final / "model.safetensors").is_file() and (final / "tokenizer.json").is_file()
         summary = json.loads((final / "training.json").read_text())
         assert summary["finished"] and summary["steps"] == 2
-        assert [p.name for p in sorted((train / variant / "checkpoints").iterdir())] == ["step_000001", "step_000002"]
+        # trainer.prune_checkpoints: nothing continues a MemTrain run, so its checkpoints go once `final` is written
+        assert [p.name for p in (train / variant / "checkpoints").iterdir()] == ["PRUNED"]
+        assert run.data.metrics["pruned_checkpoint_bytes"] > 2 * (final / "model.safetensors").stat().st_size
         assert run.info.status == "FINISHED"
         for metric in ("e2e_em", "filtered_fraction", "skipped", "rollout_tokens_per_second", "step_seconds"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2], (variant, metric)
@@ -118,20 +121,6 @@ def test_memtrain_target_trains_three_variants_with_checkpoints_and_step_metrics
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "rollouts")]
         assert artifacts == ["rollouts/step_000001.json", "rollouts/step_000002.json"]
     assert "Nothing to be done" in snakemake(memtrain_run, "-n", "memtrain").stdout
-
-
-@pytest.mark.slow
-def test_a_rerun_memtrain_job_resumes_from_its_last_checkpoint(memtrain_run):
-    import shutil
-
-    shutil.rmtree(memtrain_run / "results" / "train" / "memtrain" / "smollm2-135m" / "e2e" / "final")
-    snakemake(memtrain_run, *LOCAL, "memtrain")
-    rerun = max((r for r in runs(memtrain_run) if r.data.tags.get("memtrain.rule") == "memtrain_train"),
-                key=lambda r: r.info.start_time)
-    assert json.loads(rerun.data.tags["memtrain.wildcards"])["variant"] == "e2e"
-    assert rerun.data.tags["memtrain.resumed_from_step"] == "2"
-    log = (memtrain_run / "results" / "logs" / "memtrain" / "smollm2-135m" / "e2e.log").read_text()
-    assert "step 1/" not in log and "step 2/" not in log  # nothing left to train: the final model is re-saved
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +174,28 @@ def test_evaluate_target_post_trains_from_base_and_memtrain_and_evaluates_every_
 
 
 @pytest.mark.slow
+def test_a_rerun_job_resumes_from_the_checkpoints_kept_for_the_continuation(evaluate_run):
+    """MemAgent from base, seed 1, is what the scaling continuation carries on: it keeps its checkpoints (every other
+    run pruned its own), and a rerun of its job resumes from them instead of training again."""
+    import shutil
+
+    train = evaluate_run / "results" / "train"
+    kept = train / "memagent" / "smollm2-135m" / "base" / "seed1"
+    assert [p.name for p in checkpoint.checkpoints(kept / "checkpoints")] == ["step_000001"]
+    assert not checkpoint.checkpoints(train / "mem1" / "smollm2-135m" / "base" / "seed1" / "checkpoints")
+    shutil.rmtree(kept / "final")
+    snakemake(evaluate_run, *LOCAL, "evaluate")
+    rerun = max((r for r in runs(evaluate_run) if r.data.tags.get("memtrain.rule") == "posttrain_train"),
+                key=lambda r: r.info.start_time)
+    assert json.loads(rerun.data.tags["memtrain.wildcards"]) == {"algorithm": "memagent", "backbone": "smollm2-135m",
+                                                                 "init": "base", "seed": "1"}
+    assert rerun.data.tags["posttrain.resumed_from_step"] == "1"
+    log = (evaluate_run / "results" / "logs" / "posttrain" / "memagent" / "smollm2-135m" / "base" / "seed1.log").read_text()
+    assert "step 1/" not in log  # nothing left to train: the final model is re-saved
+    assert [p.name for p in checkpoint.checkpoints(kept / "checkpoints")] == ["step_000001"]
+
+
+@pytest.mark.slow
 def test_ablations_target_plans_only_the_ablation_branch(evaluate_run):
     """With the main DAG done, `-n ablations` plans MemAgent from e2e and decoupled and their evaluations, nothing else."""
     import re
@@ -213,6 +224,10 @@ def test_all_continues_memagent_and_evaluates_every_exported_step(all_run):
     assert json.loads((seed / "continued" / "step3" / "training.json").read_text())["steps"] == 3
     (run,) = [r for r in runs(all_run) if r.data.tags.get("memtrain.rule") == "posttrain_continue"]
     assert run.data.tags["posttrain.continued_from"].endswith("seed1/checkpoints/step_000001")
+    # the continuation has what it needed: its own checkpoints and those of the run it carried on are pruned
+    for checkpoints in (seed / "checkpoints", seed / "continued" / "checkpoints"):
+        assert not checkpoint.checkpoints(checkpoints) and checkpoint.pruned(checkpoints), checkpoints
+    assert run.data.metrics["pruned_checkpoint_bytes"] > 0
     client = mlflow.MlflowClient(tracking.tracking_uri(results))
     assert [m.step for m in client.get_metric_history(run.info.run_id, "skipped")] == [2, 3]
 

@@ -163,3 +163,41 @@ def test_a_continued_run_equals_one_run_of_all_the_steps(tiny_policy, tokenizer,
     assert steps_run == [3, 4] and (exports[3] / "model.safetensors").is_file()
     again = weights(tmp_path / "more" / "step4")
     assert all(torch.equal(again[name], value) for name, value in final.items())
+
+
+def test_pruning_a_finished_run_frees_its_checkpoints_and_keeps_its_logs(tiny_policy, tokenizer, tmp_path):
+    from memtrain.downstream import _finished_checkpoint
+    from memtrain.errors import InputError
+
+    root = tmp_path / "run"
+    continued_training(tiny_policy, tokenizer, root, 2)
+    checkpoints, export = root / "checkpoints", root / "step2"
+    (checkpoints / "logs").mkdir()
+    (checkpoints / "logs" / "ray.log").write_text("kept")
+    (checkpoints / "global_step_2" / "actor").mkdir(parents=True)  # veRL's layout is pruned alike
+    (checkpoints / "global_step_2" / "actor" / "model.pt").write_bytes(b"x" * 10)
+    (checkpoints / "latest_checkpointed_iteration.txt").write_text("2")
+    stored = sum(f.stat().st_size for f in checkpoints.rglob("*") if f.is_file() and "logs" not in f.parts)
+    assert [p.name for p in checkpoint.checkpoints(checkpoints)] == ["step_000001", "step_000002"]
+
+    with pytest.raises(InputError, match="before the run's final export"):
+        checkpoint.prune(checkpoints, root / "no-export")
+    assert checkpoint.prune(checkpoints, export) == stored
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["PRUNED", "logs"]
+    assert (checkpoints / "logs" / "ray.log").read_text() == "kept" and checkpoint.pruned(checkpoints)
+    # a continuation of the pruned run says why there is nothing to continue from
+    with pytest.raises(InputError, match="pruned after its export"):
+        _finished_checkpoint(str(checkpoints), 2, "memagent", on_verl=False)
+
+
+def test_an_export_no_step_changed_shares_its_starting_weights_and_a_trained_one_does_not(tiny_policy, tmp_path):
+    import os
+
+    rl = rl_settings(device="cpu", micro_batch_tokens=4096)
+    policy = launch.load(tiny_policy, rl, seed=3)
+    launch.save_policy(policy, tmp_path / "unchanged", {"steps": 0})
+    assert os.path.samefile(tmp_path / "unchanged" / "model.safetensors", tiny_policy / "model.safetensors")
+    with torch.no_grad():
+        next(policy.model.parameters()).add_(1e-3)
+    launch.save_policy(policy, tmp_path / "trained", {"steps": 1})
+    assert not os.path.samefile(tmp_path / "trained" / "model.safetensors", tiny_policy / "model.safetensors")

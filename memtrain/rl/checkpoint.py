@@ -23,6 +23,9 @@ from memtrain.io import atomic_dir
 
 _STEP = re.compile(r"^step_(\d+)$")
 STATE_FILE = "trainer_state.json"
+# What either trainer writes per checkpoint: ours (step_N/), veRL's (global_step_N/ and its newest-step marker).
+_PRUNABLE = re.compile(r"^(step_\d+|global_step_\d+|latest_checkpointed_iteration\.txt)$")
+PRUNED_NOTE = "PRUNED"
 
 
 def save(root: str | os.PathLike, step: int, model, optimizer, scheduler, state: Mapping[str, Any],
@@ -56,6 +59,33 @@ def latest(root: str | os.PathLike, config_hash: str) -> Path | None:
         if read_state(path).get("config_hash") == config_hash:
             return path
     return None
+
+
+def prune(root: str | os.PathLike, export: str | os.PathLike) -> int:
+    """Delete the checkpoints under `root` of a run whose final `export` is written; the bytes freed.
+
+    Each checkpoint holds fp32 weights, optimizer state and random states: the embedded default's 17 runs
+    would keep about 10 GB of them for nothing once their exports exist (rl.prune_checkpoints). Logs under
+    `root` stay, and a note records the pruning so that a later reader of `root` (a continued run) can say
+    why there is nothing to continue from instead of reporting a missing step.
+    """
+    root, export = Path(root), Path(export)
+    if not export.is_dir():
+        raise InputError("refusing to prune checkpoints before the run's final export is written", file=export)
+    if not root.is_dir():
+        return 0
+    freed = 0
+    for path in sorted(p for p in root.iterdir() if _PRUNABLE.match(p.name)):
+        files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+        freed += sum(f.stat().st_size for f in files)
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    (root / PRUNED_NOTE).write_text(f"checkpoints deleted after the final export {export} was written "
+                                    f"(rl.prune_checkpoints); {freed} bytes freed\n")
+    return freed
+
+
+def pruned(root: str | os.PathLike) -> bool:
+    return (Path(root) / PRUNED_NOTE).is_file()
 
 
 def read_state(path: str | os.PathLike) -> dict[str, Any]:

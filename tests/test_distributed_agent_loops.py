@@ -28,10 +28,11 @@ from memtrain.rl.samples import Group, Member, Rollout, Sample
 
 
 class HFServer:
-    """veRL's LLM server client, answered by the in-process HF engine (one request at a time)."""
+    """veRL's LLM server client, answered by the in-process HF engine (one request at a time), with the weight
+    version fields veRL's client adds to every reply (`global_steps`, `min_/max_global_steps`)."""
 
-    def __init__(self, engine: HFEngine) -> None:
-        self.engine, self.lock, self.requests = engine, threading.Lock(), []
+    def __init__(self, engine: HFEngine, global_steps: int = 1) -> None:
+        self.engine, self.lock, self.requests, self.global_steps = engine, threading.Lock(), [], global_steps
 
     def _generate(self, prompt_ids, sampling: Sampling):
         with self.lock:  # the HF engine decodes one call at a time
@@ -42,8 +43,10 @@ class HFServer:
         sampling = Sampling(sampling_params["max_tokens"], sampling_params["temperature"], sampling_params["top_p"],
                             tuple(sampling_params["stop_token_ids"]))
         (generation,) = await asyncio.to_thread(self._generate, prompt_ids, sampling)
+        steps = self.global_steps
         return TokenOutput(token_ids=list(generation.token_ids), log_probs=list(generation.logprobs),
-                           stop_reason="completed")
+                           stop_reason="completed",
+                           extra_fields={"global_steps": steps, "min_global_steps": steps, "max_global_steps": steps})
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +92,7 @@ def test_rollout_becomes_veRL_sequences_with_trajectory_last_and_group_fields():
     turns = tuple(Sample((1, 2), (3, k)) for k in range(3))
     recall = Group(0, "recall", (Member(1.0, (Sample((5,), (6,)),)), Member(0.0, (Sample((5,), (7,)),))))
     rollout = Rollout(groups=[Group(0, "e2e", (Member(1.25, turns),)), recall])
-    outs = agent_loops.outputs(rollout, session=3, seconds=0.5)
+    outs = agent_loops.outputs(rollout, session=3, seconds=0.5, weight_versions=[4, 3, 4])
     assert [o.response_ids for o in outs] == [[6], [7], [3, 0], [3, 1], [3, 2]]
     assert [o.extra_fields[advantages.REWARD] for o in outs] == [1.0, 0.0, 1.25, 1.25, 1.25]
     assert [o.extra_fields[advantages.SCOPE] for o in outs] == ["session"] * 2 + ["prompt"] * 3
@@ -97,6 +100,10 @@ def test_rollout_becomes_veRL_sequences_with_trajectory_last_and_group_fields():
     # The last sequence carries the session's DAPO signal: unique, since its recall group is informative.
     assert outs[-1].extra_fields["reward_extra_info"] == {verl_config.FILTER_METRIC: 1.0e6 + 3}
     assert outs[-1].reward_score == 1.25
+    # veRL's staleness metrics read the oldest and newest weights of every sequence (an int, never missing)
+    assert {(o.extra_fields["min_global_steps"], o.extra_fields["max_global_steps"]) for o in outs} == {(3, 4)}
+    with pytest.raises(ValueError, match="no weight version"):
+        agent_loops.outputs(rollout, session=3, seconds=0.5, weight_versions=[])
 
 
 def test_dapo_signal_drops_an_item_only_when_no_group_teaches():
@@ -171,3 +178,19 @@ def test_memagent_agent_loop_answers_from_memory(cfg, verl_cfg, server, tiny_pol
     rows = run_sessions(loop, "memagent", item, sessions=2)
     assert len(rows) == 2 * 4 and all(o.extra_fields[advantages.GROUP] == "qa" for o in rows.values())
     assert advantages.row_advantages(list(rows), [o.extra_fields for o in rows.values()]) == [0.0] * 8
+
+
+def test_importing_the_loops_in_a_worker_keeps_the_registry_entries_and_their_settings(tmp_path):
+    """veRL's worker loads our registry file, then its first instantiation imports agent_loops: nothing in that
+    import may replace the entries (a decorator did, and every later session failed on a missing settings_path)."""
+    import importlib
+
+    from omegaconf import OmegaConf
+    from verl.experimental.agent_loop import agent_loop as verl_loops
+
+    settings = tmp_path / "agent_settings.json"
+    for entry in OmegaConf.create(agent_loops.loop_registry(settings)):
+        verl_loops._agent_loop_registry[entry.name] = entry
+    importlib.reload(agent_loops)
+    for name in verl_config.AGENT_LOOPS.values():
+        assert verl_loops._agent_loop_registry[name]["settings_path"] == str(settings), name

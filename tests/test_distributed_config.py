@@ -79,3 +79,38 @@ def test_the_paper_config_builds_a_valid_veRL_config_for_every_training(cfg):
         assert built.data.train_batch_size == 32 and built.actor_rollout_ref.rollout.n == schedule["group_size"]
         assert built.trainer.total_training_steps == {"memtrain": 300, "memagent": 500, "mem1": 200}[kind]
     assert verl_config.lengths("memtrain", paper["agent"], paper["memtrain"]) == (1024 + 5120 + 1024, 1024)
+
+
+def test_dapo_refill_is_bounded_by_our_sampler_and_not_by_a_concurrency_limit(cfg):
+    cfg["rl"]["filter"]["max_refill_rounds"] = 3
+    built = verl_config.build(cfg, "memtrain", cfg["memtrain"], PATHS, num_items=8, experiment="x")
+    sampler = built.trainer.v1.sampler
+    assert (sampler.custom_sampler.path, sampler.custom_sampler.name) == ("pkg://memtrain.distributed.replay",
+                                                                         "BoundedRefillReplayBuffer")
+    assert dict(sampler.sampler_kwargs) == {"metric": verl_config.FILTER_METRIC, "max_refill_rounds": 3,
+                                            "train_batch_size": cfg["memtrain"]["batch_size"]}
+    from verl.utils.import_utils import load_extern_type
+
+    from memtrain.distributed.replay import BoundedRefillReplayBuffer
+
+    assert load_extern_type(sampler.custom_sampler.path, sampler.custom_sampler.name) is BoundedRefillReplayBuffer
+    cfg["rl"]["filter"]["enabled"] = False
+    unfiltered = verl_config.build(cfg, "memtrain", cfg["memtrain"], PATHS, num_items=8, experiment="x")
+    assert unfiltered.trainer.v1.sampler.custom_sampler.path is None
+
+
+def test_the_cpu_overlay_builds_a_valid_veRL_config_on_the_cpu_platform():
+    import yaml
+
+    cfg = memtrain_config.load(ROOT / "config" / "test.yaml", yaml.safe_load((ROOT / "config" / "test-verl.yaml").read_text()))
+    built = verl_config.build(cfg, "memtrain", cfg["memtrain"], PATHS, num_items=8, experiment="x")
+    actor = built.actor_rollout_ref.actor
+    assert built.trainer.device == "cpu" and actor.strategy == "fsdp2" and built.actor_rollout_ref.rollout.name == "hf"
+    assert dict(actor.fsdp_config.mixed_precision) == {"param_dtype": "fp32", "reduce_dtype": "fp32",
+                                                        "buffer_dtype": "fp32"}
+    env = built.ray_kwargs.ray_init.runtime_env.env_vars
+    assert env.VERL_PLATFORM == "cpu" and env.VERL_USE_EXTERNAL_MODULES == ",".join(verl_config.EXTERNAL_MODULES)
+    assert built.ray_kwargs.ray_init.num_gpus == 1
+    cfg["trainer"]["verl"]["gpus_per_node"] = 2
+    with pytest.raises(InputError, match="gpus_per_node 1"):
+        verl_config.build(cfg, "memtrain", cfg["memtrain"], PATHS, num_items=8, experiment="x")

@@ -88,7 +88,7 @@ def store_rollouts() -> list[str]:
     worker.reward_loop_worker_handles, worker.processor, worker.distillation_enabled = None, None, False
     keys = []
     for (uid, session), rollout in ROLLOUTS.items():
-        outputs = agent_loops.outputs(rollout, session=session, seconds=0.1)
+        outputs = agent_loops.outputs(rollout, session=session, seconds=0.1, weight_versions=[1])
         for index, output in enumerate(outputs):
             key = f"{uid}_{session}_{index}"
             if key in MASKS:
@@ -99,7 +99,7 @@ def store_rollouts() -> list[str]:
     return keys
 
 
-def make_trainer(norm_by_std: bool):
+def make_trainer(norm_by_std: bool, filter_groups: bool = False):
     """The registered trainer with only what `_compute_advantage` reads (its __init__ builds worker groups)."""
     from verl.trainer.ppo.v1 import get_trainer_cls
 
@@ -108,7 +108,8 @@ def make_trainer(norm_by_std: bool):
     assert get_trainer_cls(verl_config.TRAINER_MODE) is MemTrainSyncTrainer
     trainer = object.__new__(MemTrainSyncTrainer)
     trainer.config = OmegaConf.create({"algorithm": {"adv_estimator": "grpo", "norm_adv_by_std_in_grpo": norm_by_std,
-                                                     "use_kl_in_reward": False}})
+                                                     "use_kl_in_reward": False,
+                                                     "filter_groups": {"enable": filter_groups}}})
     return trainer
 
 
@@ -157,3 +158,13 @@ def test_compute_advantage_writes_per_row_grpo_advantages_to_transfer_queue(tran
     torch.testing.assert_close(normed[0], torch.full((2,), 2 ** -0.5), atol=1e-4, rtol=0)
     torch.testing.assert_close(normed[1], torch.full((2,), -(2 ** -0.5)), atol=1e-4, rtol=0)
     torch.testing.assert_close(normed[2], torch.full((2,), -(2 ** -0.5)), atol=1e-4, rtol=0)
+
+    # With group filtering, as the local trainer: item0's second recall group (0.5, 0.5) teaches nothing, so its
+    # two answers leave the update (mask emptied, out of Eq. 4's count); item1's (1, 0, 0.5) stays, zero included.
+    trainer = make_trainer(norm_by_std=False, filter_groups=True)
+    trainer._compute_advantage(batch, metrics)
+    assert trainer._trained_keys == set(EXPECTED) - {"item0_1_0", "item0_1_1"}
+    masks = tq.kv_batch_get(keys=["item0_1_0", "item0_1_1", "item1_1_2"], partition_id=PARTITION,
+                            select_fields="response_mask")["response_mask"].unbind(0)
+    assert [int(mask.sum()) for mask in masks] == [0, 0, 2]
+    assert metrics["memtrain/trained_rows"] == len(EXPECTED) - 2

@@ -26,7 +26,7 @@ from typing import Any
 from uuid import uuid4
 
 import numpy as np
-from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
+from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput
 
 from memtrain.distributed import advantages
 from memtrain.distributed.data import item_from_kwargs
@@ -53,6 +53,9 @@ class ServerEngine:
         self.server, self.loop = server, loop
         # veRL's per-step settings (top_k, repetition penalty); the agent's Sampling sets the rest.
         self.base = {key: sampling_params[key] for key in ("top_k", "repetition_penalty") if key in sampling_params}
+        # The weight versions (veRL's global_steps) that served this session's calls: veRL's staleness metrics
+        # read their min and max from every sequence it trains on.
+        self.weight_versions: list[int] = []
 
     def _params(self, sampling: Sampling) -> dict[str, Any]:
         return {**self.base, "temperature": sampling.temperature, "top_p": sampling.top_p,
@@ -65,6 +68,10 @@ class ServerEngine:
         ids = tuple(output.token_ids[:sampling.max_new_tokens])
         if output.log_probs is None or len(output.log_probs) < len(ids):
             raise RuntimeError("the rollout server returned no log-probs for its tokens: it must honour logprobs=True")
+        for key in ("min_global_steps", "max_global_steps"):
+            if output.extra_fields.get(key) is None:
+                raise RuntimeError(f"the rollout server reported no weight version ({key}): veRL's metrics need it")
+            self.weight_versions.append(int(output.extra_fields[key]))
         return Generation(ids, tuple(output.log_probs[:len(ids)]),
                           stopped=bool(ids) and ids[-1] in sampling.stop_token_ids)
 
@@ -96,12 +103,15 @@ def dapo_signal(trajectory_reward: float, session_groups: Sequence[Group], sessi
     return trajectory_reward
 
 
-def outputs(rollout: Rollout, session: int, seconds: float) -> list[AgentLoopOutput]:
+def outputs(rollout: Rollout, session: int, seconds: float, weight_versions: Sequence[int]) -> list[AgentLoopOutput]:
     """A group-size-1 rollout as veRL sequences: in-session groups first, the trajectory's turns last.
 
     veRL copies the last sequence's reward to all sequences of the session, so the last one must be
-    the trajectory's final turn; each sequence's own reward and group travel in its extra fields.
+    the trajectory's final turn; each sequence's own reward and group travel in its extra fields, and
+    every sequence carries the oldest and newest weight version the session was generated with.
     """
+    if not weight_versions:
+        raise ValueError("a session with no generation call has no weight version")
     session_groups = [g for g in rollout.groups if g.kind in SESSION_GROUPS]
     trajectories = [g for g in rollout.groups if g.kind not in SESSION_GROUPS]
     if len(trajectories) != 1 or len(trajectories[0].members) != 1:
@@ -119,8 +129,9 @@ def outputs(rollout: Rollout, session: int, seconds: float) -> list[AgentLoopOut
     result = [AgentLoopOutput(prompt_ids=list(sample.prompt_ids), response_ids=list(sample.response_ids),
                               response_mask=[1] * len(sample.response_ids), reward_score=row_reward,
                               num_turns=2, metrics=AgentLoopMetrics(generate_sequences=seconds),
-                              extra_fields={**extra, advantages.REWARD: row_reward, "turn_scores": [],
-                                            "tool_rewards": []})
+                              extra_fields={**extra, advantages.REWARD: row_reward,
+                                            "min_global_steps": min(weight_versions),
+                                            "max_global_steps": max(weight_versions)})
               for row_reward, sample, extra in rows]
     result[-1].extra_fields["reward_extra_info"] = {FILTER_METRIC: dapo_signal(reward, session_groups, session)}
     return result
@@ -142,14 +153,14 @@ class _TaskLoop(AgentLoopBase):
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> list[AgentLoopOutput]:
         item = item_from_kwargs(self.kind, kwargs)
         uid, session = str(kwargs["uid"]), int(kwargs["session_id"])
-        task = self.task(ServerEngine(self.server_manager, asyncio.get_running_loop(), sampling_params))
+        engine = ServerEngine(self.server_manager, asyncio.get_running_loop(), sampling_params)
+        task = self.task(engine)
         rng = session_rng(self.settings["seed"], uid, session)
         started = time.perf_counter()
         rollout = await asyncio.get_running_loop().run_in_executor(_ROLLOUTS, task.rollout, [item], rng)
-        return outputs(rollout, session, time.perf_counter() - started)
+        return outputs(rollout, session, time.perf_counter() - started, engine.weight_versions)
 
 
-@register(AGENT_LOOPS["memtrain"])
 class MemTrainAgentLoop(_TaskLoop):
     """E2E masked-entity reconstruction over a document's chunks, with IMR per the variant."""
 
@@ -164,7 +175,6 @@ class MemTrainAgentLoop(_TaskLoop):
                             settings["variant"], settings["mask_token"])
 
 
-@register(AGENT_LOOPS["memagent"])
 class MemAgentAgentLoop(_TaskLoop):
     """The memory agent reading a long context to answer its question (MemAgent post-training)."""
 
@@ -179,7 +189,6 @@ class MemAgentAgentLoop(_TaskLoop):
                             settings["posttrain"]["memagent"]["reward"])
 
 
-@register(AGENT_LOOPS["mem1"])
 class Mem1AgentLoop(_TaskLoop):
     """The MEM1 search agent against the retrieval server the launcher started."""
 
@@ -203,7 +212,8 @@ def loop_registry(settings_path: str | Path) -> list[dict[str, str]]:
     """veRL's agent_loop_config_path content: our loops by name, each told where its settings are.
 
     veRL instantiates loops in its agent-loop worker processes, which never import this module, so
-    they are registered through this file rather than through `register` alone.
+    they are registered through this file only: veRL's `register` decorator would, on the first import
+    of this module in a worker, replace these entries with ones that lack settings_path.
     """
     classes = {AGENT_LOOPS["memtrain"]: MemTrainAgentLoop, AGENT_LOOPS["memagent"]: MemAgentAgentLoop,
                AGENT_LOOPS["mem1"]: Mem1AgentLoop}

@@ -95,6 +95,14 @@ def export_policy(actor: str | os.PathLike, output: str | os.PathLike, summary: 
         write_json(dict(summary), Path(tmp) / "training.json")
 
 
+def _run_trainer(command: Sequence[str], env: Mapping[str, str], log_dir: str | os.PathLike) -> None:
+    """veRL's trainer in its own process; a failure names the command and where its output went."""
+    done = subprocess.run(list(command), env=dict(env))
+    if done.returncode != 0:
+        raise RuntimeError(f"veRL's trainer failed (exit {done.returncode}): {' '.join(command)}; its output is "
+                           f"in this job's log, Ray's under {log_dir}")
+
+
 def run(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], items: Sequence[Any], policy: str,
         checkpoints: str | os.PathLike, output: str | os.PathLike, experiment: str, log_dir: str | os.PathLike,
         variant: str | None = None, mask_token: str | None = None, retriever_url: str | None = None,
@@ -112,18 +120,26 @@ def run(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], items
     resume_from = continue_from if latest_step(checkpoints) is None else None
     config_path = prepare(params, kind, schedule, items, policy, checkpoints, experiment, variant, mask_token,
                           retriever_url, resume_from)
-    job_id, nodes = ray_slurm.this_job()
-    if len(nodes) != cluster["nodes"]:
-        raise InputError(f"the job has {len(nodes)} nodes, trainer.verl.nodes says {cluster['nodes']}",
-                         field="trainer.verl.nodes")
-    host, address = ray_slurm.local_address()
-    plan = ray_slurm.layout(job_id, nodes, host, address, cluster["ray_port"], cluster["gpus_per_node"])
-    with ray_slurm.ray_cluster(plan, cluster["ray_start_timeout"], log_dir) as ray:
-        subprocess.run([sys.executable, "-m", "memtrain.distributed.verl_trainer", str(config_path)], check=True,
-                       env={**ray.driver_env(), **({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {})})
-    summary = {"steps": schedule["steps"], "backend": "verl", "nodes": plan.nodes,
-               "gpus": plan.nodes * plan.gpus_per_node, "seconds_this_run": time.perf_counter() - started,
-               "finished": True}
+    env = {**os.environ, **verl_config.environment(cluster),
+           **({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {})}
+    command = [sys.executable, "-m", "memtrain.distributed", str(config_path)]
+    if "SLURM_JOB_ID" in os.environ:  # a cluster job: Ray over the job's nodes, veRL's driver joins it
+        job_id, nodes = ray_slurm.this_job()
+        if len(nodes) != cluster["nodes"]:
+            raise InputError(f"the job has {len(nodes)} nodes, trainer.verl.nodes says {cluster['nodes']}",
+                             field="trainer.verl.nodes")
+        host, address = ray_slurm.local_address()
+        plan = ray_slurm.layout(job_id, nodes, host, address, cluster["ray_port"], cluster["gpus_per_node"])
+        with ray_slurm.ray_cluster(plan, cluster["ray_start_timeout"], log_dir) as ray:
+            _run_trainer(command, {**env, **ray.driver_env()}, log_dir)
+    else:  # one machine: veRL starts a private Ray instance of its own (ray_kwargs) and stops it at the end
+        if cluster["nodes"] != 1:
+            raise InputError(f"trainer.verl.nodes is {cluster['nodes']}: several nodes need a SLURM job",
+                             field="trainer.verl.nodes")
+        _run_trainer(command, env, log_dir)
+    summary = {"steps": schedule["steps"], "backend": "verl", "nodes": cluster["nodes"],
+               "gpus": cluster["nodes"] * cluster["gpus_per_node"], "device": cluster["device"],
+               "seconds_this_run": time.perf_counter() - started, "finished": True}
     for step, folder in sorted((exports or {}).items()):
         export_policy(Path(checkpoints) / f"global_step_{step}" / "actor", folder, {"step": step, "backend": "verl"})
     export_policy(finished_checkpoint(checkpoints, schedule["steps"]) / "actor", output, summary)

@@ -15,12 +15,67 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from memtrain.errors import InputError
+
 # Agent-loop names (rollout.agent.default_agent_loop), one per training kind.
 AGENT_LOOPS = {"memtrain": "memtrain_agent", "memagent": "memagent_agent", "mem1": "mem1_agent"}
 # Our v1 trainer (memtrain.distributed.verl_trainer): veRL's sync trainer with per-group advantages.
 TRAINER_MODE = "memtrain_sync"
 # The reward_extra_info field DAPO's group filter reads (memtrain.distributed.agent_loops.dapo_signal).
 FILTER_METRIC = "dapo_signal"
+# Our additions to veRL, loaded in every veRL process (its VERL_USE_EXTERNAL_MODULES hook): the CPU platform
+# and the Hugging Face rollout replica. Importing them on a GPU node registers them and changes nothing else.
+EXTERNAL_MODULES = ("memtrain.distributed.cpu_platform", "memtrain.distributed.hf_rollout")
+
+
+def environment(cluster: Mapping[str, Any]) -> dict[str, str]:
+    """Environment of every veRL process (driver and Ray workers) for the cluster section `trainer.verl`."""
+    env = {"VERL_USE_EXTERNAL_MODULES": ",".join(EXTERNAL_MODULES), "TOKENIZERS_PARALLELISM": "false"}
+    if cluster["device"] == "cpu":
+        # veRL's FSDP engine registers itself for cuda and npu devices only; on the CPU platform it runs as is
+        env.update(VERL_PLATFORM="cpu", VERL_ENGINE_DEVICE="cuda", OMP_NUM_THREADS="1")
+    return env
+
+
+def _filter_settings(rl: Mapping[str, Any], schedule: Mapping[str, Any]) -> dict[str, Any]:
+    """DAPO group filtering with the local trainer's bounded refill (memtrain.distributed.replay)."""
+    if not rl["filter"]["enabled"]:
+        return {}
+    return {"trainer.v1.sampler.custom_sampler.path": "pkg://memtrain.distributed.replay",
+            "trainer.v1.sampler.custom_sampler.name": "BoundedRefillReplayBuffer",
+            "+trainer.v1.sampler.sampler_kwargs.metric": FILTER_METRIC,
+            "+trainer.v1.sampler.sampler_kwargs.train_batch_size": schedule["batch_size"],
+            "+trainer.v1.sampler.sampler_kwargs.max_refill_rounds": rl["filter"]["max_refill_rounds"]}
+
+
+def _device_settings(rl: Mapping[str, Any], cluster: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides that follow from the device and from our dtype rather than from the algorithm."""
+    actor, ref = "actor_rollout_ref.actor", "actor_rollout_ref.ref"
+    settings: dict[str, Any] = {"+ray_kwargs.ray_init.runtime_env.env_vars": environment(cluster)}
+    if rl["dtype"] == "float32":  # veRL's default computes in bf16 with fp32 master weights; ours asks for fp32
+        precision = {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
+        settings.update({f"+{actor}.fsdp_config.mixed_precision": precision,
+                         f"+{ref}.fsdp_config.mixed_precision": precision})
+    if cluster["device"] == "cpu":
+        if cluster["nodes"] != 1 or cluster["gpus_per_node"] != 1 or cluster["rollout_engine"] != "hf":
+            raise InputError("trainer.verl.device cpu runs one worker on one node with the hf rollout: set nodes 1, "
+                             "gpus_per_node 1 and rollout_engine hf", field="trainer.verl")
+        if cluster["param_offload"] or cluster["optimizer_offload"]:
+            raise InputError("offloading moves state off a GPU: it has no meaning with trainer.verl.device cpu",
+                             field="trainer.verl.param_offload")
+        settings.update({
+            "trainer.device": "cpu",
+            f"{actor}.strategy": "fsdp2", f"{ref}.strategy": "fsdp2",
+            f"{actor}.fsdp_config.use_torch_compile": False, f"{ref}.fsdp_config.use_torch_compile": False,
+            "+actor_rollout_ref.model.override_config.attn_implementation": "sdpa",
+            "transfer_queue.backend.SimpleStorage.num_data_storage_units": 1,
+            "reward.num_workers": 1,
+            "data.dataloader_num_workers": 0,
+            "ray_kwargs.ray_init.num_cpus": 16,  # Ray's scheduling units, not cores: veRL's actors each ask for some
+            "+ray_kwargs.ray_init.num_gpus": 1,  # the CPU platform schedules its one worker on Ray's "GPU" resource
+            "+ray_kwargs.ray_init.include_dashboard": False,
+        })
+    return settings
 
 
 @dataclass(frozen=True)
@@ -71,8 +126,9 @@ def overrides(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any],
     """hydra overrides of veRL's ppo_trainer for one training.
 
     `params` holds the `agent`, `rl` and `trainer` config sections; `schedule` the training's own section
-    (memtrain, posttrain.memagent or posttrain.mem1, with its seed). Plain `key=value` overrides only:
-    hydra rejects a key veRL's config does not have, which is what catches typos.
+    (memtrain, posttrain.memagent or posttrain.mem1, with its seed). Plain `key=value` overrides, so that
+    hydra rejects a key veRL's config does not have (a typo), except the few `+key` that veRL's config
+    leaves out on purpose (mixed precision, Ray's resources).
     """
     rl, cluster = params["rl"], params["trainer"]["verl"]
     loss, optim, sampling = rl["loss"], rl["optimizer"], rl["sampling"]
@@ -85,7 +141,6 @@ def overrides(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any],
         "algorithm.use_kl_in_reward": False,
         "algorithm.filter_groups.enable": rl["filter"]["enabled"],
         "algorithm.filter_groups.metric": FILTER_METRIC,
-        "algorithm.filter_groups.max_inflight_gen_batches": 1 + rl["filter"]["max_refill_rounds"],
         "data.train_files": paths.train_file,
         "data.val_files": paths.train_file,
         "data.train_batch_size": schedule["batch_size"],
@@ -155,6 +210,8 @@ def overrides(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any],
         "trainer.logger": list(cluster["loggers"]),
         "trainer.project_name": "memtrain",
         "trainer.experiment_name": experiment,
+        **_filter_settings(rl, schedule),
+        **_device_settings(rl, cluster),
     }
     return [f"{key}={_value(value)}" for key, value in settings.items()]
 

@@ -65,7 +65,7 @@ def prune(root: str | os.PathLike, export: str | os.PathLike) -> int:
     """Delete the checkpoints under `root` of a run whose final `export` is written; the bytes freed.
 
     Each checkpoint holds fp32 weights, optimizer state and random states: the embedded default's 17 runs
-    would keep about 10 GB of them for nothing once their exports exist (rl.prune_checkpoints). Logs under
+    would keep about 10 GB of them for nothing once their exports exist (trainer.prune_checkpoints). Logs under
     `root` stay, and a note records the pruning so that a later reader of `root` (a continued run) can say
     why there is nothing to continue from instead of reporting a missing step.
     """
@@ -80,7 +80,7 @@ def prune(root: str | os.PathLike, export: str | os.PathLike) -> int:
         freed += sum(f.stat().st_size for f in files)
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     (root / PRUNED_NOTE).write_text(f"checkpoints deleted after the final export {export} was written "
-                                    f"(rl.prune_checkpoints); {freed} bytes freed\n")
+                                    f"(trainer.prune_checkpoints); {freed} bytes freed\n")
     return freed
 
 

@@ -249,7 +249,8 @@ def memtrain_training(args, params, run) -> None:
 
         summary = distributed.run(params, "memtrain", settings, documents, args.policy, args.checkpoints, args.output,
                                   f"memtrain-{args.variant}", Path(args.checkpoints) / "logs", variant=args.variant,
-                                  mask_token=params["mask_token"], tracking_uri=tracking_uri(args.results_dir))
+                                  mask_token=params["mask_token"], tracking_uri=tracking_uri(args.results_dir),
+                                  stop_after=args.stop_after_step)
         run.log_dict(summary, "outputs/training.json")
         prune_checkpoints(run, args.prune_checkpoints, args.output, summary)
         return

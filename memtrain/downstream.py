@@ -321,7 +321,8 @@ def _posttrain_on_verl(args, params: Mapping[str, Any], settings: Mapping[str, A
         return distributed.run(params, args.algorithm, {**settings, "algorithm": args.algorithm}, items, args.policy,
                                args.checkpoints, args.output, f"{args.algorithm}-seed{args.seed}",
                                Path(args.checkpoints) / "logs", retriever_url=url, continue_from=source,
-                               exports=exports, tracking_uri=tracking_uri(args.results_dir))
+                               exports=exports, tracking_uri=tracking_uri(args.results_dir),
+                               stop_after=args.stop_after_step)
 
 
 def _write_rows(rows: list[dict[str, Any]], path: str) -> None:

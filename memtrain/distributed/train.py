@@ -22,6 +22,7 @@ import yaml
 from memtrain.distributed import data, ray_slurm, verl_config
 from memtrain.errors import InputError
 from memtrain.io import atomic_dir, atomic_path, write_json
+from memtrain.tracking import config_hash
 
 LATEST = "latest_checkpointed_iteration.txt"  # veRL's marker of its newest complete checkpoint
 
@@ -41,14 +42,41 @@ def agent_settings(params: Mapping[str, Any], kind: str, schedule: Mapping[str, 
     return settings
 
 
+RUN_HASH = "run_config_hash.txt"  # the settings the checkpoints beside it were trained under
+
+
+def run_hash(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], variant: str | None) -> str:
+    """What shapes a veRL run's checkpoints: as the local trainer's checkpoint key, plus the cluster shape
+    (veRL's FSDP checkpoints are sharded per GPU)."""
+    return config_hash({"kind": kind, "variant": variant, "rl": params["rl"], "agent": params["agent"],
+                        "schedule": dict(schedule), "verl": {k: v for k, v in params["trainer"]["verl"].items()
+                                                             if k not in ("loggers", "ray_start_timeout")}})
+
+
+def claim_checkpoints(root: Path, key: str) -> None:
+    """Refuse to resume checkpoints written under other settings (veRL's resume_mode auto would take them)."""
+    marker = root / RUN_HASH
+    if latest_step(root) is not None and marker.exists() and marker.read_text().strip() != key:
+        raise InputError("these checkpoints were written under other settings (rl, agent, the training's section or "
+                         "trainer.verl): delete the folder to train again, or restore the settings to resume",
+                         file=root)
+    marker.write_text(key + "\n")
+
+
 def prepare(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], items: Sequence[Any], policy: str,
             checkpoints: str | os.PathLike, experiment: str, variant: str | None = None, mask_token: str | None = None,
-            retriever_url: str | None = None, resume_from: str | os.PathLike | None = None) -> Path:
-    """Write the dataset, the agent settings and registry, and the validated veRL config; the config's path."""
+            retriever_url: str | None = None, resume_from: str | os.PathLike | None = None,
+            stop_after: int | None = None) -> Path:
+    """Write the dataset, the agent settings and registry, and the validated veRL config; the config's path.
+
+    `stop_after` ends veRL's run at that step (a pre-empted job, in tests) without changing the settings the
+    checkpoints are keyed by, so that the next run resumes them.
+    """
     from memtrain.distributed.agent_loops import loop_registry
 
     root = Path(checkpoints).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    claim_checkpoints(root, run_hash(params, kind, schedule, variant))
     paths = verl_config.Paths(policy=str(Path(policy).resolve()), train_file=str(root / "train.parquet"),
                               checkpoints=str(root), agent_loops=str(root / "agent_loops.yaml"),
                               resume_from=str(Path(resume_from).resolve()) if resume_from else None)
@@ -58,7 +86,8 @@ def prepare(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], i
         tmp.write_text(yaml.safe_dump(loop_registry(settings_path), sort_keys=False))
     problem = schedule.get("problem")
     count = data.write(kind, items, paths.train_file, problem)
-    config = verl_config.build(params, kind, schedule, paths, count, experiment)
+    steps = schedule["steps"] if stop_after is None else min(stop_after, schedule["steps"])
+    config = verl_config.build(params, kind, {**schedule, "steps": steps}, paths, count, experiment)
     return verl_config.save(config, root / "verl.yaml")
 
 
@@ -107,8 +136,8 @@ def run(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], items
         checkpoints: str | os.PathLike, output: str | os.PathLike, experiment: str, log_dir: str | os.PathLike,
         variant: str | None = None, mask_token: str | None = None, retriever_url: str | None = None,
         continue_from: str | os.PathLike | None = None, exports: Mapping[int, str | os.PathLike] | None = None,
-        tracking_uri: str | None = None) -> dict[str, Any]:
-    """The whole training on the SLURM job's nodes; its summary, as the local trainer's.
+        tracking_uri: str | None = None, stop_after: int | None = None) -> dict[str, Any]:
+    """The whole training on the SLURM job's nodes (or this machine); its summary, as the local trainer's.
 
     `continue_from` is a finished run's global_step folder that a run with no checkpoint of its own
     starts from, optimizer, schedule and data order included (post-training scaling); `exports` maps
@@ -119,11 +148,11 @@ def run(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], items
     started = time.perf_counter()
     resume_from = continue_from if latest_step(checkpoints) is None else None
     config_path = prepare(params, kind, schedule, items, policy, checkpoints, experiment, variant, mask_token,
-                          retriever_url, resume_from)
+                          retriever_url, resume_from, stop_after)
     env = {**os.environ, **verl_config.environment(cluster),
            **({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {})}
     command = [sys.executable, "-m", "memtrain.distributed", str(config_path)]
-    if "SLURM_JOB_ID" in os.environ:  # a cluster job: Ray over the job's nodes, veRL's driver joins it
+    if "SLURM_JOB_ID" in os.environ and cluster["device"] != "cpu":  # Ray over the job's nodes; veRL's driver joins it
         job_id, nodes = ray_slurm.this_job()
         if len(nodes) != cluster["nodes"]:
             raise InputError(f"the job has {len(nodes)} nodes, trainer.verl.nodes says {cluster['nodes']}",
@@ -132,15 +161,18 @@ def run(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], items
         plan = ray_slurm.layout(job_id, nodes, host, address, cluster["ray_port"], cluster["gpus_per_node"])
         with ray_slurm.ray_cluster(plan, cluster["ray_start_timeout"], log_dir) as ray:
             _run_trainer(command, {**env, **ray.driver_env()}, log_dir)
-    else:  # one machine: veRL starts a private Ray instance of its own (ray_kwargs) and stops it at the end
+    else:  # one machine: veRL starts a Ray instance of its own (ray_kwargs) and stops it at the end
         if cluster["nodes"] != 1:
             raise InputError(f"trainer.verl.nodes is {cluster['nodes']}: several nodes need a SLURM job",
                              field="trainer.verl.nodes")
         _run_trainer(command, env, log_dir)
-    summary = {"steps": schedule["steps"], "backend": "verl", "nodes": cluster["nodes"],
+    reached = latest_step(checkpoints) or 0
+    summary = {"steps": reached, "backend": "verl", "nodes": cluster["nodes"],
                "gpus": cluster["nodes"] * cluster["gpus_per_node"], "device": cluster["device"],
-               "seconds_this_run": time.perf_counter() - started, "finished": True}
+               "seconds_this_run": time.perf_counter() - started, "finished": reached >= schedule["steps"]}
     for step, folder in sorted((exports or {}).items()):
-        export_policy(Path(checkpoints) / f"global_step_{step}" / "actor", folder, {"step": step, "backend": "verl"})
-    export_policy(finished_checkpoint(checkpoints, schedule["steps"]) / "actor", output, summary)
+        if step <= reached:
+            export_policy(Path(checkpoints) / f"global_step_{step}" / "actor", folder, {"step": step, "backend": "verl"})
+    if summary["finished"]:
+        export_policy(finished_checkpoint(checkpoints, schedule["steps"]) / "actor", output, summary)
     return summary

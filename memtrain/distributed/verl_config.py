@@ -71,6 +71,8 @@ def _device_settings(rl: Mapping[str, Any], cluster: Mapping[str, Any]) -> dict[
             "transfer_queue.backend.SimpleStorage.num_data_storage_units": 1,
             "reward.num_workers": 1,
             "data.dataloader_num_workers": 0,
+            # a private Ray instance, never one found through RAY_ADDRESS or a stale /tmp/ray/ray_current_cluster
+            "+ray_kwargs.ray_init.address": "local",
             "ray_kwargs.ray_init.num_cpus": 16,  # Ray's scheduling units, not cores: veRL's actors each ask for some
             "+ray_kwargs.ray_init.num_gpus": 1,  # the CPU platform schedules its one worker on Ray's "GPU" resource
             "+ray_kwargs.ray_init.include_dashboard": False,

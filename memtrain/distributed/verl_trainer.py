@@ -1,12 +1,13 @@
-"""veRL's v1 sync trainer with MemTrain's advantages, and the task runner that runs it on a Ray cluster.
+"""veRL's v1 sync trainer with MemTrain's advantages and update, and the task runner that runs it on Ray.
 
 `python -m memtrain.distributed <verl.yaml>` (memtrain/distributed/__main__.py) is what
-memtrain.distributed.train runs once the cluster is up. veRL's own GRPO step takes one reward per session and one group per item; ours
-scores every row in its own group (E2E across sessions, IMR inside one) with the same
-`compute_grpo_outcome_advantage` (memtrain.distributed.advantages). Everything else (rollout, old and
-reference log-probs, the clipped loss with seq-mean-token-sum, checkpoints) is veRL's.
-
-Needs veRL's v1 dependencies (TransferQueue) and GPUs: it is the cluster side of the back-end.
+memtrain.distributed.train runs once Ray is up. veRL's own GRPO step takes one reward per session and one
+group per item, and cuts a step's rows into fixed-size mini-batches; ours scores every row in its own group
+(E2E across sessions, IMR inside one) with veRL's `compute_grpo_outcome_advantage`
+(memtrain.distributed.advantages) and takes one optimizer step per `mini_batch_size` items
+(memtrain.distributed.minibatches). Everything else (rollout, old and reference log-probs, the clipped loss
+with seq-mean-token-sum, weight sync, checkpoints) is veRL's. Runs on GPUs, or on a CPU through
+memtrain.distributed.cpu_platform.
 """
 
 from __future__ import annotations

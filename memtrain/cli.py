@@ -46,16 +46,18 @@ def output_summary(path: str | os.PathLike) -> dict[str, Any]:
     return summary
 
 
-PRUNE = arg("--prune-checkpoints", nargs="*", default=[], metavar="FOLDER",
-            help="checkpoint folders to delete once the final export is written (trainer.prune_checkpoints)")
+PRUNE = arg("--prune-checkpoints", action="store_true",
+            help="delete the run's checkpoints (and a continued run's source) once the final export is written")
 
 
-def prune_checkpoints(run, folders: list[str], export: str | os.PathLike, summary: dict[str, Any]) -> None:
-    """Delete the named checkpoint folders of a finished training; the bytes freed go to MLflow."""
+def prune_checkpoints(run, args, summary: dict[str, Any], *more: str | None) -> None:
+    """With --prune-checkpoints, delete a finished training's checkpoints and those of `more` (the run a
+    continuation carried on); the bytes freed go to MLflow."""
     from memtrain.rl import checkpoint
 
-    if folders and summary["finished"]:
-        run.log_metrics({"pruned_checkpoint_bytes": sum(checkpoint.prune(folder, export) for folder in folders)})
+    if args.prune_checkpoints and summary["finished"]:
+        folders = [args.checkpoints, *(folder for folder in more if folder)]
+        run.log_metrics({"pruned_checkpoint_bytes": sum(checkpoint.prune(f, args.output) for f in folders)})
 
 
 @stage("wiki_download", arg("--output", required=True))
@@ -252,7 +254,7 @@ def memtrain_training(args, params, run) -> None:
                                   mask_token=params["mask_token"], tracking_uri=tracking_uri(args.results_dir),
                                   stop_after=args.stop_after_step)
         run.log_dict(summary, "outputs/training.json")
-        prune_checkpoints(run, args.prune_checkpoints, args.output, summary)
+        prune_checkpoints(run, args, summary)
         return
     policy = launch.load(args.policy, params["rl"], settings["seed"], threads=args.threads)
     task = MemTrainTask(launch.memory_agent(policy, params), settings, args.variant, params["mask_token"])
@@ -268,7 +270,7 @@ def memtrain_training(args, params, run) -> None:
                            resume=args.resume, stop_after=args.stop_after_step,
                            on_resume=lambda step: run.set_tags({"memtrain.resumed_from_step": step}))
     run.log_dict(summary, "outputs/training.json")
-    prune_checkpoints(run, args.prune_checkpoints, args.output, summary)
+    prune_checkpoints(run, args, summary)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -244,7 +244,7 @@ def posttrain(args, params, run) -> None:
     if on_verl:
         summary = _posttrain_on_verl(args, params, settings, source, exports)
         run.log_dict(summary, "outputs/training.json")
-        prune_checkpoints(run, args.prune_checkpoints, args.output, summary)
+        prune_checkpoints(run, args, summary, args.continue_from)
         return
     policy = launch.load(args.policy, params["rl"], args.seed, threads=args.threads)
 
@@ -269,7 +269,7 @@ def posttrain(args, params, run) -> None:
                                on_resume=lambda step: run.set_tags({"posttrain.resumed_from_step": step}),
                                continue_from=source, exports=exports)
     run.log_dict(summary, "outputs/training.json")
-    prune_checkpoints(run, args.prune_checkpoints, args.output, summary)
+    prune_checkpoints(run, args, summary, args.continue_from)
 
 
 def _training_items(algorithm: str, path: str) -> list[Any]:
@@ -286,7 +286,7 @@ def _finished_checkpoint(checkpoints: str, steps: int, algorithm: str, on_verl: 
     """The last checkpoint of the finished run a continued run starts from, in its trainer's own format."""
     from memtrain.rl import checkpoint
 
-    if checkpoint.pruned(checkpoints) and not any(Path(checkpoints).glob("*step_*")):
+    if checkpoint.pruned(checkpoints):
         raise InputError("the finished run's checkpoints were pruned after its export (trainer.prune_checkpoints): "
                          "delete its final folder so that it trains again, or keep checkpoints with "
                          "trainer.prune_checkpoints: false", file=checkpoints)

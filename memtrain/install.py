@@ -149,14 +149,19 @@ _NOT_FOUND = (
 )
 
 
+def _name(requirement: str) -> str:
+    """The normalised project name a requirement line starts with."""
+    return re.split(r"[<>=!~;\[ @]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
 def pinned_at(requirement: str, files: Iterable[Path]) -> str:
     """'file:line' of the pin of `requirement` in the given requirement files, or '' when none pins it."""
-    name = re.split(r"[<>=!~;\[ @]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+    name = _name(requirement)
     for path in files:
         if not path.is_file():
             continue
         for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if re.split(r"[<>=!~;\[ @]", line.strip(), maxsplit=1)[0].lower().replace("_", "-") == name:
+            if _name(line) == name:
                 return f"{path}:{number}"
     return ""
 

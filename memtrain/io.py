@@ -79,9 +79,7 @@ def link_if_identical(path: str | os.PathLike, original: str | os.PathLike) -> b
     import filecmp
 
     path, original = Path(path), Path(original)
-    if not original.is_file() or path.stat().st_size != original.stat().st_size:
-        return False
-    if not filecmp.cmp(path, original, shallow=False):
+    if not original.is_file() or not filecmp.cmp(path, original, shallow=False):  # sizes first, then bytes
         return False
     link = path.with_name(f".{path.name}.link")
     try:

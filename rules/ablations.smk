@@ -33,9 +33,7 @@ rule posttrain_continue:
         checkpoints=f"{CONTINUED}/checkpoints",
         exports=CONTINUED,
         last=f"{CONTINUED}/step{SCALING_STEPS[-1]}",
-        prune=lambda w: prune_flag(
-            f"{RESULTS}/train/memagent/{w.backbone}/{w.init}/seed{w.seed}/continued/checkpoints",
-            f"{RESULTS}/train/memagent/{w.backbone}/{w.init}/seed{w.seed}/checkpoints"),
+        prune=prune_flag(),  # its own checkpoints and those of the run it carried on
     threads: ALL_CORES
     conda:
         CONDA_ENV

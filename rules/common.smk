@@ -1,7 +1,6 @@
 # Paths, per-rule params and the one command shape every rule runs.
 import json
 import os
-import shlex
 import sys
 
 from snakemake.settings.types import DeploymentMethod
@@ -137,11 +136,9 @@ def continued(wildcards) -> bool:
             and wildcards.init in SCALING["inits"] and int(wildcards.seed) in SCALING_SEEDS)
 
 
-def prune_flag(*checkpoints: str) -> str:
-    """`--prune-checkpoints` with the folders a training job deletes once its final export is written."""
-    if not (config["trainer"]["prune_checkpoints"] and checkpoints):
-        return ""
-    return "--prune-checkpoints " + " ".join(shlex.quote(path) for path in checkpoints)
+def prune_flag(wanted: bool = True) -> str:
+    """`--prune-checkpoints` for a training job whose checkpoints nothing downstream needs (trainer.prune_checkpoints)."""
+    return "--prune-checkpoints" if config["trainer"]["prune_checkpoints"] and wanted else ""
 
 
 def evaluated_policy(wildcards) -> str:

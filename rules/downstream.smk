@@ -127,8 +127,7 @@ rule posttrain_train:
         search=search_flags,
         checkpoints=f"{RESULTS}/train/{{algorithm}}/{{backbone}}/{{init}}/seed{{seed}}/checkpoints",
         # a run the scaling continuation carries on keeps its checkpoints: the continuation prunes them
-        prune=lambda w: "" if continued(w) else prune_flag(
-            f"{RESULTS}/train/{w.algorithm}/{w.backbone}/{w.init}/seed{w.seed}/checkpoints"),
+        prune=lambda w: prune_flag(not continued(w)),
     threads: ALL_CORES
     conda:
         CONDA_ENV

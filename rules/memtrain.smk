@@ -41,7 +41,7 @@ rule memtrain_train:
         ),
         wildcards=wildcards_json,
         checkpoints=f"{MEMTRAIN}/{{backbone}}/{{variant}}/checkpoints",
-        prune=lambda w: prune_flag(f"{MEMTRAIN}/{w.backbone}/{w.variant}/checkpoints"),
+        prune=prune_flag(),
     threads: ALL_CORES
     conda:
         CONDA_ENV

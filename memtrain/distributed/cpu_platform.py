@@ -24,12 +24,17 @@ from verl.plugin.platform import PlatformBase, PlatformRegistry
 NAME = "cpu"
 
 
+def device_count() -> int:
+    """CPU "devices" veRL may place workers on (one unless MEMTRAIN_CPU_DEVICES says more)."""
+    return int(os.environ.get("MEMTRAIN_CPU_DEVICES", "1"))
+
+
 class _DeviceModule(ModuleType):
     """What veRL calls through get_torch_device(): torch.cpu, and the torch.cuda calls it lacks as CPU answers."""
 
     _ANSWERS: dict[str, Any] = {
         "is_available": lambda: True,
-        "device_count": lambda: 1,
+        "device_count": device_count,
         "current_device": lambda: "cpu",
         "get_device_name": lambda *args, **kwargs: "cpu",
         "mem_get_info": lambda *args, **kwargs: (0, 0),  # unknown; veRL only logs it
@@ -79,7 +84,7 @@ class CPUPlatform(PlatformBase):
         return "cpu"  # veRL moves tensors with .to(current device): an int would mean cuda:N
 
     def device_count(self) -> int:
-        return int(os.environ.get("MEMTRAIN_CPU_DEVICES", "1"))
+        return device_count()
 
     def set_device(self, device_index) -> None:
         pass

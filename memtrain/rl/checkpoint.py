@@ -85,7 +85,9 @@ def prune(root: str | os.PathLike, export: str | os.PathLike) -> int:
 
 
 def pruned(root: str | os.PathLike) -> bool:
-    return (Path(root) / PRUNED_NOTE).is_file()
+    """Whether `root` was pruned and holds no checkpoint written since."""
+    root = Path(root)
+    return (root / PRUNED_NOTE).is_file() and not any(_PRUNABLE.match(p.name) for p in root.iterdir())
 
 
 def read_state(path: str | os.PathLike) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from memtrain.data.qa import LongContextItem
-from memtrain.distributed import agent_loops, train, verl_config
+from memtrain.distributed import agent_loops, export, train, verl_config
 from memtrain.errors import InputError
 from memtrain.models import load_policy
 
@@ -45,14 +45,16 @@ def fsdp_checkpoint(policy, root):
     return model
 
 
-def test_the_final_actor_checkpoint_becomes_our_policy_folder(tiny_policy, tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_final_actor_checkpoint_becomes_our_policy_folder_in_the_runs_dtype(tiny_policy, tmp_path, dtype):
     model = fsdp_checkpoint(tiny_policy, tmp_path / "ckpt")
     actor = train.finished_checkpoint(tmp_path / "ckpt", steps=2) / "actor"
-    train.export_policy(actor, tmp_path / "final", {"steps": 2, "backend": "verl"})
+    export.export_policy(actor, tmp_path / "final", {"steps": 2, "backend": "verl"}, dtype)
     assert json.loads((tmp_path / "final" / "training.json").read_text())["backend"] == "verl"
-    exported = load_policy(tmp_path / "final", device=torch.device("cpu"), dtype="float32")
-    for name, tensor in model.state_dict().items():  # veRL's merger writes bfloat16, the dtype veRL trains in
-        assert torch.equal(exported.state_dict()[name], tensor.to(torch.bfloat16).float()), name
+    exported = load_policy(tmp_path / "final", device=torch.device("cpu"), dtype=dtype)
+    for name, tensor in model.state_dict().items():  # exactly the checkpoint's weights, rounded to the run's dtype
+        assert torch.equal(exported.state_dict()[name], tensor.to(getattr(torch, dtype))), name
+    assert json.loads((tmp_path / "final" / "config.json").read_text())["dtype"] == dtype
     assert (tmp_path / "final" / "tokenizer_config.json").exists()
     with pytest.raises(InputError, match="newest is step 2"):
         train.finished_checkpoint(tmp_path / "ckpt", steps=3)

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from memtrain.distributed import data, ray_slurm, verl_config
+from memtrain.distributed import data, export, ray_slurm, verl_config
 from memtrain.errors import InputError
 from memtrain.io import atomic_dir, atomic_path, write_json
 from memtrain.tracking import config_hash
@@ -111,19 +111,6 @@ def finished_checkpoint(checkpoints: str | os.PathLike, steps: int) -> Path:
     return Path(checkpoints) / f"global_step_{steps}"
 
 
-def export_policy(actor: str | os.PathLike, output: str | os.PathLike, summary: Mapping[str, Any]) -> None:
-    """veRL's sharded FSDP actor as our policy folder: merged HF weights, tokenizer, training.json."""
-    from verl.model_merger.base_model_merger import ModelMergerConfig
-    from verl.model_merger.fsdp_model_merger import FSDPModelMerger
-
-    actor = Path(actor)
-    with atomic_dir(output) as tmp:
-        merger = FSDPModelMerger(ModelMergerConfig(operation="merge", backend="fsdp", local_dir=str(actor),
-                                                   target_dir=str(tmp), hf_model_config_path=str(actor / "huggingface")))
-        merger.merge_and_save()
-        write_json(dict(summary), Path(tmp) / "training.json")
-
-
 def _run_trainer(command: Sequence[str], env: Mapping[str, str], log_dir: str | os.PathLike) -> None:
     """veRL's trainer in its own process; a failure names the command and where its output went."""
     done = subprocess.run(list(command), env=dict(env))
@@ -172,7 +159,9 @@ def run(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], items
                "seconds_this_run": time.perf_counter() - started, "finished": reached >= schedule["steps"]}
     for step, folder in sorted((exports or {}).items()):
         if step <= reached:
-            export_policy(Path(checkpoints) / f"global_step_{step}" / "actor", folder, {"step": step, "backend": "verl"})
+            export.export_policy(Path(checkpoints) / f"global_step_{step}" / "actor", folder,
+                                 {"step": step, "backend": "verl"}, params["rl"]["dtype"])
     if summary["finished"]:
-        export_policy(finished_checkpoint(checkpoints, schedule["steps"]) / "actor", output, summary)
+        export.export_policy(finished_checkpoint(checkpoints, schedule["steps"]) / "actor", output, summary,
+                             params["rl"]["dtype"])
     return summary

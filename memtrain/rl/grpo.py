@@ -61,6 +61,11 @@ def loss_config(settings: Mapping[str, Any], num_samples: int, num_tokens: int):
     })
 
 
+# The diagnostics of policy_objective that are a micro-batch's share of its mini-batch's objective: they add up
+# over micro-batches (the others are per-token means).
+OBJECTIVE_TERMS = frozenset({"pg_loss", "kl_loss"})
+
+
 def policy_objective(log_prob: torch.Tensor, old_log_prob: torch.Tensor, ref_log_prob: torch.Tensor | None,
                      advantages: torch.Tensor, response_mask: torch.Tensor, settings: Mapping[str, Any],
                      num_samples: int, num_tokens: int) -> tuple[torch.Tensor, dict[str, float]]:

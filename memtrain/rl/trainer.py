@@ -19,10 +19,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from verl.utils.torch_functional import get_constant_schedule_with_warmup
 
 from memtrain.rl import checkpoint
 from memtrain.rl.batching import collate, micro_batches, pad_rows, response_logprobs
-from memtrain.rl.grpo import ScoredSample, is_informative, policy_objective, scored_samples
+from memtrain.rl.grpo import OBJECTIVE_TERMS, ScoredSample, is_informative, policy_objective, scored_samples
 from memtrain.rl.samples import Group, Rollout
 
 
@@ -96,8 +97,9 @@ class Trainer:
         optim = settings["optimizer"]
         self.optimizer = torch.optim.AdamW(policy.parameters(), lr=schedule.lr, betas=tuple(optim["betas"]),
                                            eps=optim["eps"], weight_decay=optim["weight_decay"])
-        warmup = optim["warmup_steps"]
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+        # veRL's schedule (its actor's default), so that both back-ends take the same steps: the first of a
+        # warm-up is taken at learning rate 0
+        self.scheduler = get_constant_schedule_with_warmup(self.optimizer, num_warmup_steps=optim["warmup_steps"])
         self.step = 0
         if reference is not None:
             reference.eval().requires_grad_(False)
@@ -225,13 +227,15 @@ class Trainer:
         use_kl = self.reference is not None and loss_settings["kl_coef"] > 0
         ref = self._score(self.reference, samples) if use_kl else None
         temperature = settings["sampling"]["temperature"]
-        sums: dict[str, float] = {}
+        sums: dict[str, float] = {}  # token-weighted diagnostics
+        losses: dict[str, list[float]] = {}  # each optimizer step's objective terms (summed over micro-batches)
         weight = 0.0
         grad_norms = []
         self.policy.train()
         for _ in range(epochs):
             for mini in minis:
                 num_tokens = sum(len(samples[i].sample.response_ids) for i in mini)
+                step_losses: dict[str, float] = {}
                 for local in micro_batches([samples[i].sample for i in mini], settings["micro_batch_tokens"]):
                     chosen = [mini[j] for j in local]
                     batch = collate([samples[i].sample for i in chosen], self.pad_token_id).to(self.device)
@@ -247,14 +251,20 @@ class Trainer:
                     tokens = float(batch.response_mask.sum())
                     values["entropy"] = float((entropy * batch.response_mask).sum() / max(tokens, 1.0))
                     for name, value in values.items():
-                        sums[name] = sums.get(name, 0.0) + value * tokens
+                        if name in OBJECTIVE_TERMS:
+                            step_losses[name] = step_losses.get(name, 0.0) + value
+                        else:
+                            sums[name] = sums.get(name, 0.0) + value * tokens
                     weight += tokens
+                for name, value in step_losses.items():
+                    losses.setdefault(name, []).append(value)
                 grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(),
                                                                        settings["optimizer"]["grad_clip"])))
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
         metrics = {name: total / max(weight, 1.0) for name, total in sums.items()}
+        metrics.update({name: float(np.mean(values)) for name, values in losses.items()})  # as veRL reports them
         metrics.update(grad_norm=float(np.mean(grad_norms)), optimizer_steps=len(grad_norms),
                        train_samples=len(samples), advantage_abs=float(np.mean([abs(s.advantage) for s in samples])),
                        train_tokens=float(epochs * sum(s.sample.num_tokens for s in samples)))

@@ -237,14 +237,10 @@ def prepare_model(args, params, run) -> None:
        arg("--stop-after-step", type=int, default=None, help="stop after this step (simulates a pre-empted job)"), PRUNE)
 def memtrain_training(args, params, run) -> None:
     """MemTrain GRPO of one backbone and variant: E2E masked reconstruction with (or without) IMR."""
-    import pandas as pd
-
-    from memtrain.rl import launch
-    from memtrain.rl.memtrain_task import MemTrainTask, load_documents
-    from memtrain.rl.trainer import StepLogger
+    from memtrain.rl import kinds, launch
 
     settings = params["memtrain"]
-    documents = load_documents(args.documents)
+    documents = kinds.MEMTRAIN.items(args.documents)
     if params["trainer"]["backend"] == "verl":
         from memtrain.distributed import train as distributed
         from memtrain.tracking import tracking_uri
@@ -257,16 +253,11 @@ def memtrain_training(args, params, run) -> None:
         prune_checkpoints(run, args, summary)
         return
     policy = launch.load(args.policy, params["rl"], settings["seed"], threads=args.threads)
-    task = MemTrainTask(launch.memory_agent(policy, params), settings, args.variant, params["mask_token"])
-    def log_step(metrics, step):
-        run.log_metrics(metrics, step=step)
-        shown = ("e2e_em", "recall_em", "e2e_reward", "filtered_fraction", "skipped", "kl", "step_seconds")
-        print(f"step {step}/{settings['steps']}: " + " ".join(f"{k}={metrics[k]:.3g}" for k in shown if k in metrics),
-              flush=True)
-
-    logger = StepLogger(metrics=log_step,
-                        rollouts=lambda records, step: run.log_table(pd.DataFrame(records), f"rollouts/step_{step:06d}.json"))
-    summary = launch.train(policy, task, documents, params, {**settings, "variant": args.variant}, args.checkpoints, args.output, logger,
+    task = kinds.MEMTRAIN.task(policy.engine, policy.tokenizer,
+                               kinds.run_settings(params, "memtrain", settings, args.variant, params["mask_token"]),
+                               settings["group_size"], None)
+    summary = launch.train(policy, task, documents, params, {**settings, "variant": args.variant}, args.checkpoints,
+                           args.output, launch.step_logger(run, kinds.MEMTRAIN.logged, settings["steps"]),
                            resume=args.resume, stop_after=args.stop_after_step,
                            on_resume=lambda step: run.set_tags({"memtrain.resumed_from_step": step}))
     run.log_dict(summary, "outputs/training.json")

@@ -203,11 +203,8 @@ def _search_server(params: Mapping[str, Any], corpus: str, index: str, log_path:
 @contextlib.contextmanager
 def retriever(params: Mapping[str, Any], corpus: str, index: str, log_path: str | None) -> Iterator[Any]:
     """A running search server for the length of a stage, and the agent's search function over it."""
-    from memtrain.retriever.client import passages_to_string
-
-    top_k = params["retriever"]["top_k"]
     with _search_server(params, corpus, index, log_path) as client:
-        yield lambda queries: [passages_to_string(hits) for hits in client.search(list(queries), top_k)]
+        yield client.observations(params["retriever"]["top_k"])
 
 
 @stage("posttrain", arg("--algorithm", choices=["memagent", "mem1"], required=True), arg("--policy", required=True),
@@ -223,14 +220,10 @@ def posttrain(args, params, run) -> None:
     With --continue-from it carries a finished MemAgent run on for posttrain.scaling.steps more steps,
     exporting the policy every eval_every steps (paper section 5.2).
     """
-    import pandas as pd
-
     from memtrain.config import scaling_steps
-    from memtrain.rl import launch
-    from memtrain.rl.mem1_task import Mem1Task
-    from memtrain.rl.memagent_task import MemAgentTask
-    from memtrain.rl.trainer import StepLogger
+    from memtrain.rl import kinds, launch
 
+    kind = kinds.get(args.algorithm)
     settings = {**params["posttrain"][args.algorithm], "seed": args.seed}
     on_verl = params["trainer"]["backend"] == "verl"
     source, exports = None, {}
@@ -247,39 +240,19 @@ def posttrain(args, params, run) -> None:
         prune_checkpoints(run, args, summary, args.continue_from)
         return
     policy = launch.load(args.policy, params["rl"], args.seed, threads=args.threads)
-
-    def log_step(metrics, step):
-        run.log_metrics(metrics, step=step)
-        shown = ("reward", "em", "filtered_fraction", "skipped", "kl", "step_seconds")
-        print(f"step {step}/{settings['steps']}: " + " ".join(f"{k}={metrics[k]:.3g}" for k in shown if k in metrics),
-              flush=True)
-
-    logger = StepLogger(metrics=log_step, rollouts=lambda records, step: run.log_table(
-        pd.DataFrame(records), f"rollouts/step_{step:06d}.json"))
-    items = _training_items(args.algorithm, args.data)
+    items = kind.items(args.data)
     with contextlib.ExitStack() as stack:
-        if args.algorithm == "memagent":
-            task = MemAgentTask(launch.memory_agent(policy, params), settings["group_size"], settings["reward"])
-        else:
-            search = stack.enter_context(retriever(params, args.corpus, args.index, args.server_log))
-            task = Mem1Task(launch.search_agent(policy, params, search), settings["group_size"])
+        search = (stack.enter_context(retriever(params, args.corpus, args.index, args.server_log))
+                  if kind.uses_search else None)
+        task = kind.task(policy.engine, policy.tokenizer, kinds.run_settings(params, kind.name, settings),
+                         settings["group_size"], search)
         summary = launch.train(policy, task, items, params, {**settings, "algorithm": args.algorithm},
-                               args.checkpoints, args.output, logger, resume=args.resume,
-                               stop_after=args.stop_after_step,
+                               args.checkpoints, args.output, launch.step_logger(run, kind.logged, settings["steps"]),
+                               resume=args.resume, stop_after=args.stop_after_step,
                                on_resume=lambda step: run.set_tags({"posttrain.resumed_from_step": step}),
                                continue_from=source, exports=exports)
     run.log_dict(summary, "outputs/training.json")
     prune_checkpoints(run, args, summary, args.continue_from)
-
-
-def _training_items(algorithm: str, path: str) -> list[Any]:
-    """MemAgent's long-context questions or MEM1's multi-objective questions, at least one."""
-    from memtrain.data import qa, qa_builders
-
-    items = qa.read_long_context(path) if algorithm == "memagent" else qa_builders.read_multi_objective(path)
-    if not items:
-        raise InputError("no training questions", file=path)
-    return items
 
 
 def _finished_checkpoint(checkpoints: str, steps: int, algorithm: str, on_verl: bool) -> Path:
@@ -310,10 +283,13 @@ def _posttrain_on_verl(args, params: Mapping[str, Any], settings: Mapping[str, A
     if exports:  # veRL must checkpoint every evaluated step and keep it until it is exported
         params = {**params, "rl": {**params["rl"], "checkpoint_every": params["posttrain"]["scaling"]["eval_every"],
                                    "keep_checkpoints": len(exports) + 1}}
-    items = _training_items(args.algorithm, args.data)
+    from memtrain.rl import kinds
+
+    kind = kinds.get(args.algorithm)
+    items = kind.items(args.data)
     with contextlib.ExitStack() as stack:
         url = None
-        if args.algorithm == "mem1":
+        if kind.uses_search:
             if params["trainer"]["verl"]["nodes"] > 1 and not params["retriever"]["allow_remote"]:
                 raise InputError("MEM1 on several nodes needs a search server the other nodes reach: set retriever.host "
                                  "to this node's address and retriever.allow_remote: true", field="retriever.host")

@@ -148,3 +148,42 @@ def data_rerun(request, tmp_path_factory) -> DataRerun:
         request.getfixturevalue("slurm_cluster")
         return DataRerun(workdir, True, snakemake(workdir, "--profile", str(SLURM_PROFILE), "data"))
     return DataRerun(workdir, False, snakemake(workdir, *LOCAL, "data"))
+
+
+# --- the MEM1 retrieval server, started once for the suite (test_retriever, the veRL MEM1 run) -----------------
+MAX_TOP_K = 50
+FLAT = {"type": "flat", "nlist": 8, "nprobe": 8, "hnsw_m": 16, "ef_search": 64}
+
+
+@pytest.fixture(scope="session")
+def encoder_ref(test_config) -> str:
+    return test_config["data"]["embed"]["model"]
+
+
+@pytest.fixture(scope="session")
+def corpus_files(tmp_path_factory, encoder):
+    """The first 30 bundled Wikipedia summaries as a parquet corpus and a flat FAISS index over them."""
+    import itertools
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from memtrain.data import retrieval, sources
+
+    folder = tmp_path_factory.mktemp("retriever")
+    records = list(itertools.islice(sources.vital_articles(), 30))
+    table = pa.table({name: [record[name] for record in records] for name in ("id", "title", "text")})
+    pq.write_table(table, folder / "corpus.parquet")
+    retrieval.save_index(retrieval.build_index(retrieval.embed(encoder, table.column("text").to_pylist()), FLAT),
+                         folder / "index.faiss")
+    return folder / "corpus.parquet", folder / "index.faiss", table
+
+
+@pytest.fixture(scope="session")
+def retrieval_server(corpus_files, encoder_ref):
+    """A running search server over corpus_files (top 3 by default); its client."""
+    from memtrain.retriever import serve
+
+    corpus, index, _ = corpus_files
+    with serve(corpus, index, encoder_ref, top_k=3, max_top_k=MAX_TOP_K, threads=1, startup_timeout=120) as served:
+        yield served

@@ -24,6 +24,7 @@ from memtrain.distributed import advantages, agent_loops, data, train, verl_conf
 from memtrain.engines import Sampling
 from memtrain.engines.hf import HFEngine
 from memtrain.models import load_policy, load_saved_tokenizer
+from memtrain.rl import kinds
 from memtrain.rl.samples import Group, Member, Rollout, Sample
 
 
@@ -68,17 +69,17 @@ def server(tiny_policy):
     return HFServer(HFEngine(model, tokenizer.eos_token_id, torch.Generator().manual_seed(0)))
 
 
-def make_loop(cls, verl_cfg, server, tiny_policy, settings, tmp_path):
-    path = tmp_path / f"{cls.kind}.json"
+def make_loop(verl_cfg, server, tiny_policy, settings, tmp_path):
+    path = tmp_path / f"{settings['kind']}.json"
     path.write_text(json.dumps(settings))
-    return cls(trainer_config=DictConfigWrap(verl_cfg), server_manager=server,
+    return agent_loops.TaskAgentLoop(trainer_config=DictConfigWrap(verl_cfg), server_manager=server,
                tokenizer=load_saved_tokenizer(tiny_policy), processor=None, dataset_cls=RLHFDataset,
                data_config=DictConfigWrap(verl_cfg.data), settings_path=str(path))
 
 
 def run_sessions(loop, kind, item, sessions: int, uid: str = "u1") -> dict[str, object]:
     """Run `sessions` agent loops of one item as veRL's worker would; the outputs by veRL's storage key."""
-    kwargs = {"extra_info": {"index": 0, "item": data.encode_item(kind, item)}, "uid": uid}
+    kwargs = {"extra_info": {"index": 0, "item": kinds.get(kind).encode(item)}, "uid": uid}
     sampling = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": False}
 
     async def all_sessions():
@@ -135,22 +136,21 @@ def test_items_survive_the_veRL_dataset_round_trip(tmp_path, tokenizer):
 
     long_context = LongContextItem("q1", "Who?", ("Ada",), "text", 3, ("T",))
     multi = MultiObjectiveQuestion("m1", "A?; B?", (("a",), ("b", "bb")), "toy")
-    assert data.decode_item("memagent", data.encode_item("memagent", long_context)) == long_context
-    assert data.decode_item("mem1", data.encode_item("mem1", multi)) == multi
-    assert data.decode_item("memtrain", data.encode_item("memtrain", DOCUMENT)) == DOCUMENT
+    for kind, item in (("memagent", long_context), ("mem1", multi), ("memtrain", DOCUMENT)):
+        assert kinds.get(kind).decode(kinds.get(kind).encode(item)) == item
     assert data.write("memagent", [long_context], tmp_path / "t.parquet") == 1
     dataset = RLHFDataset([str(tmp_path / "t.parquet")], tokenizer,
                           OmegaConf.create({"max_prompt_length": 64, "return_raw_chat": True}))
     row = dataset[0]
     assert row["raw_prompt"] == [{"role": "user", "content": "Who?"}] and row["agent_name"] == "memagent_agent"
-    assert data.item_from_kwargs("memagent", row) == long_context
+    assert kinds.MEMAGENT.decode(row["extra_info"]["item"]) == long_context
 
 
 @pytest.mark.parametrize("variant", ["full", "e2e"])
 def test_memtrain_agent_loop_runs_the_task_and_yields_trainable_rows(cfg, verl_cfg, server, tiny_policy, tmp_path,
                                                                    variant):
     settings = train.agent_settings(cfg, "memtrain", cfg["memtrain"], variant, "[MASK]")
-    loop = make_loop(agent_loops.MemTrainAgentLoop, verl_cfg, server, tiny_policy, settings, tmp_path)
+    loop = make_loop(verl_cfg, server, tiny_policy, settings, tmp_path)
     rows = run_sessions(loop, "memtrain", DOCUMENT, sessions=2)
     sessions = {key.rsplit("_", 2)[1] for key in rows}
     assert sessions == {"0", "1"}
@@ -172,8 +172,7 @@ def test_memagent_agent_loop_answers_from_memory(cfg, verl_cfg, server, tiny_pol
     from memtrain.data.qa import LongContextItem
 
     schedule = {**cfg["posttrain"]["memagent"], "seed": 1}
-    loop = make_loop(agent_loops.MemAgentAgentLoop, verl_cfg, server, tiny_policy,
-                     train.agent_settings(cfg, "memagent", schedule), tmp_path)
+    loop = make_loop(verl_cfg, server, tiny_policy, train.agent_settings(cfg, "memagent", schedule), tmp_path)
     item = LongContextItem("q", "Which tower?", ("Eiffel Tower",), "Paris has a tower. " * 12, 3, ())
     rows = run_sessions(loop, "memagent", item, sessions=2)
     assert len(rows) == 2 * 4 and all(o.extra_fields[advantages.GROUP] == "qa" for o in rows.values())
@@ -192,5 +191,5 @@ def test_importing_the_loops_in_a_worker_keeps_the_registry_entries_and_their_se
     for entry in OmegaConf.create(agent_loops.loop_registry(settings)):
         verl_loops._agent_loop_registry[entry.name] = entry
     importlib.reload(agent_loops)
-    for name in verl_config.AGENT_LOOPS.values():
+    for name in (kind.agent_loop for kind in kinds.KINDS.values()):
         assert verl_loops._agent_loop_registry[name]["settings_path"] == str(settings), name

@@ -10,6 +10,7 @@ from hydra.errors import ConfigCompositionException
 from memtrain import config as memtrain_config
 from memtrain.distributed import verl_config
 from memtrain.errors import InputError
+from memtrain.rl import kinds
 
 ROOT = Path(__file__).resolve().parent.parent
 PATHS = verl_config.Paths("/models/policy", "/data/train.parquet", "/ckpt", "/ckpt/agent_loops.yaml")
@@ -33,14 +34,14 @@ def test_every_training_kind_composes_and_passes_veRL_validation(cfg):
         assert actor.kl_loss_coef == cfg["rl"]["loss"]["kl_coef"] and actor.optim.lr == schedule["lr"]
         assert actor.fsdp_config.param_offload is True and rollout.name == "sglang"
         assert rollout.n == schedule["group_size"] and built.data.train_batch_size == schedule["batch_size"]
-        assert rollout.agent.default_agent_loop == verl_config.AGENT_LOOPS[kind]
+        assert rollout.agent.default_agent_loop == kinds.get(kind).agent_loop
         assert (built.trainer.nnodes, built.trainer.n_gpus_per_node) == (2, 4)
         assert built.trainer.use_v1 and built.trainer.v1.trainer_mode == verl_config.TRAINER_MODE
         assert built.trainer.total_training_steps == schedule["steps"] and built.trainer.default_local_dir == "/ckpt"
-        prompt, response = verl_config.lengths(kind, cfg["agent"], schedule)
+        prompt, response = kinds.get(kind).lengths(cfg["agent"], schedule)
         assert (rollout.prompt_length, rollout.response_length) == (prompt, response)
     budgets = cfg["agent"]["budgets"]
-    assert verl_config.lengths("memtrain", cfg["agent"], cfg["memtrain"]) == (
+    assert kinds.MEMTRAIN.lengths(cfg["agent"], cfg["memtrain"]) == (
         budgets["instruction"] + budgets["chunk"] + budgets["memory"], budgets["response"])
 
 
@@ -78,7 +79,7 @@ def test_the_paper_config_builds_a_valid_veRL_config_for_every_training(cfg):
         assert (built.trainer.nnodes, built.trainer.n_gpus_per_node) == (1, 8)
         assert built.data.train_batch_size == 32 and built.actor_rollout_ref.rollout.n == schedule["group_size"]
         assert built.trainer.total_training_steps == {"memtrain": 300, "memagent": 500, "mem1": 200}[kind]
-    assert verl_config.lengths("memtrain", paper["agent"], paper["memtrain"]) == (1024 + 5120 + 1024, 1024)
+    assert kinds.MEMTRAIN.lengths(paper["agent"], paper["memtrain"]) == (1024 + 5120 + 1024, 1024)
 
 
 def test_dapo_refill_is_bounded_by_our_sampler_and_not_by_a_concurrency_limit(cfg):

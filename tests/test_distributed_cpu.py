@@ -2,7 +2,8 @@
 
 memtrain.distributed.train.run on config/test.yaml + config/test-verl.yaml (the CPU platform, the
 Hugging Face rollout replica, one FSDP2 worker, veRL's private Ray instance), a random 2-layer Llama
-over the real SmolLM2 vocabulary, MemTrain's agent loops: rollouts, our advantages, the update,
+over the real SmolLM2 vocabulary, MemTrain's and MEM1's agent loops (MEM1 against the suite's retrieval
+server): rollouts, our advantages, the update,
 checkpoints, resume, the export into our policy folder, and veRL's metrics in our MLflow store.
 A random policy never scores, so the run with group filtering skips its step and the one without
 filtering trains on zero advantages (the KL term only): what is checked is the machinery, step by step.
@@ -71,10 +72,19 @@ def test_a_preempted_run_resumes_from_veRL_checkpoints_with_one_optimizer_step_p
 
 
 @pytest.mark.slow
-def test_group_filtering_refills_at_most_max_refill_rounds_then_skips_the_step(tiny_policy, tmp_path):
+def test_mem1_searches_our_server_and_group_filtering_refills_at_most_max_refill_rounds_then_skips(
+        tiny_policy, retrieval_server, tmp_path):
+    from memtrain.data.qa_builders import MultiObjectiveQuestion
+
     cfg = cpu_config(filter={"enabled": True, "max_refill_rounds": 1})
-    schedule = {**cfg["memtrain"], "steps": 1, "batch_size": 2, "mini_batch_size": 2}
-    assert run(cfg, schedule, tmp_path, tiny_policy)["finished"]
+    schedule = {**cfg["posttrain"]["mem1"], "seed": 1, "steps": 1, "batch_size": 2, "mini_batch_size": 2}
+    items = [MultiObjectiveQuestion(f"q{i}", "Where is the Alhambra? Who built the Eiffel Tower?",
+                                    (("Granada",), ("Gustave Eiffel",)), "toy") for i in range(4)]
+    params = {"agent": cfg["agent"], "rl": cfg["rl"], "trainer": cfg["trainer"], "retriever": cfg["retriever"]}
+    summary = train.run(params, "mem1", schedule, items, str(tiny_policy), tmp_path / "ckpt", tmp_path / "final",
+                        "mem1-seed1", tmp_path / "logs", retriever_url=retrieval_server.url,
+                        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert summary["finished"]
     (history,) = metric_histories(tmp_path, "training/filter_groups/rollout_rounds", "memtrain/skipped",
                                   "memtrain/optimizer_steps")
     assert history == {"training/filter_groups/rollout_rounds": {1: 2.0}, "memtrain/skipped": {1: 1.0},

@@ -14,13 +14,13 @@ random tiny Llama (fp32) and must end with the same parameters.
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 import mlflow
 import numpy as np
-import pickle
 import pytest
 import torch
 import yaml
@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 from memtrain import config as memtrain_config
 from memtrain.distributed import export, train, verl_config
 from memtrain.models import load_policy
+from memtrain.rl import kinds
 from memtrain.rl.samples import Group, Member, Rollout, Sample
 from memtrain.rl.trainer import Schedule, StepLogger, Trainer
 
@@ -109,7 +110,7 @@ def run_verl(cfg, schedule, items, policy: Path, root: Path) -> tuple[dict[str, 
     replay = root / "sessions.pkl"
     replay.write_bytes(pickle.dumps(recorded_sessions()))
     registry = root / "replay_loops.yaml"
-    registry.write_text(yaml.safe_dump([{"name": verl_config.AGENT_LOOPS["memtrain"],
+    registry.write_text(yaml.safe_dump([{"name": kinds.MEMTRAIN.agent_loop,
                                          "_target_": "verl_replay.ReplayAgentLoop", "settings_path": str(replay)}]))
     config = OmegaConf.load(config_path)
     config.data.shuffle = False

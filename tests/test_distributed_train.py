@@ -10,7 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from memtrain.data.qa import LongContextItem
-from memtrain.distributed import agent_loops, export, train, verl_config
+from memtrain.distributed import export, train, verl_config
 from memtrain.errors import InputError
 from memtrain.models import load_policy
 
@@ -24,11 +24,11 @@ def test_prepare_writes_dataset_settings_registry_and_a_validated_config(cfg, ti
     verl_config.validate(saved)  # what the cluster side checks again before it runs
     assert saved.trainer.default_local_dir == str((tmp_path / "ckpt").resolve())
     registry = yaml.safe_load((tmp_path / "ckpt" / "agent_loops.yaml").read_text())
-    assert {entry["name"] for entry in registry} == set(verl_config.AGENT_LOOPS.values())
-    assert registry[0]["_target_"] == "memtrain.distributed.agent_loops.MemTrainAgentLoop"
+    assert [entry["name"] for entry in registry] == ["memtrain_agent", "memagent_agent", "mem1_agent"]
+    assert {entry["_target_"] for entry in registry} == {"memtrain.distributed.agent_loops.TaskAgentLoop"}
     settings = json.loads((tmp_path / "ckpt" / "agent_settings.json").read_text())
     assert settings["variant"] == "full" and settings["memtrain"]["group_size"] == cfg["memtrain"]["group_size"]
-    assert agent_loops.MemTrainAgentLoop.kind == "memtrain"
+    assert settings["kind"] == "memtrain"
 
 
 def fsdp_checkpoint(policy, root):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import itertools
 import json
 import socket
 import subprocess
@@ -16,39 +15,25 @@ import urllib.request
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import FLAT, MAX_TOP_K
 
-from memtrain.data import retrieval, sources
+from memtrain.data import retrieval
 from memtrain.errors import InputError
-from memtrain.retriever import (Hit, RetrieverClient, RetrieverError, format_contents, passages_to_string, serve,
-                                split_contents)
+from memtrain.retriever import (
+    Hit,
+    RetrieverClient,
+    RetrieverError,
+    format_contents,
+    passages_to_string,
+    serve,
+    split_contents,
+)
 from memtrain.retriever import server as retriever_server
 
-FLAT = {"type": "flat", "nlist": 8, "nprobe": 8, "hnsw_m": 16, "ef_search": 64}
-MAX_TOP_K = 50
 
-
-@pytest.fixture(scope="module")
-def encoder_ref(test_config) -> str:
-    return test_config["data"]["embed"]["model"]
-
-
-@pytest.fixture(scope="module")
-def corpus_files(tmp_path_factory, encoder):
-    """The first 30 bundled Wikipedia summaries as a parquet corpus and a flat FAISS index over them."""
-    folder = tmp_path_factory.mktemp("retriever")
-    records = list(itertools.islice(sources.vital_articles(), 30))
-    table = pa.table({name: [record[name] for record in records] for name in ("id", "title", "text")})
-    pq.write_table(table, folder / "corpus.parquet")
-    index = retrieval.build_index(retrieval.embed(encoder, table.column("text").to_pylist()), FLAT)
-    retrieval.save_index(index, folder / "index.faiss")
-    return folder / "corpus.parquet", folder / "index.faiss", table
-
-
-@pytest.fixture(scope="module")
-def client(corpus_files, encoder_ref):
-    corpus, index, _ = corpus_files
-    with serve(corpus, index, encoder_ref, top_k=3, max_top_k=MAX_TOP_K, threads=1, startup_timeout=120) as served:
-        yield served
+@pytest.fixture
+def client(retrieval_server):
+    return retrieval_server
 
 
 def post(url: str, body: bytes, path: str = "/retrieve", method: str = "POST") -> tuple[int, dict]:

@@ -18,7 +18,6 @@ import asyncio
 import hashlib
 import json
 import time
-from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,9 +28,9 @@ import numpy as np
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput
 
 from memtrain.distributed import advantages
-from memtrain.distributed.data import item_from_kwargs
-from memtrain.distributed.verl_config import AGENT_LOOPS, FILTER_METRIC
+from memtrain.distributed.verl_config import FILTER_METRIC
 from memtrain.engines import Generation, Sampling
+from memtrain.rl import kinds
 from memtrain.rl.samples import Group, Rollout
 
 # A rollout thread mostly waits for its server replies, so one per concurrent session (batch x
@@ -137,85 +136,42 @@ def outputs(rollout: Rollout, session: int, seconds: float, weight_versions: Seq
     return result
 
 
-class _TaskLoop(AgentLoopBase):
-    """Common part: settings from the JSON file the launcher wrote, the item from veRL's row, the task's rollout."""
+class TaskAgentLoop(AgentLoopBase):
+    """A training kind's local task (memtrain.rl.kinds) at group size 1, over veRL's servers.
 
-    kind = ""
+    The settings file the launcher wrote names the kind and holds what its task is built from; a MEM1 loop
+    searches the retrieval server the launcher started.
+    """
 
     def __init__(self, *args, settings_path: str, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.settings = json.loads(Path(settings_path).read_text())
+        self.kind = kinds.get(self.settings["kind"])
+        self.search = None
+        if self.kind.uses_search:
+            from memtrain.retriever.client import RetrieverClient
 
-    @abstractmethod
-    def task(self, engine: ServerEngine):
-        """The local task (MemTrainTask, MemAgentTask, Mem1Task) at group size 1 over `engine`."""
+            client = RetrieverClient(self.settings["retriever_url"])
+            self.search = client.observations(self.settings["retriever"]["top_k"])
 
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> list[AgentLoopOutput]:
-        item = item_from_kwargs(self.kind, kwargs)
+        item = self.kind.decode(kwargs["extra_info"]["item"])
         uid, session = str(kwargs["uid"]), int(kwargs["session_id"])
         engine = ServerEngine(self.server_manager, asyncio.get_running_loop(), sampling_params)
-        task = self.task(engine)
+        task = self.kind.task(engine, self.tokenizer, self.settings, 1, self.search)
         rng = session_rng(self.settings["seed"], uid, session)
         started = time.perf_counter()
         rollout = await asyncio.get_running_loop().run_in_executor(_ROLLOUTS, task.rollout, [item], rng)
         return outputs(rollout, session, time.perf_counter() - started, engine.weight_versions)
 
 
-class MemTrainAgentLoop(_TaskLoop):
-    """E2E masked-entity reconstruction over a document's chunks, with IMR per the variant."""
-
-    kind = "memtrain"
-
-    def task(self, engine: ServerEngine):
-        from memtrain.rl.launch import build_memory_agent
-        from memtrain.rl.memtrain_task import MemTrainTask
-
-        settings = self.settings
-        return MemTrainTask(build_memory_agent(engine, self.tokenizer, settings), {**settings["memtrain"], "group_size": 1},
-                            settings["variant"], settings["mask_token"])
-
-
-class MemAgentAgentLoop(_TaskLoop):
-    """The memory agent reading a long context to answer its question (MemAgent post-training)."""
-
-    kind = "memagent"
-
-    def task(self, engine: ServerEngine):
-        from memtrain.rl.launch import build_memory_agent
-        from memtrain.rl.memagent_task import MemAgentTask
-
-        settings = self.settings
-        return MemAgentTask(build_memory_agent(engine, self.tokenizer, settings), 1,
-                            settings["posttrain"]["memagent"]["reward"])
-
-
-class Mem1AgentLoop(_TaskLoop):
-    """The MEM1 search agent against the retrieval server the launcher started."""
-
-    kind = "mem1"
-
-    def task(self, engine: ServerEngine):
-        from memtrain.retriever.client import RetrieverClient, passages_to_string
-        from memtrain.rl.launch import build_search_agent
-        from memtrain.rl.mem1_task import Mem1Task
-
-        settings = self.settings
-        client, top_k = RetrieverClient(settings["retriever_url"]), settings["retriever"]["top_k"]
-
-        def search(queries: Sequence[str]) -> list[str]:
-            return [passages_to_string(hits) for hits in client.search(list(queries), top_k)]
-
-        return Mem1Task(build_search_agent(engine, self.tokenizer, settings, search), 1)
-
-
 def loop_registry(settings_path: str | Path) -> list[dict[str, str]]:
-    """veRL's agent_loop_config_path content: our loops by name, each told where its settings are.
+    """veRL's agent_loop_config_path content: each kind's loop name, each told where the run's settings are.
 
     veRL instantiates loops in its agent-loop worker processes, which never import this module, so
     they are registered through this file only: veRL's `register` decorator would, on the first import
     of this module in a worker, replace these entries with ones that lack settings_path.
     """
-    classes = {AGENT_LOOPS["memtrain"]: MemTrainAgentLoop, AGENT_LOOPS["memagent"]: MemAgentAgentLoop,
-               AGENT_LOOPS["mem1"]: Mem1AgentLoop}
-    return [{"name": name, "_target_": f"{cls.__module__}.{cls.__qualname__}", "settings_path": str(settings_path)}
-            for name, cls in classes.items()]
+    target = f"{TaskAgentLoop.__module__}.{TaskAgentLoop.__qualname__}"
+    return [{"name": kind.agent_loop, "_target_": target, "settings_path": str(settings_path)}
+            for kind in kinds.KINDS.values()]

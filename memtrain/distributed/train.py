@@ -21,7 +21,8 @@ import yaml
 
 from memtrain.distributed import data, export, ray_slurm, verl_config
 from memtrain.errors import InputError
-from memtrain.io import atomic_dir, atomic_path, write_json
+from memtrain.io import atomic_path, write_json
+from memtrain.rl import kinds
 from memtrain.tracking import config_hash
 
 LATEST = "latest_checkpointed_iteration.txt"  # veRL's marker of its newest complete checkpoint
@@ -29,16 +30,10 @@ LATEST = "latest_checkpointed_iteration.txt"  # veRL's marker of its newest comp
 
 def agent_settings(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], variant: str | None = None,
                    mask_token: str | None = None, retriever_url: str | None = None) -> dict[str, Any]:
-    """What our agent loops read: the config sections the local stage would build its agent and task from."""
-    settings: dict[str, Any] = {"agent": params["agent"], "rl": params["rl"], "seed": schedule["seed"]}
-    if kind == "memtrain":
-        settings.update(memtrain=dict(schedule), variant=variant, mask_token=mask_token)
-    elif kind in ("memagent", "mem1"):
-        settings["posttrain"] = {kind: dict(schedule)}
-        if kind == "mem1":
-            settings.update(retriever=params["retriever"], retriever_url=retriever_url)
-    else:
-        raise ValueError(f"unknown training kind {kind!r}")
+    """What our agent loops read: the kind's run settings, and for a searching kind where its server is."""
+    settings = kinds.run_settings(params, kind, schedule, variant, mask_token)
+    if kinds.get(kind).uses_search:
+        settings.update(retriever=params["retriever"], retriever_url=retriever_url)
     return settings
 
 
@@ -84,8 +79,7 @@ def prepare(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], i
     write_json(agent_settings(params, kind, schedule, variant, mask_token, retriever_url), settings_path)
     with atomic_path(paths.agent_loops) as tmp:
         tmp.write_text(yaml.safe_dump(loop_registry(settings_path), sort_keys=False))
-    problem = schedule.get("problem")
-    count = data.write(kind, items, paths.train_file, problem)
+    count = data.write(kind, items, paths.train_file)
     steps = schedule["steps"] if stop_after is None else min(stop_after, schedule["steps"])
     config = verl_config.build(params, kind, {**schedule, "steps": steps}, paths, count, experiment)
     return verl_config.save(config, root / "verl.yaml")

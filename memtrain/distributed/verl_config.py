@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from memtrain.errors import InputError
+from memtrain.rl import kinds
 
-# Agent-loop names (rollout.agent.default_agent_loop), one per training kind.
-AGENT_LOOPS = {"memtrain": "memtrain_agent", "memagent": "memagent_agent", "mem1": "mem1_agent"}
 # Our v1 trainer (memtrain.distributed.verl_trainer): veRL's sync trainer with per-group advantages.
 TRAINER_MODE = "memtrain_sync"
 # The reward_extra_info field DAPO's group filter reads (memtrain.distributed.agent_loops.dapo_signal).
@@ -91,21 +90,6 @@ class Paths:
     resume_from: str | None = None  # another run's global_step_N folder to start from (post-training scaling)
 
 
-def lengths(kind: str, agent: Mapping[str, Any], schedule: Mapping[str, Any]) -> tuple[int, int]:
-    """Longest prompt and longest reply of one turn: what veRL pads every sequence to.
-
-    Memory-agent prompts hold the instruction, a chunk and the previous memory; MEM1 prompts hold the
-    instruction, the latest reply and the retrieved text shown with it.
-    """
-    budgets = agent["budgets"]
-    if kind == "mem1":
-        return budgets["instruction"] + schedule["response_tokens"] + schedule["information_tokens"], \
-            schedule["response_tokens"]
-    if kind in ("memtrain", "memagent"):
-        return budgets["instruction"] + budgets["chunk"] + budgets["memory"], budgets["response"]
-    raise ValueError(f"unknown training kind {kind!r} (known: {', '.join(AGENT_LOOPS)})")
-
-
 def _value(value: Any) -> str:
     """A value in hydra's override grammar (strings quoted, so paths and odd characters survive)."""
     if isinstance(value, bool):
@@ -134,7 +118,7 @@ def overrides(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any],
     """
     rl, cluster = params["rl"], params["trainer"]["verl"]
     loss, optim, sampling = rl["loss"], rl["optimizer"], rl["sampling"]
-    prompt_length, response_length = lengths(kind, params["agent"], schedule)
+    prompt_length, response_length = kinds.get(kind).lengths(params["agent"], schedule)
     epochs = math.ceil(schedule["steps"] * schedule["batch_size"] / num_items)
     actor, rollout = "actor_rollout_ref.actor", "actor_rollout_ref.rollout"
     settings = {
@@ -190,7 +174,7 @@ def overrides(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any],
         f"{rollout}.calculate_log_probs": False,
         f"{rollout}.multi_turn.enable": True,
         f"{rollout}.agent.num_workers": cluster["agent_workers"],
-        f"{rollout}.agent.default_agent_loop": AGENT_LOOPS[kind],
+        f"{rollout}.agent.default_agent_loop": kinds.get(kind).agent_loop,
         f"{rollout}.agent.agent_loop_config_path": paths.agent_loops,
         f"{rollout}.log_prob_use_dynamic_bsz": True,
         f"{rollout}.log_prob_max_token_len_per_gpu": cluster["max_tokens_per_gpu"],

@@ -12,7 +12,6 @@ memtrain.distributed.cpu_platform.
 
 from __future__ import annotations
 
-import sys
 
 import ray
 import torch

@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,10 @@ class RetrieverClient:
             return [[_hit(item) for item in hits] for hits in reply["result"]]
         except (KeyError, TypeError, ValueError) as error:
             raise RetrieverError(f"unexpected /retrieve reply from {self.url}: {error!r}") from error
+
+    def observations(self, top_k: int) -> Callable[[Sequence[str]], list[str]]:
+        """The search agent's search function over this server: per query, its top_k hits as the agent reads them."""
+        return lambda queries: [passages_to_string(hits) for hits in self.search(list(queries), top_k)]
 
 
 def _hit(item: dict[str, Any]) -> Hit:

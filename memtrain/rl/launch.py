@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,18 @@ def build_search_agent(engine: Engine, tokenizer, config: Mapping[str, Any], sea
     budgets = SearchBudgets(mem1["response_tokens"], mem1["information_tokens"], mem1["max_turns"])
     return SearchAgent(engine, tokenizer, load_templates(config["agent"]), budgets, search,
                        temperature=sampling["temperature"], top_p=sampling["top_p"])
+
+
+def step_logger(run, logged: Sequence[str], steps: int) -> StepLogger:
+    """Each step's metrics and sample rollouts into the stage's MLflow run; the `logged` ones also to the job log."""
+    import pandas as pd
+
+    def log_step(metrics: Mapping[str, float], step: int) -> None:
+        run.log_metrics(metrics, step=step)
+        print(f"step {step}/{steps}: " + " ".join(f"{k}={metrics[k]:.3g}" for k in logged if k in metrics), flush=True)
+
+    return StepLogger(metrics=log_step, rollouts=lambda records, step: run.log_table(
+        pd.DataFrame(records), f"rollouts/step_{step:06d}.json"))
 
 
 def train(policy: Policy, task: Task, items: list, config: Mapping[str, Any], schedule_settings: Mapping[str, Any],

@@ -60,7 +60,7 @@ run: setup
 	$(BIN)/snakemake --cores $(CORES) all
 
 test: setup
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --durations=30
 
 test-fast: setup
 	$(BIN)/pytest tests -m "not slow"

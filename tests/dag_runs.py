@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +22,12 @@ DETERMINISTIC_OUTPUTS = ["articles.parquet", "passages.parquet", "entities/1-of-
                          "documents.parquet", "documents_heldout.parquet"]
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True,
+              configs: tuple[str, ...] = ("test.yaml",)) -> subprocess.CompletedProcess:
+    """snakemake on the files `configs` of config/ (later ones overlay earlier ones) in `workdir`."""
     env = {k: v for k, v in os.environ.items() if k not in (tracking.TRACKING_URI_ENV, tracking.PARENT_RUN_ENV)}
     result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
-                             "--configfile", str(ROOT / "config" / "test.yaml"), *args],
+                             "--configfile", *(str(ROOT / "config" / name) for name in configs), *args],
                             capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -42,3 +45,20 @@ def job_counts(plan: str) -> dict[str, int]:
     counts = {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", plan, re.MULTILINE)}
     counts.pop("total", None)
     return counts
+
+
+# Outputs the pipeline only ever replaces (written under a temporary name, then renamed): a copy of a working
+# directory may share them; everything else (MLflow's database, logs, snakemake's records) is copied.
+_REPLACED_ONLY = {".safetensors", ".parquet", ".faiss", ".npy", ".pt"}
+
+
+def clone_workdir(source: Path, target: Path) -> Path:
+    """A working directory to run more jobs in without touching `source` (which other tests read)."""
+    def copy(src: str, dst: str) -> None:
+        if Path(src).suffix in _REPLACED_ONLY:
+            os.link(src, dst)
+        else:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=copy, symlinks=True)
+    return target

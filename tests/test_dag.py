@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pyarrow.parquet as pq
 import pytest
-from dag_runs import DETERMINISTIC_OUTPUTS, LOCAL, ROOT, job_counts, runs, snakemake
+from dag_runs import DETERMINISTIC_OUTPUTS, LOCAL, ROOT, SLURM_PROFILE, clone_workdir, job_counts, runs, snakemake
 
 from memtrain import tracking
 from memtrain.rl import checkpoint
@@ -194,6 +194,37 @@ def test_a_rerun_job_resumes_from_the_checkpoints_kept_for_the_continuation(eval
     log = (evaluate_run / "results" / "logs" / "posttrain" / "memagent" / "smollm2-135m" / "base" / "seed1.log").read_text()
     assert "step 1/" not in log  # nothing left to train: the final model is re-saved
     assert [p.name for p in checkpoint.checkpoints(kept / "checkpoints")] == ["step_000001"]
+
+
+@pytest.mark.slow
+def test_a_post_training_job_on_veRL_exports_a_policy_the_evaluation_reads(evaluate_run, request, tmp_path):
+    """config/test-verl.yaml over the evaluated test DAG: the MemAgent job (and the evaluation of its export) rerun
+    on veRL's trainer on this CPU, through the SLURM executor when a local cluster can start."""
+    import slurm_cluster as local_slurm
+
+    workdir = clone_workdir(evaluate_run, tmp_path / "dag")
+    through_slurm = local_slurm.unavailable_reason() is None
+    executor = ("--profile", str(SLURM_PROFILE)) if through_slurm else LOCAL
+    if through_slurm:
+        request.getfixturevalue("slurm_cluster")
+    target = "results/eval/long_context/smollm2-135m/memagent/base/seed1.parquet"
+    plan = snakemake(workdir, "-n", target, configs=("test.yaml", "test-verl.yaml")).stdout
+    assert job_counts(plan) == {"posttrain_train": 1, "eval_long_context": 1}  # the trainer changed, nothing else
+    snakemake(workdir, *executor, target, configs=("test.yaml", "test-verl.yaml"))
+
+    final = workdir / "results" / "train" / "memagent" / "smollm2-135m" / "base" / "seed1" / "final"
+    summary = json.loads((final / "training.json").read_text())
+    assert (summary["backend"], summary["device"], summary["steps"], summary["finished"]) == ("verl", "cpu", 1, True)
+    rows = pq.read_table(workdir / target).to_pylist()
+    assert sorted(r["num_docs"] for r in rows) == [3, 3, 6, 6]
+    found = runs(workdir)
+    verl_runs = [r for r in found if "memtrain/optimizer_steps" in r.data.metrics]
+    assert len(verl_runs) == 1 and verl_runs[0].data.metrics["memtrain/optimizer_steps"] >= 0
+    job = max((r for r in found if r.data.tags.get("memtrain.rule") == "posttrain_train"), key=lambda r: r.info.start_time)
+    assert job.info.status == "FINISHED" and ("memtrain.slurm_job_id" in job.data.tags) == through_slurm
+    evaluation = max((r for r in found if r.data.tags.get("memtrain.rule") == "eval_long_context"),
+                     key=lambda r: r.info.start_time)
+    assert evaluation.data.tags["memtrain.policy"].endswith("train/memagent/smollm2-135m/base/seed1/final")
 
 
 @pytest.mark.slow

@@ -34,10 +34,8 @@ rule case_study:
 
 rule figures:
     input:
-        rules.ablations.input,
-        rules.scaling.input,
-        rules.posttrain.input,
-        rules.memtrain.input,
+        evaluations=[*rules.ablations.input, *rules.scaling.input],
+        trainings=[*rules.posttrain.input, *rules.memtrain.input],
     output:
         ablations=expand(f"{REPORT}/fig3_ablations_{{backbone}}.png", backbone=MEMTRAIN_BACKBONES),
         scaling=expand(f"{REPORT}/fig4_posttrain_scaling_{{backbone}}.png", backbone=MEMTRAIN_BACKBONES),
@@ -53,13 +51,13 @@ rule figures:
     benchmark:
         benchmark_path("figures")
     shell:
-        memtrain("figures", f"--eval-dir {EVAL!r} --ablations {{output.ablations:q}} --scaling {{output.scaling:q}} "
-                            f"--curves {{output.curves:q}}")
+        memtrain("figures", "--evaluations {input.evaluations:q} --ablations {output.ablations:q} "
+                            "--scaling {output.scaling:q} --curves {output.curves:q}")
 
 
 rule report:
     input:
-        evaluations(),
+        evaluations=evaluations(),
         figures=rules.figures.output,
         case_studies=expand(rules.case_study.output.markdown, backbone=MEMTRAIN_BACKBONES),
     output:
@@ -76,5 +74,6 @@ rule report:
     benchmark:
         benchmark_path("report")
     shell:
-        memtrain("report", f"--eval-dir {EVAL!r} --output-dir {REPORT!r} --figures {{input.figures:q}} "
+        memtrain("report", "--evaluations {input.evaluations:q} "
+                           f"--output-dir {REPORT!r} --figures {{input.figures:q}} "
                            f"--case-studies {{input.case_studies:q}} --index {{output.index:q}}")

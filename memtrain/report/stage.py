@@ -47,7 +47,8 @@ def _runs(results_dir: str, experiment: str, rule: str) -> dict[tuple[str, str, 
             for key, run_id in finished_job_runs(results_dir, experiment, rule).items() for w in [dict(key)]}
 
 
-@stage("report", arg("--eval-dir", required=True), arg("--output-dir", required=True),
+@stage("report", arg("--evaluations", nargs="+", required=True, help="the evaluation files the tables average"),
+       arg("--output-dir", required=True),
        arg("--figures", nargs="+", required=True), arg("--case-studies", nargs="+", required=True),
        arg("--index", required=True))
 def report(args, params, run) -> None:
@@ -62,9 +63,9 @@ def report(args, params, run) -> None:
     backbones = paper_backbones(config["backbones"], config["report"]["paper_backbones"])
     lengths = length_stand_ins(config["qa"]["long_context"]["lengths"], config["report"])
     built = {
-        "table1_long_context_qa": (tables.table1(results.long_context(args.eval_dir), backbones, stand_ins=lengths),
+        "table1_long_context_qa": (tables.table1(results.long_context(args.evaluations), backbones, stand_ins=lengths),
                                    "eval_long_context"),
-        "table2_search_qa": (tables.table2(results.search_qa(args.eval_dir), backbones,
+        "table2_search_qa": (tables.table2(results.search_qa(args.evaluations), backbones,
                                            stand_ins=config["report"]["paper_benchmarks"]), "eval_search_qa"),
     }
     for name, (table, rule) in built.items():
@@ -116,7 +117,8 @@ def _training_runs(results_dir: str, experiment: str) -> dict[str, tuple[str, st
     return labelled
 
 
-@stage("figures", arg("--eval-dir", required=True), arg("--ablations", nargs="+", required=True),
+@stage("figures", arg("--evaluations", nargs="+", required=True, help="the evaluation files the figures draw"),
+       arg("--ablations", nargs="+", required=True),
        arg("--scaling", nargs="+", required=True), arg("--curves", required=True))
 def figures(args, params, run) -> None:
     """Figures 3 (MemAgent from each MemTrain variant) and 4 (post-training scaling), and the training curves."""
@@ -135,13 +137,13 @@ def figures(args, params, run) -> None:
     def backbone_of(output: str, prefix: str) -> str:
         return Path(output).stem.removeprefix(prefix)
 
-    long_context = results.long_context(args.eval_dir)
+    long_context = results.long_context(args.evaluations)
     stand_ins = length_stand_ins(params["lengths"], params["report"])
     for output in args.ablations:
         backbone = backbone_of(output, "fig3_ablations_")
         drawn(draw.ablation_figure(long_context, backbone, paper.figures() if names[backbone] == FIGURE_BACKBONE
                                    else None, stand_ins), output)
-    points = results.scaling(args.eval_dir, params["start_step"])
+    points = results.scaling(args.evaluations, params["start_step"])
     for output in args.scaling:
         backbone = backbone_of(output, "fig4_posttrain_scaling_")
         drawn(draw.scaling_figure(points, backbone, paper.figures() if names[backbone] == FIGURE_BACKBONE else None),

@@ -36,6 +36,10 @@ def test_substring_match_and_f1():
     assert substring_match("it is Paris, France", "paris") == 1.0
     assert substring_match("Lyon", "Paris") == 0.0
     assert substring_match("anything", "the") == 0.0  # an answer that normalises to nothing matches nothing
+    assert substring_match("Paris", "Paris, France") == 1.0  # MemAgent's sub-EM counts both ways: prediction in gold
+    assert substring_match("The", "Paris") == 0.0  # nor does a prediction that normalises to nothing
+    assert f1("yes", "yes") == 1.0 and f1("yes it is", "yes") == 0.0  # a yes/no answer needs the exact word
+    assert f1("no", "no way") == 0.0 and f1("noanswer", "noanswer") == 1.0  # ... and so does a yes/no prediction
     assert f1("New York City", "New York") == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
     assert f1("Boston", "New York") == 0.0
     assert f1(None, "x") == 0.0

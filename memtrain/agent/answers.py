@@ -50,21 +50,33 @@ def exact_match(prediction: str | None, answers: str | list[str]) -> float:
 
 
 def substring_match(prediction: str | None, answers: str | list[str]) -> float:
-    """MemAgent's sub-EM: 1.0 when a normalised answer occurs inside the normalised prediction."""
+    """MemAgent's sub-EM (`sub_exact_match_score`, taskutils/memory_eval/utils): 1.0 when a normalised answer occurs
+    inside the normalised prediction or the prediction inside the answer. Unlike MemAgent, a text that normalises to
+    nothing matches nothing (there, an empty prediction is inside every answer)."""
     if prediction is None:
         return 0.0
     predicted = normalize(prediction)
-    return float(any(normalize(answer) in predicted for answer in _as_list(answers) if normalize(answer)))
+    golds = [gold for gold in map(normalize, _as_list(answers)) if gold]
+    return float(bool(predicted) and any(gold in predicted or predicted in gold for gold in golds))
+
+
+# MemAgent's (and HotpotQA's) F1 rule: a yes/no/noanswer answer or prediction scores only by matching exactly.
+_CLOSED_ANSWERS = frozenset({"yes", "no", "noanswer"})
 
 
 def f1(prediction: str | None, answers: str | list[str]) -> float:
-    """Best token-level F1 against any answer (HotpotQA's official F1)."""
+    """Best token-level F1 against any answer, with the yes/no/noanswer rule (HotpotQA's official F1, as MemAgent's
+    `f1_score`)."""
     if prediction is None:
         return 0.0
-    predicted = normalize(prediction).split()
+    normalised = normalize(prediction)
+    predicted = normalised.split()
     best = 0.0
     for answer in _as_list(answers):
-        gold = normalize(answer).split()
+        gold_text = normalize(answer)
+        if (normalised in _CLOSED_ANSWERS or gold_text in _CLOSED_ANSWERS) and normalised != gold_text:
+            continue
+        gold = gold_text.split()
         common = sum((collections.Counter(predicted) & collections.Counter(gold)).values())
         if common:
             precision, recall = common / len(predicted), common / len(gold)

@@ -7,7 +7,6 @@ behind [TARGET] everywhere in c_l, and asks the policy to recover it from m_k an
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from memtrain.agent.answers import normalize
 from memtrain.agent.chunks import Chunk
+from memtrain.data.documents import mention_pattern
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,9 @@ class RecallQuestion:
 
 
 def mask_entity(text: str, entity: str, placeholder: str) -> str:
-    """Replace whole-word occurrences only, so hiding 'Paris' leaves 'Parisian' alone."""
-    return re.sub(rf"(?<!\w){re.escape(entity)}(?!\w)", placeholder, text)
+    """Hide the entity as the document masking hides y: whole words only ('Parisian' keeps its 'Paris'), any case
+    ('PARIS' in a heading would give the target away)."""
+    return mention_pattern(entity).sub(lambda _: placeholder, text)
 
 
 def candidates(chunk: Chunk, answer: str, mask_token: str, placeholder: str) -> list[str]:

@@ -112,12 +112,13 @@ def test_search_agent_stops_at_the_turn_limit_and_on_invalid_actions(tokenizer):
     assert len(episode.turns) == 1 and episode.actions[0].kind == "invalid" and not searched
 
 
-def test_mem1_reward_is_mean_exact_match_over_objectives(tokenizer):
+def test_mem1_reward_sums_the_objectives_exact_matches_as_mem1_does_or_takes_their_mean(tokenizer):
     agent, _, _ = scripted_agent(tokenizer, lambda p: "<state>s</state><answer>the Paris; 1890</answer>")
-    task = Mem1Task(agent, group_size=2)
     items = [Item("a", "q1; q2", targets=(("Paris",), ("1889", "1890"))),
              Item("b", "q3; q4", targets=(("Rome",), ("1890",)))]
-    rollout = task.rollout(items, np.random.default_rng(0))
+    rollout = Mem1Task(agent, group_size=2).rollout(items, np.random.default_rng(0))  # MEM1's sum: 1 + 1, 0 + 1
+    assert [g.rewards for g in rollout.groups] == [[2.0, 2.0], [1.0, 1.0]]
+    rollout = Mem1Task(agent, group_size=2, reward="mean").rollout(items, np.random.default_rng(0))
     assert [g.rewards for g in rollout.groups] == [[1.0, 1.0], [0.5, 0.5]]
     rows = search_qa.evaluate(agent, items, batch_size=1)
     assert [r["objective_em"] for r in rows] == [[1.0, 1.0], [0.0, 1.0]]

@@ -142,7 +142,8 @@ def _mem1_task(engine, tokenizer, settings, group_size, search):
 
     if search is None:
         raise ValueError("the MEM1 task needs a search function")
-    return Mem1Task(build_search_agent(engine, tokenizer, settings, search), group_size)
+    return Mem1Task(build_search_agent(engine, tokenizer, settings, search), group_size,
+                    settings["posttrain"]["mem1"]["reward"])
 
 
 def _mem1_lengths(agent, schedule) -> tuple[int, int]:

@@ -1,8 +1,8 @@
 """MEM1 post-training (paper section 4.3): a search agent answering several questions at once.
 
-One GRPO group per multi-objective question; an episode's reward is the mean exact match over its
-objectives (MEM1's code sums them; the mean keeps rewards in [0, 1] whatever k is), broadcast to
-every turn of the episode.
+One GRPO group per multi-objective question; an episode's reward combines the exact matches of its
+objectives (`posttrain.mem1.reward`: their sum, as MEM1's code computes it, or their mean, which keeps
+rewards in [0, 1] whatever k is), broadcast to every turn of the episode.
 """
 
 from __future__ import annotations
@@ -16,6 +16,10 @@ from memtrain.agent.search_agent import Episode, SearchAgent, split_answers
 from memtrain.rl.samples import Group, Member, Rollout, Sample
 
 
+# How an episode's per-objective EMs make its reward (posttrain.mem1.reward).
+OBJECTIVE_REWARDS = {"sum": lambda matches: float(sum(matches)), "mean": lambda matches: float(np.mean(matches))}
+
+
 def objective_matches(episode: Episode, targets: Sequence[Sequence[str]]) -> list[float]:
     """EM of each objective's answer against that objective's answer list."""
     answers = split_answers(episode.answer, len(targets))
@@ -25,8 +29,10 @@ def objective_matches(episode: Episode, targets: Sequence[Sequence[str]]) -> lis
 class Mem1Task:
     """Items are multi-objective questions (memtrain.data.qa_builders.MultiObjectiveQuestion: question, targets)."""
 
-    def __init__(self, agent: SearchAgent, group_size: int) -> None:
-        self.agent, self.group_size = agent, group_size
+    def __init__(self, agent: SearchAgent, group_size: int, reward: str = "sum") -> None:
+        if reward not in OBJECTIVE_REWARDS:
+            raise ValueError(f"unknown MEM1 reward {reward!r} (known: {', '.join(OBJECTIVE_REWARDS)})")
+        self.agent, self.group_size, self.combine = agent, group_size, OBJECTIVE_REWARDS[reward]
 
     def rollout(self, items: Sequence, rng: np.random.Generator) -> Rollout:
         episodes = self.agent.run([item.question for item in items], self.group_size)
@@ -34,7 +40,7 @@ class Mem1Task:
         values = rollout.values
         for i, (item, group) in enumerate(zip(items, episodes, strict=True)):
             matches = [objective_matches(e, item.targets) for e in group]
-            rewards = [float(np.mean(m)) for m in matches]
+            rewards = [self.combine(m) for m in matches]
             rollout.groups.append(Group(i, "search", tuple(
                 Member(r, tuple(Sample(t.prompt_ids, t.response_ids) for t in e.turns))
                 for r, e in zip(rewards, group, strict=True))))

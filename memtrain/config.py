@@ -85,6 +85,7 @@ def validate(config: MutableMapping[str, Any], source: str | os.PathLike = "<con
         raise InputError("mini_batch_size exceeds batch_size", file=source, field="memtrain.mini_batch_size")
     for algorithm in ("memagent", "mem1"):
         settings = config["posttrain"][algorithm]
+        settings["rl"] = _training_rl(config["rl"], settings["rl"], f"posttrain.{algorithm}.rl", source)
         if settings["mini_batch_size"] > settings["batch_size"]:
             raise InputError("mini_batch_size exceeds batch_size", file=source,
                              field=f"posttrain.{algorithm}.mini_batch_size")
@@ -110,6 +111,26 @@ def validate(config: MutableMapping[str, Any], source: str | os.PathLike = "<con
             raise InputError(f"starts from MemTrain variant(s) {', '.join(untrained)} that memtrain.variants does not "
                              f"train", file=source, field=field)
     return config
+
+
+def _training_rl(shared: Mapping[str, Any], overlay: Mapping[str, Any], field: str,
+                 source: str | os.PathLike) -> dict[str, Any]:
+    """The complete `rl` section of one training: the shared one with the training's overlay, checked as `rl` is.
+
+    The overlay may already be complete (a config validated before), which leaves it as it is.
+    """
+    merged = deep_merge(shared, overlay)
+    errors = sorted(_Validator(load_schema()["properties"]["rl"]).iter_errors(merged),
+                    key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise InputError("invalid overlay on rl:\n  " + "\n  ".join(f"{field}: {_describe(e)}" for e in errors),
+                         file=source)
+    return merged
+
+
+def posttrain_params(params: Mapping[str, Any], algorithm: str) -> dict[str, Any]:
+    """A post-training's settings with its own complete `rl` section in place of the shared one."""
+    return {**params, "rl": params["posttrain"][algorithm]["rl"]}
 
 
 def scaling_steps(config: Mapping[str, Any]) -> list[int]:

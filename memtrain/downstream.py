@@ -220,10 +220,11 @@ def posttrain(args, params, run) -> None:
     With --continue-from it carries a finished MemAgent run on for posttrain.scaling.steps more steps,
     exporting the policy every eval_every steps (paper section 5.2).
     """
-    from memtrain.config import scaling_steps
+    from memtrain.config import posttrain_params, scaling_steps
     from memtrain.rl import kinds, launch
 
     kind = kinds.get(args.algorithm)
+    params = posttrain_params(params, args.algorithm)
     settings = {**params["posttrain"][args.algorithm], "seed": args.seed}
     on_verl = params["trainer"]["backend"] == "verl"
     source, exports = None, {}

@@ -127,20 +127,93 @@ def shard_bounds(num_rows: int, shard: int, num_shards: int) -> tuple[int, int]:
     return start, start + base + (1 if shard < extra else 0)
 
 
+def _utf8(data: bytes, path: str | os.PathLike, record: str | None = None) -> str:
+    """UTF-8 text of `data`; other bytes (a Latin-1 or Windows export) are named by their byte offset.
+
+    The offset counts from the start of the record's line when `record` is given, else of the file.
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        where = "of the line" if record else "of the file"
+        raise InputError(f"not UTF-8 text: {error.reason} ({data[error.start:error.end].hex(' ')}) at byte offset "
+                         f"{error.start} {where}; re-encode the file as UTF-8", file=path, record=record) from error
+
+
+def _json_position(error: json.JSONDecodeError) -> str:
+    """Line and column in a document of several lines; a character offset in a one-line document, where
+    "line 1" says nothing (HotpotQA and MemAgent publish whole lists on a single line)."""
+    if "\n" in error.doc.strip():
+        return f"line {error.lineno}, column {error.colno}"
+    return f"character {error.pos}"
+
+
+def _more_lines(error: json.JSONDecodeError) -> bool:
+    """Whether the "extra data" after the first value is a second JSON value on a later line: JSON lines."""
+    gap = error.doc[:error.pos]
+    if "\n" not in gap[len(gap.rstrip()):]:
+        return False
+    try:
+        json.JSONDecoder().raw_decode(error.doc, error.pos)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def read_json(path: str | os.PathLike, expected: str = "one JSON document") -> Any:
+    """The one JSON value of a file; errors name the file and the position, and say when it is JSON lines.
+
+    `expected` (e.g. "a JSON list of records") completes the message for a file of JSON lines.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot open: {error}", file=path) from error
+    text = _utf8(data, path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        if error.msg == "Extra data" and _more_lines(error):
+            raise InputError(f"holds JSON lines (a second value starts at line {error.lineno}), expected {expected}",
+                             file=path) from error
+        raise InputError(f"not valid JSON ({error.msg} at {_json_position(error)})", file=path) from error
+
+
+def _numbered_lines(handle: Any, path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of an open binary file; a failed read (a truncated or corrupt .gz) names the line."""
+    line_number = 0
+    try:
+        for line_number, line in enumerate(handle, start=1):
+            yield line_number, line
+    except (OSError, EOFError) as error:
+        raise InputError(f"cannot read: {error}", file=path, record=f"line {line_number + 1}") from error
+
+
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value) of each non-blank line; a bad line is named by its number.
 
     A `.gz` file is read as published (Search-R1 and MEM1 ship the wiki-18 corpus as wiki-18.jsonl.gz).
+    Lines are decoded one at a time, so that a non-UTF-8 byte is named by its line; a first line that
+    opens a JSON list is reported as such, the usual mix-up of a JSON list for JSON lines.
     """
     try:
-        handle = gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, encoding="utf-8")
+        handle = gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
     except OSError as error:
         raise InputError(f"cannot open: {error}", file=path) from error
+    first = True
     with handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
+        for line_number, raw in _numbered_lines(handle, path):
+            if not raw.strip():
                 continue
+            where = f"line {line_number}"
+            line = _utf8(raw, path, where)
             try:
-                yield line_number, json.loads(line)
+                value = json.loads(line)
             except json.JSONDecodeError as error:
-                raise InputError(f"not valid JSON ({error.msg})", file=path, record=f"line {line_number}") from error
+                if first and line.lstrip().startswith("["):
+                    raise InputError("not valid JSON lines: the file opens a JSON list over several lines; expected "
+                                     "JSON lines (one JSON object per line)", file=path, record=where) from error
+                raise InputError(f"not valid JSON ({error.msg} at character {error.pos} of the line)", file=path,
+                                 record=where) from error
+            first = False
+            yield line_number, value

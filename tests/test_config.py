@@ -77,3 +77,17 @@ def test_scaling_steps_are_the_continued_runs_evaluated_steps(memagent_steps, st
     settings = config.validate({"posttrain": {"memagent": {"steps": memagent_steps},
                                               "scaling": {"steps": steps, "eval_every": every}}})
     assert config.scaling_steps(settings) == expected
+
+
+def test_a_post_training_overlays_the_shared_rl_section_and_a_wrong_key_is_named():
+    cfg = config.validate({"rl": {"loss": {"clip_ratio_high": 0.3}},
+                           "posttrain": {"memagent": {"rl": {"loss": {"aggregation": "token-mean"}}}}})
+    memagent, mem1 = cfg["posttrain"]["memagent"]["rl"], cfg["posttrain"]["mem1"]["rl"]
+    assert memagent["loss"]["aggregation"] == "token-mean" and memagent["loss"]["clip_ratio_high"] == 0.3
+    assert mem1 == cfg["rl"] and cfg["rl"]["loss"]["aggregation"] == "seq-mean-token-sum"
+    assert config.validate(cfg)["posttrain"]["memagent"]["rl"] == memagent  # validating again changes nothing
+    assert config.posttrain_params(cfg, "memagent")["rl"] == memagent
+    with pytest.raises(InputError, match=r"posttrain\.mem1\.rl: unknown key\(s\) clip_ratio_hihg under loss"):
+        config.validate({"posttrain": {"mem1": {"rl": {"loss": {"clip_ratio_hihg": 0.2}}}}})
+    with pytest.raises(InputError, match=r"posttrain\.memagent\.rl: filter\.enabled"):
+        config.validate({"posttrain": {"memagent": {"rl": {"filter": {"enabled": "no"}}}}})

@@ -75,10 +75,20 @@ def test_the_paper_config_builds_a_valid_veRL_config_for_every_training(cfg):
     paper = memtrain_config.load(ROOT / "config" / "paper.yaml")
     assert paper["trainer"]["backend"] == "verl"
     for kind, schedule in schedules(paper).items():
-        built = verl_config.build(paper, kind, schedule, PATHS, num_items=30000, experiment=kind)
+        params = paper if kind == "memtrain" else memtrain_config.posttrain_params(paper, kind)
+        built = verl_config.build(params, kind, schedule, PATHS, num_items=30000, experiment=kind)
         assert (built.trainer.nnodes, built.trainer.n_gpus_per_node) == (1, 8)
         assert built.data.train_batch_size == 32 and built.actor_rollout_ref.rollout.n == schedule["group_size"]
         assert built.trainer.total_training_steps == {"memtrain": 300, "memagent": 500, "mem1": 200}[kind]
+        actor = built.actor_rollout_ref.actor
+        if kind == "memtrain":  # the paper's own settings: clip-higher, Eq. 4, DAPO
+            assert (actor.clip_ratio_high, actor.loss_agg_mode, built.algorithm.filter_groups.enable) == \
+                (0.28, "seq-mean-token-sum", True)
+        else:  # the upstream run scripts' (config/paper.yaml's posttrain.<kind>.rl)
+            assert (actor.clip_ratio_low, actor.clip_ratio_high, actor.loss_agg_mode) == (0.2, 0.2, "token-mean")
+            assert built.algorithm.filter_groups.enable is False and actor.kl_loss_coef == 1e-3
+            assert actor.optim.lr_warmup_steps == {"memagent": 20, "mem1": 10}[kind]
+            assert built.actor_rollout_ref.rollout.top_p == {"memagent": 1.0, "mem1": 0.95}[kind]
     assert kinds.MEMTRAIN.lengths(paper["agent"], paper["memtrain"]) == (1024 + 5120 + 1024, 1024)
 
 

@@ -1,8 +1,9 @@
 """Downstream QA data, read in the formats their authors published, and our own tables between stages.
 
 Published files drop in unchanged: HotpotQA (original JSON and the hotpotqa/hotpot_qa parquet),
-MemAgent's RULER-HotpotQA eval JSON and training parquet, FlashRAG question jsonl and wiki-18 style
-corpora. Every malformed record is an InputError naming the file, the record and the field; nothing
+MemAgent's RULER-HotpotQA eval JSON and training parquet, FlashRAG question jsonl, the verl-format
+question files Search-R1 and MEM1 train from (jsonl or parquet), plain [{question, answer}] JSON
+lists, and wiki-18 style corpora. Every malformed record is an InputError naming the file, the record and the field; nothing
 is dropped silently, because a quietly shrunken eval set changes the numbers a paper is compared on.
 Our own stage outputs (long-context and QA items here, multi-objective questions in qa_builders) are
 parquet tables written atomically.
@@ -10,7 +11,7 @@ parquet tables written atomically.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from memtrain.errors import InputError
-from memtrain.io import read_jsonl, write_parquet
+from memtrain.io import read_json, read_jsonl, write_parquet
 from memtrain.retriever.client import split_contents
 
 PathLike = str | os.PathLike
@@ -57,7 +58,7 @@ class HotpotQuestion:
 
 @dataclass(frozen=True)
 class QAItem:
-    """One FlashRAG question; `answers` are its golden answers (any one counts as correct)."""
+    """One search-QA question (FlashRAG, verl or plain list); `answers` are its golden answers (any one counts)."""
     id: str
     question: str
     answers: tuple[str, ...]
@@ -119,38 +120,76 @@ class _Record:
 
         `nested` is the struct holding a dotted field such as reward_model.ground_truth.
         """
-        value = (self.value if nested is None else nested).get(field.rpartition(".")[2])
+        return self.string_list((self.value if nested is None else nested).get(field.rpartition(".")[2]), field)
+
+    def string_list(self, value: Any, field: str) -> tuple[str, ...]:
+        """`value`, already taken from the record, checked as strings() checks its field."""
         if not isinstance(value, (list, tuple)) or not value:
             self.fail("missing, empty or not a list", field)
         if not all(isinstance(item, str) and item.strip() for item in value):
             self.fail("every entry must be a non-empty string", field)
         return tuple(value)
 
+    def answers(self, value: Any, field: str) -> tuple[str, ...]:
+        """Golden answers published as one string or a list of strings, as a tuple.
+
+        A list of lists is MEM1's already composed multi-objective question (one answer list per part),
+        which composing again would garble: it is refused rather than flattened.
+        """
+        if isinstance(value, (list, tuple)) and any(isinstance(item, (list, tuple)) for item in value):
+            self.fail("a list of answer lists, as in MEM1's already composed multi-objective files; "
+                      "give the single-question file", field)
+        return self.string_list([value] if isinstance(value, str) else value, field)
+
+    def optional_text(self, value: Any, field: str) -> str | None:
+        """A non-empty string, or None where the record does not carry the field (absent or null)."""
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            self.fail("empty or not a string", field)
+        return value
+
 
 def _json_list(path: PathLike) -> list:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except OSError as error:
-        raise InputError(f"cannot open: {error}", file=path) from error
-    except json.JSONDecodeError as error:
-        raise InputError(f"not valid JSON ({error.msg} at line {error.lineno})", file=path) from error
+    expected = "a JSON list of records"
+    data = read_json(path, expected)
+    if isinstance(data, dict):
+        raise InputError(f"holds one JSON object, expected {expected} (JSON lines of one line?)", file=path)
     if not isinstance(data, list):
-        raise InputError("expected a JSON list of records", file=path)
+        raise InputError(f"holds a JSON {type(data).__name__}, expected {expected}", file=path)
     return data
 
 
-def _parquet_rows(path: PathLike, columns: Sequence[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(row number, row) of the named columns, streamed in batches; other columns are never read."""
+def _jsonl_records(path: PathLike) -> Iterator[_Record]:
+    """Each line of a JSON-lines file as a record labelled "line N".
+
+    A first line holding a whole list is a JSON list file given for JSON lines, and is named as such
+    rather than as a record that is not an object.
+    """
+    first = True
+    for line_number, value in read_jsonl(path):
+        if first and isinstance(value, list):
+            raise InputError("holds a JSON list, expected JSON lines (one JSON object per line)", file=path,
+                             record=f"line {line_number}")
+        first = False
+        yield _Record(value, path, f"line {line_number}")
+
+
+def _parquet_rows(path: PathLike, columns: Sequence[str],
+                  optional: Sequence[str] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row number, row) of the named columns, streamed in batches; other columns are never read.
+
+    `optional` columns are read where the file has them; a row of a file without one has no such key.
+    """
     try:
         parquet = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as error:
         raise InputError(f"cannot read as parquet: {error}", file=path) from error
-    missing = [name for name in columns if name not in parquet.schema_arrow.names]
+    names = parquet.schema_arrow.names
+    missing = [name for name in columns if name not in names]
     if missing:
         raise InputError(f"missing column(s) {', '.join(missing)}", file=path)
     row = 0
-    for batch in parquet.iter_batches(batch_size=1024, columns=list(columns)):
+    for batch in parquet.iter_batches(batch_size=1024,
+                                      columns=[*columns, *(name for name in optional if name in names)]):
         for record in batch.to_pylist():
             yield row, record
             row += 1
@@ -299,24 +338,130 @@ def read_memagent_train(path: PathLike) -> list[LongContextItem]:
 
 # --- FlashRAG questions and corpora -----------------------------------------------------------
 
+def _flashrag_item(record: _Record, dataset: str) -> QAItem:
+    question_id = record.name("id")
+    return QAItem(id=question_id, question=record.text("question"), answers=record.strings("golden_answers"),
+                  dataset=dataset)
+
+
 def read_flashrag(path: PathLike, dataset: str) -> list[QAItem]:
     """A FlashRAG split jsonl ({id, question, golden_answers, metadata?}), tagged with its dataset name."""
-    items = []
-    for line_number, value in read_jsonl(path):
-        record = _Record(value, path, f"line {line_number}")
-        question_id = record.name("id")
-        items.append(QAItem(id=question_id, question=record.text("question"),
-                            answers=record.strings("golden_answers"), dataset=dataset))
-    return items
+    return [_flashrag_item(record, dataset) for record in _jsonl_records(path)]
 
 
 def read_corpus(path: PathLike) -> Iterator[CorpusPassage]:
     """Passages of a retrieval corpus jsonl ({id, contents}, wiki-18 style), streamed: wiki-18 has 21M lines."""
-    for line_number, value in read_jsonl(path):
-        record = _Record(value, path, f"line {line_number}")
+    for record in _jsonl_records(path):
         passage_id = record.name("id")
         title, text = split_contents(record.text("contents"))
         yield CorpusPassage(id=passage_id, title=title, text=text)
+
+
+# --- verl-format (Search-R1, MEM1) and plain question lists -----------------------------------
+
+VERL_COLUMNS = ("data_source", "prompt", "reward_model")
+VERL_OPTIONAL_COLUMNS = ("extra_info", "question")
+QA_FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
+
+
+def _verl_question(record: _Record, extra: Mapping) -> str:
+    """The question as asked, without the instruction template Search-R1 and MEM1 wrap it in.
+
+    Their prompt's user message is "Answer the given question. ... Question: {question}", and MEM1's
+    agent adds its own instructions; so the raw question is taken from extra_info.question (MemAgent,
+    verl's examples) or the top-level question column (Search-R1 and MEM1 keep FlashRAG's columns),
+    and only a record carrying neither falls back to the last user message, template and all.
+    """
+    for value, field in ((extra.get("question"), "extra_info.question"), (record.value.get("question"), "question")):
+        question = record.optional_text(value, field)
+        if question is not None:
+            return question
+    prompt = record.value.get("prompt")
+    if not isinstance(prompt, (list, tuple)) or not all(isinstance(message, Mapping) for message in prompt):
+        record.fail("missing or not a list of chat messages {role, content}", "prompt")
+    users = [message.get("content") for message in prompt if message.get("role") == "user"]
+    if not users or not isinstance(users[-1], str) or not users[-1].strip():
+        record.fail("no user message with a non-empty content", "prompt")
+    return users[-1]
+
+
+def _verl_item(record: _Record, position: int, dataset: str) -> QAItem:
+    """One verl row {data_source, prompt, reward_model: {ground_truth}, extra_info?}.
+
+    The id is "{data_source}-{extra_info.index}" (the record's position where there is no index):
+    Search-R1 numbers each source's questions from 0 and concatenates the sources into one file, so
+    the source keeps the ids unique, and both parts are fixed by the file, so every run derives the same.
+    ground_truth may be {"target": answers} (Search-R1, MEM1) or the answers themselves.
+    """
+    source = record.text("data_source")
+    extra = record.value.get("extra_info")
+    if extra is None:
+        extra = {}
+    elif not isinstance(extra, Mapping):
+        record.fail("not an object", "extra_info")
+    index = extra.get("index")
+    if index is None:
+        index = position
+    elif isinstance(index, bool) or not isinstance(index, int):
+        record.fail("not an integer", "extra_info.index")
+    record.where = f"{record.where} (id {source}-{index})"
+    reward = record.value.get("reward_model")
+    if not isinstance(reward, Mapping):
+        record.fail("missing or not an object", "reward_model")
+    truth, field = reward.get("ground_truth"), "reward_model.ground_truth"
+    if isinstance(truth, Mapping):
+        truth, field = truth.get("target"), f"{field}.target"
+    return QAItem(id=f"{source}-{index}", question=_verl_question(record, extra), answers=record.answers(truth, field),
+                  dataset=dataset)
+
+
+def read_verl(path: PathLike, dataset: str) -> list[QAItem]:
+    """A verl-format question file, parquet as Search-R1 and MEM1 publish it or jsonl, tagged with `dataset`
+    (the name the config gives it, as for FlashRAG files; each record's data_source goes into its id)."""
+    if str(path).endswith(".parquet"):
+        records = (_Record(row, path, f"row {number}")
+                   for number, row in _parquet_rows(path, VERL_COLUMNS, VERL_OPTIONAL_COLUMNS))
+    else:
+        records = _jsonl_records(path)
+    return [_verl_item(record, position, dataset) for position, record in enumerate(records)]
+
+
+def read_qa_list(path: PathLike, dataset: str) -> list[QAItem]:
+    """A plain JSON list [{question, answer}], answer a string or a list of strings.
+
+    Such lists carry no id, so a question's id is its position in the list: the same on every run.
+    """
+    items = []
+    for index, value in enumerate(_json_list(path)):
+        record = _Record(value, path, f"index {index}")
+        items.append(QAItem(id=str(index), question=record.text("question"),
+                            answers=record.answers(record.value.get("answer"), "answer"), dataset=dataset))
+    return items
+
+
+def names_qa_file(reference: str) -> bool:
+    """Whether a qa.search dataset entry names a question file rather than a FlashRAG split."""
+    return reference.endswith(QA_FILE_SUFFIXES)
+
+
+def _is_verl_jsonl(path: PathLike) -> bool:
+    """Whether a JSON-lines question file is verl's rather than FlashRAG's, by its first record's fields."""
+    with contextlib.closing(read_jsonl(path)) as lines:
+        first = next(lines, None)
+    return first is not None and isinstance(first[1], Mapping) and bool({"prompt", "reward_model"} & first[1].keys())
+
+
+def read_qa_file(path: PathLike, dataset: str) -> list[QAItem]:
+    """The questions of a file in any published question format, told by its name (and, for JSON lines,
+    its first record): verl parquet or jsonl, FlashRAG jsonl, or a plain JSON list."""
+    name = str(path)
+    if name.endswith(".parquet"):
+        return read_verl(path, dataset)
+    if name.endswith(".json"):
+        return read_qa_list(path, dataset)
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        return read_verl(path, dataset) if _is_verl_jsonl(path) else read_flashrag(path, dataset)
+    raise InputError(f"expected a question file ending in {', '.join(QA_FILE_SUFFIXES)}", file=path)
 
 
 # --- Our stage-boundary tables ----------------------------------------------------------------

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from memtrain.rl.grpo import is_informative, policy_objective, scored_samples
-from memtrain.rl.rewards import end_to_end_reward, uses_recall
+from memtrain.rl.rewards import end_to_end_rewards, uses_recall
 from memtrain.rl.samples import Group, Member, Rollout, Sample
 
 LOSS = {"clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "clip_ratio_c": 3.0, "kl_coef": 0.0,
@@ -12,14 +12,15 @@ LOSS = {"clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "clip_ratio_c": 3.0, "kl
 
 
 def test_three_reward_modes():
-    assert end_to_end_reward(1.0, [1.0, 0.0, 1.0, 1.0], "full", 0.5) == pytest.approx(1.375)
-    assert end_to_end_reward(0.0, [1.0, 1.0], "full", 0.5) == pytest.approx(0.5)
-    assert end_to_end_reward(1.0, [], "full", 0.5) == 1.0  # a trajectory without a recall question
-    assert end_to_end_reward(0.0, [1.0, 1.0], "decoupled", 0.5) == 0.0
-    assert end_to_end_reward(1.0, [], "e2e", 0.5) == 1.0
-    assert uses_recall("full") and uses_recall("decoupled") and not uses_recall("e2e")
+    # full: EM + 0.5 x mean IMR; 1 + 0.5 x 3/4 = 1.375, 0 + 0.5 x 1 = 0.5
+    assert end_to_end_rewards([1.0, 0.0], [[1.0, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]], "full", 0.5) == \
+        pytest.approx([1.375, 0.5])
+    # a trajectory without a recall question: the whole group by EM alone, never 1.0 beside 1.5 for the same EM
+    assert end_to_end_rewards([1.0, 1.0], [[], [1.0, 1.0]], "full", 0.5) == [1.0, 1.0]
+    assert end_to_end_rewards([0.0, 1.0], [[1.0, 1.0], [0.0, 1.0]], "decoupled", 0.5) == [0.0, 1.0]
+    assert end_to_end_rewards([1.0], [[]], "e2e", 0.5) == [1.0]
     with pytest.raises(ValueError, match="unknown MemTrain variant"):
-        end_to_end_reward(1.0, [], "nope", 0.5)
+        end_to_end_rewards([1.0], [[]], "nope", 0.5)
 
 
 def _sample(tag: int, turns: int = 1) -> tuple[Sample, ...]:

@@ -19,7 +19,7 @@ from memtrain.agent.answers import exact_match, extract_boxed
 from memtrain.agent.chunks import Chunk
 from memtrain.agent.memory_agent import MemoryAgent, Trajectory, Turn
 from memtrain.errors import InputError
-from memtrain.rl.rewards import end_to_end_reward, uses_recall
+from memtrain.rl.rewards import end_to_end_rewards, uses_recall
 from memtrain.rl.samples import Group, Member, Rollout, Sample
 
 DOCUMENT_COLUMNS = ["doc_id", "answer", "text", "passages"]
@@ -85,8 +85,9 @@ class MemTrainTask:
         values = rollout.values
         for d, group in enumerate(trajectories):
             members = []
-            for g, trajectory in enumerate(group):
-                reward = end_to_end_reward(matches[d][g], recall_matches.get((d, g), []), self.variant, self.recall_coef)
+            rewards = end_to_end_rewards(matches[d], [recall_matches.get((d, g), []) for g in range(len(group))],
+                                         self.variant, self.recall_coef)
+            for g, (trajectory, reward) in enumerate(zip(group, rewards, strict=True)):
                 members.append(Member(reward, tuple(map(_sample, trajectory.turns))))
                 values.setdefault("e2e_em", []).append(matches[d][g])
                 values.setdefault("e2e_reward", []).append(reward)

@@ -76,6 +76,10 @@ def validate(config: MutableMapping[str, Any], source: str | os.PathLike = "<con
     if budgets["memory"] > budgets["response"]:
         raise InputError("a memory is a reply cut to its budget: memory cannot exceed response", file=source,
                          field="agent.budgets.memory")
+    loss = config["rl"]["loss"]
+    if loss["normaliser"] == "document" and loss["aggregation"] != "seq-mean-token-sum":
+        raise InputError("a per-document normaliser divides token sums: it needs aggregation seq-mean-token-sum",
+                         file=source, field="rl.loss.normaliser")
     memtrain = config["memtrain"]
     unknown = sorted(set(memtrain["backbones"] or []) - set(backbones))
     if unknown:

@@ -56,13 +56,26 @@ def offline_qa(args, params, run) -> None:
 @stage("qa_long_context", arg("--offline-dir", default=None), arg("--train-output", required=True),
        arg("--eval-output", required=True))
 def qa_long_context(args, params, run) -> None:
-    """MemAgent's training contexts and the RULER-HotpotQA evaluation set at every configured length."""
+    """MemAgent's training contexts and the RULER-HotpotQA evaluation set at every configured length.
+
+    Every input file must hold questions: an empty one (a failed download, a wrong file) is an error
+    naming it and its config key, before anything is written, rather than an empty or missing set.
+    """
     from memtrain.assets import dataset_file
     from memtrain.data import qa, qa_builders
 
     settings, downloads = params["qa"], params["allow_downloads"]
-    train = qa.read_hotpotqa(_hotpot_files(settings["hotpotqa_train"], args.offline_dir, "train", downloads,
-                                           "qa.hotpotqa_train"))
+
+    def hotpot(key: str, split: str) -> list[qa.HotpotQuestion]:
+        questions = []
+        for path in _hotpot_files(settings[key], args.offline_dir, split, downloads, f"qa.{key}"):
+            found = qa.read_hotpotqa(path)
+            if not found:
+                raise InputError("holds no question", file=path, field=f"qa.{key}")
+            questions.extend(found)
+        return questions
+
+    train = hotpot("hotpotqa_train", "train")
     training = settings["memagent_train"]
     # Distractors come from every paragraph of the split, as in MemAgent, not only from the questions kept.
     train_pool = [p for q in train for p in q.context]
@@ -76,10 +89,11 @@ def qa_long_context(args, params, run) -> None:
             path = dataset_file(f"{long_context['memagent_eval_dir'].rstrip('/')}/eval_{num_docs}.json",
                                 allow_downloads=downloads, field="qa.long_context.memagent_eval_dir")
             items = qa.read_memagent_eval(path)
+            if not items:
+                raise InputError("holds no question", file=path, field="qa.long_context.memagent_eval_dir")
             eval_items.extend(items[:limit] if limit else items)
     else:
-        dev = qa.read_hotpotqa(_hotpot_files(settings["hotpotqa_dev"], args.offline_dir, "dev", downloads,
-                                             "qa.hotpotqa_dev"))
+        dev = hotpot("hotpotqa_dev", "dev")
         dev_pool = [p for q in dev for p in q.context]
         dev = dev[:limit] if limit else dev
         eval_items = [item for num_docs in long_context["lengths"]
@@ -96,24 +110,37 @@ def qa_long_context(args, params, run) -> None:
 @stage("qa_search", arg("--offline-dir", default=None), arg("--train-output", required=True),
        arg("--eval-output", required=True))
 def qa_search(args, params, run) -> None:
-    """Multi-objective questions (k joined with '; ') for MEM1 training and for each search benchmark."""
+    """Multi-objective questions (k joined with '; ') for MEM1 training and for each search benchmark.
+
+    Each dataset entry maps a name to a FlashRAG split (read from qa.search.flashrag's layout) or to a
+    question file, a local path or hf://datasets/... reference ending in .jsonl, .jsonl.gz, .json or
+    .parquet: the verl-format files Search-R1 and MEM1 train from, FlashRAG jsonl, or a plain
+    [{question, answer}] JSON list (qa.read_qa_file). Its questions are tagged with the entry's name.
+    """
+    from memtrain.assets import dataset_file
     from memtrain.data import qa, qa_builders
 
-    settings = params["qa"]["search"]
+    settings, downloads = params["qa"]["search"], params["allow_downloads"]
 
-    def composed(datasets: Mapping[str, str], limit: int | None) -> list:
+    def composed(key: str, limit: int | None) -> list:
         questions = []
-        for dataset, split in datasets.items():
-            path = flashrag_file(settings["flashrag"], dataset, split, args.offline_dir, params["allow_downloads"])
+        for dataset, split in settings[key].items():
+            if qa.names_qa_file(split):
+                path = dataset_file(split, allow_downloads=downloads, field=f"qa.search.{key}.{dataset}")
+                found = qa.read_qa_file(path, dataset)
+            else:
+                path = flashrag_file(settings["flashrag"], dataset, split, args.offline_dir, downloads)
+                found = qa.read_flashrag(path, dataset)
             # File order, no shuffle: the same pairs as MEM1's published multi-objective sets.
-            items = qa_builders.compose_multi_objective(qa.read_flashrag(path, dataset), settings["objectives"], None)
+            items = qa_builders.compose_multi_objective(found, settings["objectives"], None)
             if not items:
-                raise InputError(f"fewer than {settings['objectives']} questions to compose", file=path)
+                raise InputError(f"fewer than {settings['objectives']} questions to compose", file=path,
+                                 field=f"qa.search.{key}.{dataset}")
             questions.extend(items[:limit] if limit else items)
         return questions
 
-    train = composed(settings["train_datasets"], settings["num_train_questions"])
-    evaluation = composed(settings["eval_datasets"], settings["num_eval_questions"])
+    train = composed("train_datasets", settings["num_train_questions"])
+    evaluation = composed("eval_datasets", settings["num_eval_questions"])
     qa_builders.write_multi_objective(train, args.train_output)
     qa_builders.write_multi_objective(evaluation, args.eval_output)
     run.log_metrics({"train_questions": len(train), "eval_questions": len(evaluation)})
@@ -142,14 +169,16 @@ def search_corpus(args, params, run) -> None:
     else:
         passages = qa.read_corpus(dataset_file(reference, allow_downloads=params["allow_downloads"], field="qa.corpus"))
     schema = pa.schema([("id", pa.string()), ("title", pa.string()), ("text", pa.string())])
+    batch = list(itertools.islice(passages, 100_000))
+    if not batch:  # before the writer opens: an empty corpus must leave no output behind
+        raise InputError("the corpus holds no passage", file=reference, field="qa.corpus")
     count = 0
     with atomic_path(args.output) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        while batch := list(itertools.islice(passages, 100_000)):
+        while batch:
             writer.write_table(pa.table({"id": [p.id for p in batch], "title": [p.title for p in batch],
                                          "text": [p.text for p in batch]}, schema=schema))
             count += len(batch)
-    if not count:
-        raise InputError("the corpus holds no passage", file=reference)
+            batch = list(itertools.islice(passages, 100_000))
     run.log_metrics({"passages": count})
     run.log_dict(output_summary(args.output), "outputs/corpus.json")
 

@@ -125,3 +125,11 @@ def test_the_cpu_overlay_builds_a_valid_veRL_config_on_the_cpu_platform():
     cfg["trainer"]["verl"]["gpus_per_node"] = 2
     with pytest.raises(InputError, match="gpus_per_node 1"):
         verl_config.build(cfg, "memtrain", cfg["memtrain"], PATHS, num_items=8, experiment="x")
+
+
+def test_the_per_document_normaliser_is_refused_on_veRL_and_needs_token_sums(cfg):
+    cfg["rl"]["loss"]["normaliser"] = "document"
+    with pytest.raises(InputError, match="local trainer only"):
+        verl_config.overrides(cfg, "memtrain", cfg["memtrain"], PATHS, 8, "x")
+    with pytest.raises(InputError, match="seq-mean-token-sum"):
+        memtrain_config.validate({"rl": {"loss": {"normaliser": "document", "aggregation": "token-mean"}}})

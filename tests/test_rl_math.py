@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from memtrain.rl.grpo import is_informative, policy_objective, scored_samples
+from memtrain.rl.grpo import document_weights, is_informative, policy_objective, scored_samples
 from memtrain.rl.rewards import end_to_end_rewards, uses_recall
 from memtrain.rl.samples import Group, Member, Rollout, Sample
 
@@ -58,6 +58,26 @@ def test_eq4_weighs_every_sample_once_whatever_the_micro_batching():
     first, _ = policy_objective(log_prob[:1], log_prob[:1].detach(), None, advantages[:1], mask[:1], LOSS, 3, 7)
     rest, _ = policy_objective(log_prob[1:], log_prob[1:].detach(), None, advantages[1:], mask[1:], LOSS, 3, 7)
     assert (first + rest).item() == pytest.approx(loss.item())
+
+
+def test_eq4_per_document_divides_each_documents_token_sums_by_its_own_samples_then_averages_documents():
+    """Document 0 has 3 samples (token sums 4, 2, 1 at A = 1, -2, 0.5), document 1 one (3 tokens at A = 1).
+    Per document: -(4 - 4 + 0.5) / 3 and -(3) / 1, averaged: -(0.5 / 3 + 3) / 2. Per mini-batch: -(0.5 + 3) / 4."""
+    assert document_weights([0, 0, 0, 1]) == pytest.approx([4 / 6, 4 / 6, 4 / 6, 2.0])  # N / (D n_d)
+    log_prob = torch.zeros(4, 4, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0]], dtype=torch.float)
+    advantages = torch.tensor([1.0, -2.0, 0.5, 1.0])
+    weights = torch.tensor(document_weights([0, 0, 0, 1]))
+    per_document, _ = policy_objective(log_prob, log_prob.detach(), None, advantages, mask, LOSS, 4, 10, weights)
+    assert per_document.item() == pytest.approx(-(0.5 / 3 + 3) / 2)
+    per_batch, _ = policy_objective(log_prob, log_prob.detach(), None, advantages, mask, LOSS, 4, 10)
+    assert per_batch.item() == pytest.approx(-(0.5 + 3) / 4)
+    # the KL term is weighted alike: a reference 0.1 below on every token of document 1 only
+    ref = torch.tensor([[0.0] * 4] * 3 + [[-0.1] * 4])
+    settings = {**LOSS, "kl_coef": 1.0}
+    with_kl, _ = policy_objective(log_prob, log_prob.detach(), ref, advantages, mask, settings, 4, 10, weights)
+    kl_token = float(torch.exp(torch.tensor(-0.1)) + 0.1 - 1)  # low_var_kl of ref - logp = -0.1
+    assert with_kl.item() == pytest.approx(per_document.item() + (3 * kl_token / 1) / 2, rel=1e-5)
 
 
 def test_clip_higher_and_kl_term():

@@ -41,7 +41,7 @@ from memtrain.assets import package_path
 from memtrain.data.qa_builders import derived_rng
 from memtrain.data.sources import VITAL_ARTICLES
 from memtrain.errors import InputError
-from memtrain.io import atomic_path
+from memtrain.io import atomic_path, read_json
 
 QUESTIONS = Path(__file__).with_name("offline_questions.yaml")
 TYPES = ("bridge", "comparison")
@@ -71,10 +71,7 @@ def summaries_file(path: str | os.PathLike | None = None) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _read_summaries(path: str) -> Mapping[str, Summary]:
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise InputError(f"cannot read the summaries JSON: {error}", file=path) from error
+    raw = read_json(path, "one JSON object {title: {title, extract, ...}}")
     if not isinstance(raw, dict):
         raise InputError("expected a JSON object {title: {title, extract, ...}}", file=path)
     summaries = {}

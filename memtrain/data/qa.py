@@ -152,9 +152,9 @@ def _json_list(path: PathLike) -> list:
     expected = "a JSON list of records"
     data = read_json(path, expected)
     if isinstance(data, dict):
-        raise InputError(f"holds one JSON object, expected {expected} (JSON lines of one line?)", file=path)
+        raise InputError(f"holds one JSON object (JSON lines of a single line?), expected {expected}", file=path)
     if not isinstance(data, list):
-        raise InputError(f"holds a JSON {type(data).__name__}, expected {expected}", file=path)
+        raise InputError(f"holds a single JSON value, expected {expected}", file=path)
     return data
 
 

@@ -118,6 +118,9 @@ def overrides(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any],
     """
     rl, cluster = params["rl"], params["trainer"]["verl"]
     loss, optim, sampling = rl["loss"], rl["optimizer"], rl["sampling"]
+    if loss["normaliser"] != "mini_batch":  # veRL's KL term takes no per-row weights
+        raise InputError("veRL's loss divides by the mini-batch's samples: rl.loss.normaliser document runs on the "
+                         "local trainer only", field="rl.loss.normaliser")
     prompt_length, response_length = kinds.get(kind).lengths(params["agent"], schedule)
     epochs = math.ceil(schedule["steps"] * schedule["batch_size"] / num_items)
     actor, rollout = "actor_rollout_ref.actor", "actor_rollout_ref.rollout"

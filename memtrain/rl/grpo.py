@@ -48,6 +48,19 @@ def scored_samples(groups: Sequence[Group]) -> list[ScoredSample]:
             for sample in member.samples]
 
 
+def document_weights(items: Sequence[int]) -> list[float]:
+    """Per-sample factors that turn seq-mean-token-sum over a mini-batch into Eq. 4 per document.
+
+    seq-mean-token-sum divides the sum of every sample's token sum by N, the mini-batch's samples. Eq. 4 divides
+    each document's token sums by its own n_d samples and the documents are then averaged (D of them): a sample of
+    document d is weighted N / (D n_d). `items` gives each sample's document.
+    """
+    counts: dict[int, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return [len(items) / (len(counts) * counts[item]) for item in items]
+
+
 def loss_config(settings: Mapping[str, Any], num_samples: int, num_tokens: int):
     """veRL's actor config for one mini-batch: clip ratios and the global normalisers.
 
@@ -68,14 +81,18 @@ OBJECTIVE_TERMS = frozenset({"pg_loss", "kl_loss"})
 
 def policy_objective(log_prob: torch.Tensor, old_log_prob: torch.Tensor, ref_log_prob: torch.Tensor | None,
                      advantages: torch.Tensor, response_mask: torch.Tensor, settings: Mapping[str, Any],
-                     num_samples: int, num_tokens: int) -> tuple[torch.Tensor, dict[str, float]]:
+                     num_samples: int, num_tokens: int,
+                     weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one micro-batch (to backpropagate as is) and its diagnostics.
 
     `advantages` is (batch,) per sample; `settings` is the `rl.loss` config section; `num_samples`
-    and `num_tokens` count the whole mini-batch this micro-batch belongs to.
+    and `num_tokens` count the whole mini-batch this micro-batch belongs to. `weights` (batch,), positive,
+    scale each sample's terms (document_weights): the clipped term is linear in a positive advantage factor.
     """
     mode = settings["aggregation"]
     config = loss_config(settings, num_samples, num_tokens)
+    if weights is not None:
+        advantages = advantages * weights
     token_advantages = advantages[:, None].expand_as(log_prob) * response_mask
     pg_loss, pg_metrics = core_algos.compute_policy_loss_vanilla(
         old_log_prob=old_log_prob, log_prob=log_prob, advantages=token_advantages, response_mask=response_mask,
@@ -85,7 +102,8 @@ def policy_objective(log_prob: torch.Tensor, old_log_prob: torch.Tensor, ref_log
     loss = pg_loss
     if ref_log_prob is not None and settings["kl_coef"] > 0:
         kl = core_algos.kl_penalty(log_prob, ref_log_prob, settings["kl_type"])
-        kl_loss = core_algos.agg_loss(loss_mat=kl, loss_mask=response_mask, loss_agg_mode=mode,
+        weighted = kl if weights is None else kl * weights[:, None]
+        kl_loss = core_algos.agg_loss(loss_mat=weighted, loss_mask=response_mask, loss_agg_mode=mode,
                                       **config.global_batch_info)
         loss = loss + settings["kl_coef"] * kl_loss
         metrics["kl"] = float((kl.detach() * response_mask).sum() / response_mask.sum().clamp(min=1))

@@ -23,7 +23,8 @@ from verl.utils.torch_functional import get_constant_schedule_with_warmup
 
 from memtrain.rl import checkpoint
 from memtrain.rl.batching import collate, micro_batches, pad_rows, response_logprobs
-from memtrain.rl.grpo import OBJECTIVE_TERMS, ScoredSample, is_informative, policy_objective, scored_samples
+from memtrain.rl.grpo import (OBJECTIVE_TERMS, ScoredSample, document_weights, is_informative, policy_objective,
+                              scored_samples)
 from memtrain.rl.samples import Group, Rollout
 
 
@@ -235,6 +236,8 @@ class Trainer:
         for _ in range(epochs):
             for mini in minis:
                 num_tokens = sum(len(samples[i].sample.response_ids) for i in mini)
+                weights = (dict(zip(mini, document_weights([samples[i].item for i in mini]), strict=True))
+                           if loss_settings["normaliser"] == "document" else None)
                 step_losses: dict[str, float] = {}
                 for local in micro_batches([samples[i].sample for i in mini], settings["micro_batch_tokens"]):
                     chosen = [mini[j] for j in local]
@@ -245,8 +248,10 @@ class Trainer:
                                      else log_probs.detach())
                     ref_log_probs = pad_rows([ref[i] for i in chosen], width).to(self.device) if ref is not None else None
                     advantages = torch.tensor([samples[i].advantage for i in chosen], device=self.device)
+                    factors = (torch.tensor([weights[i] for i in chosen], device=self.device)
+                               if weights is not None else None)
                     loss, values = policy_objective(log_probs, old_log_probs, ref_log_probs, advantages,
-                                                    batch.response_mask, loss_settings, len(mini), num_tokens)
+                                                    batch.response_mask, loss_settings, len(mini), num_tokens, factors)
                     loss.backward()
                     tokens = float(batch.response_mask.sum())
                     values["entropy"] = float((entropy * batch.response_mask).sum() / max(tokens, 1.0))

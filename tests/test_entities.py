@@ -31,6 +31,16 @@ def test_label_filter_can_leave_a_passage_without_entities(nlp):
     assert [e["text"] for e in found[0]] == ["Paris", "France"] and found[1] == []
 
 
+def test_numbers_enter_the_answer_pool_by_default(nlp, passage_entities, test_config):
+    """The paper's y is "an entity (e.g., a number or location)": numeric labels are eligible, short numbers kept."""
+    ner = test_config["data"]["ner"]
+    assert {"CARDINAL", "QUANTITY", "MONEY", "PERCENT"} <= set(ner["labels"]) and ner["min_chars"] == 2
+    (found,) = entities.extract(nlp, ["The tower is 330 metres tall and drew 7 million visitors in 2019."],
+                                ner["labels"], ner["min_chars"])
+    assert {"QUANTITY", "CARDINAL"} & {e["label"] for e in found}, found
+    assert any(e["label"] in ("CARDINAL", "QUANTITY", "MONEY", "PERCENT") for p in passage_entities for e in p)
+
+
 def test_two_processes_give_the_same_entities(nlp, passages, passage_entities, test_config):
     ner = test_config["data"]["ner"]
     texts = passages.column("text").to_pylist()[:40]

@@ -55,7 +55,7 @@ def test_scaling_points_average_lengths_equally_and_start_at_the_continued_runs_
              write(tmp_path / "long_context/q/memagent/memtrain-full/seed1.parquet", lengths(0.0, 0.0)),
              write(tmp_path / "long_context/q/memagent/memtrain-full/seed2.parquet", lengths(1.0, 1.0)),
              write(tmp_path / "long_context/q/memagent/base/seed2.parquet", lengths(1.0, 1.0))]  # not continued: out
-    points = results.scaling(paths, start_step=2)
+    points = results.scaling(paths, start_step=2, metric="em")
     assert points[["series", "init", "seed", "step", "em"]].values.tolist() == [
         ["memagent", "base", 1, 2, 25.0], ["memagent", "base", 1, 3, 75.0], ["memagent", "base", 1, 4, 50.0],
         ["memtrain+memagent", "memtrain-full", 1, 2, 0.0], ["memtrain+memagent", "memtrain-full", 2, 2, 75.0]]
@@ -65,7 +65,7 @@ def test_a_continued_run_without_its_starting_evaluation_is_named(tmp_path):
     path = write(tmp_path / "scaling/q/base/seed1/step3.parquet", [{"num_docs": 50, "em": 1.0}])
     write(tmp_path / "long_context/q/memagent/base/seed1.parquet", [{"num_docs": 50, "em": 1.0}])  # not declared
     with pytest.raises(InputError, match="long_context/q/memagent/base/seed1.parquet"):
-        results.scaling([path], start_step=2)
+        results.scaling([path], start_step=2, metric="em")
 
 
 def test_files_the_rule_does_not_declare_stay_out_of_every_mean(tmp_path):
@@ -76,6 +76,6 @@ def test_files_the_rule_does_not_declare_stay_out_of_every_mean(tmp_path):
     write(tmp_path / "long_context/q/memagent/base/seed3.parquet", [{**row, "em": 0.0}])  # stale seed
     write(tmp_path / "scaling/q/base/seed1/step9.parquet", [{**row, "em": 0.0}])          # stale checkpoint
     assert results.long_context(declared)["seed"].tolist() == [1]
-    assert results.scaling(declared, start_step=2)["step"].tolist() == [2, 3]
+    assert results.scaling(declared, start_step=2, metric="em")["step"].tolist() == [2, 3]
     # what the rules hand the stages: other outputs (models, figures) among them are no evaluation files
     assert results.long_context([*declared, tmp_path / "train/memagent/q/base/seed1/final"])["em"].tolist() == [100.0]

@@ -35,7 +35,7 @@ def cell(table, variant, column, backbone="qwen3-4b"):
 
 
 def test_table1_means_stds_and_differences():
-    table = tables.table1(long_context(), QWEN)
+    table = tables.table1(long_context(), QWEN, metric="em")
     row = cell(table, "memtrain+memagent", "50")
     assert row["mean"] == pytest.approx(71.0) and row["std"] == pytest.approx(1.41421, abs=1e-5)
     assert row["seeds"] == 2 and row["paper_column"] == "7k"
@@ -48,7 +48,7 @@ def test_table1_means_stds_and_differences():
 
 
 def test_avg_is_taken_per_seed_then_over_seeds():
-    row = cell(tables.table1(long_context(), QWEN), "memtrain+memagent", "avg")
+    row = cell(tables.table1(long_context(), QWEN, metric="em"), "memtrain+memagent", "avg")
     per_seed = [(70.0 + 60.0 + 20.0) / 3, (72.0 + 66.0 + 30.0) / 3]
     assert row["mean"] == pytest.approx(sum(per_seed) / 2)
     assert row["std"] == pytest.approx(pd.Series(per_seed).std(ddof=1))
@@ -59,18 +59,18 @@ def test_avg_is_taken_per_seed_then_over_seeds():
 def test_paper_avg_is_compared_when_all_paper_lengths_are_there():
     frame = pd.DataFrame(long_rows("memagent", "memtrain-full", 0, {docs: 70.0 for docs in tables.LENGTHS})
                          + long_rows("memagent", "memtrain-full", 1, {docs: 72.0 for docs in tables.LENGTHS}))
-    row = cell(tables.table1(frame, QWEN), "memtrain+memagent", "avg")
+    row = cell(tables.table1(frame, QWEN, metric="em"), "memtrain+memagent", "avg")
     assert row["mean"] == pytest.approx(71.0) and row["paper"] == pytest.approx(70.31)
     assert row["diff"] == pytest.approx(0.69)
 
 
 def test_lengths_and_backbones_without_paper_values_give_nan():
-    table = tables.table1(long_context(), QWEN)
+    table = tables.table1(long_context(), QWEN, metric="em")
     row = cell(table, "memtrain+memagent", "4")
     assert pd.isna(row["paper_column"]) and math.isnan(row["paper"]) and math.isnan(row["diff"])
-    tiny = tables.table1(long_context().assign(backbone="smollm2-135m"), {"smollm2-135m": None})
+    tiny = tables.table1(long_context().assign(backbone="smollm2-135m"), {"smollm2-135m": None}, metric="em")
     assert len(tiny) == 8 and tiny["paper"].isna().all() and tiny["paper_backbone"].isna().all()
-    assert tables.table1(long_context(), {"other": None}).empty  # backbones outside the mapping are left out
+    assert tables.table1(long_context(), {"other": None}, metric="em").empty  # backbones outside the mapping: left out
 
 
 def search():
@@ -85,7 +85,7 @@ def search():
 
 
 def test_table2_maps_benchmarks_and_leaves_out_unreported_models():
-    table = tables.table2(search(), QWEN)
+    table = tables.table2(search(), QWEN, metric="em")
     assert set(table["variant"]) == {"base", "memtrain+mem1"}  # MemTrain alone is not in Table 2
     assert table["column"].tolist()[:3] == ["nq", "2wikimultihopqa", "avg"]  # the paper's order
     row = cell(table, "memtrain+mem1", "2wikimultihopqa")
@@ -98,13 +98,13 @@ def test_inconsistent_seeds_are_named():
     frame = long_context()
     frame = frame[~((frame["seed"] == 2) & (frame["num_docs"] == 4))].assign(path="eval/x.parquet")
     with pytest.raises(InputError, match="seed 2 lacks num_docs"):
-        tables.table1(frame, QWEN)
+        tables.table1(frame, QWEN, metric="em")
     with pytest.raises(InputError, match="field em"):
-        tables.table1(long_context().drop(columns="em"), QWEN)
+        tables.table1(long_context().drop(columns="em"), QWEN, metric="em")
 
 
 def test_wide_markdown_and_latex_show_formatted_cells():
-    table = tables.table1(long_context(), QWEN)
+    table = tables.table1(long_context(), QWEN, metric="em")
     laid = tables.wide(table)
     assert laid.columns.tolist() == ["backbone", "variant", "4", "7k", "14k", "avg"]
     assert laid.set_index("variant").loc["memtrain+memagent", "7k"] == "71.00 ± 1.41 (79.69)"
@@ -117,7 +117,7 @@ def test_wide_markdown_and_latex_show_formatted_cells():
 
 
 def test_write_tables_writes_three_files(tmp_path):
-    table = tables.table2(search(), QWEN)
+    table = tables.table2(search(), QWEN, metric="em")
     paths = tables.write_tables(table, tmp_path / "out" / "table2")
     assert [path.name for path in paths] == ["table2.csv", "table2.md", "table2.tex"]
     assert all(path.stat().st_size > 0 for path in paths)
@@ -127,7 +127,7 @@ def test_write_tables_writes_three_files(tmp_path):
 
 
 def test_provenance_lists_the_runs_of_each_cell():
-    table = tables.table1(long_context(), QWEN)
+    table = tables.table1(long_context(), QWEN, metric="em")
     runs = {("qwen3-4b", "none", "base", 0): "r0", ("qwen3-4b", "memagent", "memtrain-full", 1): "r1",
             ("qwen3-4b", "memagent", "memtrain-full", 2): "r2", ("qwen3-4b", "memagent", "base", 0): "other"}
     sources = tables.provenance(table, runs)
@@ -161,3 +161,18 @@ def test_a_malformed_paper_table_is_named(tmp_path):
     path.write_text("backbone,7k\nQwen,1.0\n")
     with pytest.raises(InputError, match="field variant"):
         paper.read_table(path)
+
+
+def test_the_headline_metric_fills_the_cells_and_the_caption_and_the_csv_carries_the_others(tmp_path):
+    frame = long_context().assign(sub_em=lambda f: f["em"] + 10.0, f1=lambda f: f["em"] / 2)
+    table = tables.table1(frame, QWEN, metric="sub_em")  # MemAgent's accuracy
+    row = cell(table, "memtrain+memagent", "50")
+    assert row["metric"] == "sub_em" and row["mean"] == pytest.approx(81.0)  # (80 + 82) / 2
+    assert row["paper"] == pytest.approx(79.69) and row["diff"] == pytest.approx(81.0 - 79.69)
+    assert row["em_mean"] == pytest.approx(71.0) and row["em_std"] == pytest.approx(1.41421, abs=1e-5)
+    assert row["f1_mean"] == pytest.approx(35.5)
+    paths = tables.write_tables(table, tmp_path / "table1_long_context_qa")
+    markdown, latex = paths[1].read_text(), paths[2].read_text()
+    assert markdown.startswith("*Table 1: long-context HotpotQA by context length: sub-EM, MemAgent's accuracy, %")
+    assert r"\caption{Table 1: long-context HotpotQA by context length: sub-EM" in latex
+    assert "81.00" in markdown and set(pd.read_csv(paths[0]).columns) >= {"metric", "em_mean", "f1_std"}

@@ -26,6 +26,7 @@ from memtrain.io import atomic_path
 from memtrain.report.tables import ABLATION_VARIANTS, LENGTHS, VARIANTS
 
 METRIC = "em"
+METRIC_LABELS = {"em": "EM", "sub_em": "sub-EM (accuracy)", "f1": "F1"}
 # Figure 3's legend names, as the paper labels the ablations -> key of its averages in figures.yaml.
 ABLATION_LABELS: dict[str, str] = {"memtrain+memagent": "Full", "e2e+memagent": "End-to-End",
                                    "decoupled+memagent": "Decoupled"}
@@ -70,14 +71,14 @@ def _length_label(num_docs: int, stand_ins: Mapping[int, str]) -> str:
 
 
 def ablation_figure(long_context: pd.DataFrame, backbone: str, paper: Mapping[str, Any] | None = None,
-                    stand_ins: Mapping[int, str] | None = None) -> Figure:
+                    stand_ins: Mapping[int, str] | None = None, metric: str = METRIC) -> Figure:
     """Figure 3: EM against context length for Full, End-to-End and Decoupled MemTrain, each + MemAgent.
 
     `long_context` is `results.long_context`; points are means over seeds with std error bars, the
     legend gives each variant's average over its lengths (the number the paper quotes), and the
     paper's averages (`paper.figures()` or its `figure3` section) are dashed reference lines.
     """
-    _require(long_context, ["backbone", "trained", "init", "seed", "num_docs", METRIC], "the evaluation means")
+    _require(long_context, ["backbone", "trained", "init", "seed", "num_docs", metric], "the evaluation means")
     rows = long_context[long_context["backbone"] == backbone]
     averages = _section(paper, "figure3").get("average") or {}
     figure = Figure(figsize=(7, 4.2))
@@ -85,12 +86,12 @@ def ablation_figure(long_context: pd.DataFrame, backbone: str, paper: Mapping[st
     missing, lengths, handles = [], set(), []
     for index, variant in enumerate(ABLATION_VARIANTS):
         trained, init = VARIANTS[variant]
-        points = rows[(rows["trained"] == trained) & (rows["init"] == init)].dropna(subset=[METRIC])
+        points = rows[(rows["trained"] == trained) & (rows["init"] == init)].dropna(subset=[metric])
         name = ABLATION_LABELS[variant]
         if points.empty:
             missing.append(name)
             continue
-        by_length = points.groupby("num_docs")[METRIC].agg(["mean", _spread]).sort_index()
+        by_length = points.groupby("num_docs")[metric].agg(["mean", _spread]).sort_index()
         lengths.update(int(n) for n in by_length.index)
         color = f"C{index}"
         handles.append(axis.errorbar(by_length.index.to_numpy(dtype=float), by_length["mean"], yerr=by_length["_spread"],
@@ -107,7 +108,7 @@ def ablation_figure(long_context: pd.DataFrame, backbone: str, paper: Mapping[st
     axis.set_xticks(ticks, [_length_label(n, stand_ins or {}) for n in ticks])
     axis.minorticks_off()
     axis.set_xlabel("context length (paper tokens, or documents per question)")
-    axis.set_ylabel("EM (%)")
+    axis.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
     title = f"Ablations of the memory-training objective, {backbone} + MemAgent"
     if missing:
         title += f"\n(no data: {', '.join(missing)})"
@@ -133,20 +134,21 @@ def _gap(means: pd.DataFrame) -> tuple[int, float, int, float] | None:
     return step, float(baseline[step]), at, float(ours[at])
 
 
-def scaling_figure(points: pd.DataFrame, backbone: str, paper: Mapping[str, Any] | None = None) -> Figure:
+def scaling_figure(points: pd.DataFrame, backbone: str, paper: Mapping[str, Any] | None = None,
+                   metric: str = METRIC) -> Figure:
     """Figure 4: average long-context EM against post-training step, one line (mean, std band) per series.
 
     `points` has one row per (series, step, seed) with `em` already averaged over lengths; the gap
     between MemTrain+MemAgent and continued MemAgent at MemAgent's best step is annotated, and the
     paper's lead (`paper.figures()` or its `figure4` section) is written beside it when given.
     """
-    _require(points, ["series", "step", "seed", METRIC], "the scaling points")
+    _require(points, ["series", "step", "seed", metric], "the scaling points")
     if "backbone" in points.columns:
         points = points[points["backbone"] == backbone]
-    points = points.dropna(subset=[METRIC])
+    points = points.dropna(subset=[metric])
     if points.empty:
-        raise InputError(f"no post-training scaling points for backbone {backbone}", field=METRIC)
-    means = points.groupby(["series", "step"])[METRIC].agg(["mean", _spread]).sort_index()
+        raise InputError(f"no post-training scaling points for backbone {backbone}", field=metric)
+    means = points.groupby(["series", "step"])[metric].agg(["mean", _spread]).sort_index()
     series = sorted(means.index.get_level_values(0).unique(),
                     key=lambda name: (list(SCALING_LABELS).index(name) if name in SCALING_LABELS else 99, name))
     figure = Figure(figsize=(7, 4.2))
@@ -175,7 +177,7 @@ def scaling_figure(points: pd.DataFrame, backbone: str, paper: Mapping[str, Any]
         axis.text(0.02, 0.02, text, transform=axis.transAxes, fontsize="small", va="bottom")
     axis.set_xlabel("post-training step")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.set_ylabel("EM (%), average over lengths")
+    axis.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%), average over lengths")
     axis.set_title(f"Post-training scaling, {backbone}")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize="small")

@@ -19,7 +19,7 @@ from memtrain.errors import InputError
 from memtrain.report.tables import VARIANTS
 
 KEYS = ["backbone", "trained", "init", "seed"]
-SCALING_COLUMNS = ["backbone", "series", "init", "seed", "step", "em", "path"]
+SCALING_KEYS = ["backbone", "series", "init", "seed", "step"]
 # MemAgent runs by where they started -> the report's model names (memagent, memtrain+memagent, ...).
 MEMAGENT_SERIES = {init: variant for variant, (trained, init) in VARIANTS.items() if trained == "memagent"}
 LONG_CONTEXT_METRICS = ["em", "sub_em", "f1"]
@@ -68,17 +68,17 @@ def search_qa(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     return _means(paths, "search_qa", "dataset", SEARCH_METRICS, ["em"])
 
 
-def _average_em(path: Path) -> float:
-    """EM in percent averaged over lengths (each length weighs the same, as in the paper's average column)."""
-    rows = pd.read_parquet(path, columns=["num_docs", "em"])
+def _average(path: Path, metric: str) -> float:
+    """`metric` in percent averaged over lengths (each length weighs the same, as in the paper's average column)."""
+    rows = pd.read_parquet(path, columns=["num_docs", metric])
     if rows.empty:
         raise InputError("an evaluation file without questions", file=path)
-    return float(rows.groupby("num_docs")["em"].mean().mean() * 100.0)
+    return float(rows.groupby("num_docs")[metric].mean().mean() * 100.0)
 
 
-def scaling(paths: Sequence[str | os.PathLike], start_step: int,
+def scaling(paths: Sequence[str | os.PathLike], start_step: int, metric: str,
             compared: tuple[str, ...] = ("memtrain-full",)) -> pd.DataFrame:
-    """Figure 4's points: average long-context EM per (backbone, init, seed, post-training step), from `paths`.
+    """Figure 4's points: average long-context `metric` per (backbone, init, seed, post-training step), from `paths`.
 
     Continued runs (`scaling/<backbone>/<init>/seed<s>/step<n>.parquet`) start from their own run's
     last step, `start_step`, read from the long-context evaluation of that run, which must be among `paths`;
@@ -98,7 +98,7 @@ def scaling(paths: Sequence[str | os.PathLike], start_step: int,
     backbones = {backbone for backbone, _, _ in starts}
     points += [(backbone, init, seed, start_step, path) for (backbone, init, seed), path in sorted(evaluated.items())
                if backbone in backbones and init in compared and (backbone, init, seed) not in starts]
-    rows = [{"backbone": b, "series": MEMAGENT_SERIES[i], "init": i, "seed": s, "step": n, "em": _average_em(p),
+    rows = [{"backbone": b, "series": MEMAGENT_SERIES[i], "init": i, "seed": s, "step": n, metric: _average(p, metric),
              "path": str(p)} for b, i, s, n, p in points]
-    return pd.DataFrame(rows, columns=SCALING_COLUMNS).sort_values(["backbone", "init", "seed", "step"],
-                                                                    ignore_index=True)
+    return pd.DataFrame(rows, columns=[*SCALING_KEYS, metric, "path"]).sort_values(
+        ["backbone", "init", "seed", "step"], ignore_index=True)

@@ -63,10 +63,11 @@ def report(args, params, run) -> None:
     backbones = paper_backbones(config["backbones"], config["report"]["paper_backbones"])
     lengths = length_stand_ins(config["qa"]["long_context"]["lengths"], config["report"])
     built = {
-        "table1_long_context_qa": (tables.table1(results.long_context(args.evaluations), backbones, stand_ins=lengths),
-                                   "eval_long_context"),
+        "table1_long_context_qa": (tables.table1(results.long_context(args.evaluations), backbones, stand_ins=lengths,
+                                                 metric=config["report"]["table1_metric"]), "eval_long_context"),
         "table2_search_qa": (tables.table2(results.search_qa(args.evaluations), backbones,
-                                           stand_ins=config["report"]["paper_benchmarks"]), "eval_search_qa"),
+                                           stand_ins=config["report"]["paper_benchmarks"],
+                                           metric=config["report"]["table2_metric"]), "eval_search_qa"),
     }
     for name, (table, rule) in built.items():
         stem = Path(args.output_dir) / name
@@ -137,17 +138,18 @@ def figures(args, params, run) -> None:
     def backbone_of(output: str, prefix: str) -> str:
         return Path(output).stem.removeprefix(prefix)
 
+    metric = params["report"]["table1_metric"]  # Figures 3 and 4 plot Table 1's metric
     long_context = results.long_context(args.evaluations)
     stand_ins = length_stand_ins(params["lengths"], params["report"])
     for output in args.ablations:
         backbone = backbone_of(output, "fig3_ablations_")
         drawn(draw.ablation_figure(long_context, backbone, paper.figures() if names[backbone] == FIGURE_BACKBONE
-                                   else None, stand_ins), output)
-    points = results.scaling(args.evaluations, params["start_step"])
+                                   else None, stand_ins, metric), output)
+    points = results.scaling(args.evaluations, params["start_step"], metric)
     for output in args.scaling:
         backbone = backbone_of(output, "fig4_posttrain_scaling_")
-        drawn(draw.scaling_figure(points, backbone, paper.figures() if names[backbone] == FIGURE_BACKBONE else None),
-              output)
+        drawn(draw.scaling_figure(points, backbone, paper.figures() if names[backbone] == FIGURE_BACKBONE else None,
+                                  metric), output)
     histories = draw.training_histories(MlflowClient(tracking_uri(args.results_dir)),
                                         _training_runs(args.results_dir, args.experiment))
     drawn(draw.training_curves(histories), args.curves)
@@ -176,7 +178,8 @@ def case_study(args, params, run) -> None:
     traces = {}
     for label, path in (("MemAgent", args.baseline), ("MemTrain+MemAgent", args.ours)):
         policy = launch.load(path, params["rl"], 0, threads=args.threads, reference=False)
-        traces[label] = case.trace(launch.memory_agent(policy, params, params["eval"]["sampling"]), items[0])
+        sampling = params["eval"]["long_context_sampling"] or params["eval"]["sampling"]
+        traces[label] = case.trace(launch.memory_agent(policy, params, sampling), items[0])
     write_json(case.to_json(items[0], traces), args.json)
     with atomic_path(args.markdown) as tmp:
         tmp.write_text(case.to_markdown(items[0], traces), encoding="utf-8")

@@ -285,8 +285,13 @@ def test_all_ends_with_tables_beside_the_paper_figures_case_study_and_one_report
     assert set(table2["variant"]) == {"base", "mem1", "memtrain+mem1"}
     assert set(table2.loc[table2["column"] == "offline", "paper_column"]) == {"hotpotqa"}
     assert table2.loc[table2["column"] == "offline", "paper"].notna().all()
-    for name in ("table1_long_context_qa", "table2_search_qa"):
-        assert (report / f"{name}.md").read_text().startswith("| backbone") and (report / f"{name}.tex").stat().st_size
+    assert set(table1["metric"]) == {"sub_em"} and set(table2["metric"]) == {"em"}  # the headlines, as upstream
+    assert {"em_mean", "f1_mean"} <= set(table1.columns)
+    for name, headline in (("table1_long_context_qa", "sub-EM, MemAgent's accuracy"),
+                           ("table2_search_qa", "exact match (EM)")):
+        text = (report / f"{name}.md").read_text()
+        assert text.startswith("*Table") and headline in text.splitlines()[0] and "| backbone" in text
+        assert headline in (report / f"{name}.tex").read_text()
     evaluations = {r.info.run_id: json.loads(r.data.tags["memtrain.wildcards"]) for r in runs(all_run)
                    if r.data.tags.get("memtrain.rule") == "eval_long_context" and r.info.status == "FINISHED"}
     trace = pd.read_csv(report / "table1_long_context_qa_provenance.csv")

@@ -189,7 +189,7 @@ def to_latex(table: pd.DataFrame, title: str | None = None) -> str:
     """A LaTeX table of `wide(table)` with its caption; names are escaped, ± becomes $\\pm$ (pandas' renderer)."""
     laid = wide(table)
     text = laid.to_latex(index=False, escape=True, column_format="ll" + "r" * (len(laid.columns) - 2),
-                         caption=title.replace("±", "+/-") if title else None)
+                         caption=title.replace("%", r"\%").replace("±", r"$\pm$") if title else None)
     return text.replace("±", r"$\pm$")
 
 

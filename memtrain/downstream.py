@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -331,6 +331,12 @@ def _posttrain_on_verl(args, params: Mapping[str, Any], settings: Mapping[str, A
                                stop_after=args.stop_after_step)
 
 
+def sampled(evaluate: Callable[[], list[dict[str, Any]]], samples: int) -> list[dict[str, Any]]:
+    """Every question answered `samples` times (MemAgent's harness: --sampling), each row tagged with its sample;
+    the engine's generator moves on between passes, so sampled answers differ."""
+    return [{**row, "sample": sample} for sample in range(samples) for row in evaluate()]
+
+
 def _write_rows(rows: list[dict[str, Any]], path: str) -> None:
     import pyarrow as pa
 
@@ -351,21 +357,23 @@ def eval_long_context(args, params, run) -> None:
     from memtrain.rl import launch
 
     evaluation = params["eval"]
+    chosen = evaluation["long_context_sampling"] or evaluation["sampling"]
     run.set_tags({"memtrain.policy": args.policy})
     policy = launch.load(args.policy, params["rl"], args.seed, threads=args.threads, reference=False)
     items = qa.read_long_context(args.data)
     started = time.perf_counter()
     if args.mode == "memory":
-        rows = long_context.with_memory(launch.memory_agent(policy, params, evaluation["sampling"]), items,
-                                        evaluation["batch_size"])
+        agent = launch.memory_agent(policy, params, chosen)
+        rows = sampled(lambda: long_context.with_memory(agent, items, evaluation["batch_size"]), evaluation["samples"])
     else:
         from memtrain.agent.chat import stop_token_ids
 
         window = evaluation["context_window"] or policy.model.config.max_position_embeddings
-        sampling = Sampling(params["agent"]["budgets"]["response"], evaluation["sampling"]["temperature"],
-                            evaluation["sampling"]["top_p"], stop_token_ids(policy.tokenizer))
-        rows = long_context.full_context(policy.engine, policy.tokenizer, load_templates(params["agent"]), items,
-                                         window, sampling, evaluation["batch_size"])
+        sampling = Sampling(params["agent"]["budgets"]["response"], chosen["temperature"], chosen["top_p"],
+                            stop_token_ids(policy.tokenizer))
+        templates = load_templates(params["agent"])
+        rows = sampled(lambda: long_context.full_context(policy.engine, policy.tokenizer, templates, items, window,
+                                                         sampling, evaluation["batch_size"]), evaluation["samples"])
         run.log_metrics({"truncated_fraction": sum(r["truncated"] for r in rows) / max(len(rows), 1),
                          "context_window": window})
     _write_rows(rows, args.output)
@@ -388,8 +396,8 @@ def eval_search_qa(args, params, run) -> None:
     items = qa_builders.read_multi_objective(args.data)
     started = time.perf_counter()
     with retriever(params, args.corpus, args.index, args.server_log) as search:
-        rows = search_qa.evaluate(launch.search_agent(policy, params, search, evaluation["sampling"]), items,
-                                  evaluation["batch_size"])
+        agent = launch.search_agent(policy, params, search, evaluation["search_qa_sampling"] or evaluation["sampling"])
+        rows = sampled(lambda: search_qa.evaluate(agent, items, evaluation["batch_size"]), evaluation["samples"])
     _write_rows(rows, args.output)
     run.log_metrics({**search_qa.summary(rows), "questions": len(rows), "seconds": time.perf_counter() - started})
     run.log_dict(output_summary(args.output), "outputs/predictions.json")

@@ -160,16 +160,22 @@ def _more_lines(error: json.JSONDecodeError) -> bool:
     return True
 
 
+def _file_text(path: str | os.PathLike) -> str:
+    """A whole file as UTF-8 text; its bytes are freed on return, before a large file (HotpotQA's train
+    JSON is 566 MB) is parsed."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot open: {error}", file=path) from error
+    return _utf8(data, path)
+
+
 def read_json(path: str | os.PathLike, expected: str = "one JSON document") -> Any:
     """The one JSON value of a file; errors name the file and the position, and say when it is JSON lines.
 
     `expected` (e.g. "a JSON list of records") completes the message for a file of JSON lines.
     """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        raise InputError(f"cannot open: {error}", file=path) from error
-    text = _utf8(data, path)
+    text = _file_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:

@@ -83,3 +83,78 @@ def test_search_index_refuses_a_prebuilt_index_of_another_corpus(tmp_path, capsy
     error = capsys.readouterr().err
     assert "6 vectors but the corpus has 5 passages" in error and "part_aa" in error and "qa.index" in error
     assert not output.exists()
+
+
+def _leftovers(folder, name):
+    """The output and any temporary sibling of it that a failed stage might have left."""
+    return sorted(p.name for p in folder.iterdir() if p.name == name or p.name.startswith(f".{name}."))
+
+
+def test_search_corpus_refuses_an_empty_corpus_before_writing(tmp_path, capsys):
+    source, output = tmp_path / "wiki-18.jsonl", tmp_path / "out" / "corpus.parquet"
+    source.write_text("\n")
+    assert run_stage(tmp_path, "search_corpus", {"corpus": str(source), "allow_downloads": False},
+                     "--output", str(output)) == 2
+    error = capsys.readouterr().err
+    assert "holds no passage" in error and "wiki-18.jsonl" in error and "qa.corpus" in error
+    assert not output.parent.exists() or _leftovers(output.parent, "corpus.parquet") == []
+
+
+def test_qa_long_context_names_an_empty_hotpotqa_train_file_and_writes_nothing(tmp_path, capsys):
+    empty = tmp_path / "hotpot_train_v1.1.json"
+    empty.write_text("[]\n")
+    params = {"qa": {"hotpotqa_train": [str(empty)]}, "allow_downloads": False, "seed": 0}
+    train, evaluation = tmp_path / "train.parquet", tmp_path / "eval.parquet"
+    assert run_stage(tmp_path, "qa_long_context", params, "--train-output", str(train),
+                     "--eval-output", str(evaluation)) == 2
+    error = capsys.readouterr().err
+    assert f"file {empty}" in error and "field qa.hotpotqa_train" in error and "holds no question" in error
+    assert _leftovers(tmp_path, "train.parquet") == _leftovers(tmp_path, "eval.parquet") == []
+
+
+def test_qa_search_reads_verl_parquet_and_plain_lists_next_to_flashrag(tmp_path):
+    import pyarrow as pa
+
+    from memtrain.data import qa_builders
+
+    verl = tmp_path / "nq_hotpotqa_train" / "train.parquet"
+    verl.parent.mkdir()
+    pq.write_table(pa.Table.from_pylist([
+        {"data_source": "nq", "prompt": [{"role": "user", "content": f"Question: question {i}?\n"}],
+         "reward_model": {"style": "rule", "ground_truth": {"target": [f"answer {i}"]}},
+         "extra_info": {"split": "train", "index": i}} for i in range(5)]), verl)
+    plain = tmp_path / "mine.json"
+    plain.write_text(json.dumps([{"question": "Who wrote Hamlet", "answer": "Shakespeare"},
+                                 {"question": "Capital of France?", "answer": ["Paris", "City of Paris"]}]))
+    flashrag = tmp_path / "flashrag" / "nq" / "test.jsonl"
+    flashrag.parent.mkdir(parents=True)
+    flashrag.write_text("".join(json.dumps({"id": f"test_{i}", "question": f"q{i}", "golden_answers": [f"a{i}"]}) + "\n"
+                                for i in range(2)))
+    params = {"qa": {"search": {"flashrag": str(tmp_path / "flashrag"), "train_datasets": {"searchr1": str(verl)},
+                                "eval_datasets": {"mine": str(plain), "nq": "test"}, "objectives": 2,
+                                "num_train_questions": None, "num_eval_questions": None}},
+              "allow_downloads": False}
+    train, evaluation = tmp_path / "train.parquet", tmp_path / "eval.parquet"
+    assert run_stage(tmp_path, "qa_search", params, "--train-output", str(train), "--eval-output", str(evaluation)) == 0
+    composed = qa_builders.read_multi_objective(train)
+    assert [(c.id, c.dataset) for c in composed] == [("nq-0+nq-1", "searchr1"), ("nq-2+nq-3", "searchr1")]
+    assert composed[0].question == "Question: question 0?; Question: question 1?"
+    assert composed[0].targets == (("answer 0",), ("answer 1",))
+    assert [(c.id, c.question, c.targets, c.dataset) for c in qa_builders.read_multi_objective(evaluation)] == [
+        ("0+1", "Who wrote Hamlet?; Capital of France?", (("Shakespeare",), ("Paris", "City of Paris")), "mine"),
+        ("test_0+test_1", "q0?; q1?", (("a0",), ("a1",)), "nq")]
+
+
+def test_qa_search_names_a_bad_question_file_and_its_config_key(tmp_path, capsys):
+    bad = tmp_path / "mine.json"
+    bad.write_text(json.dumps([{"question": "q?", "answer": "a"}]) + "\n" + json.dumps([{"question": "r?"}]) + "\n")
+    params = {"qa": {"search": {"flashrag": "offline", "train_datasets": {"mine": str(bad)}, "eval_datasets": {},
+                                "objectives": 2, "num_train_questions": None, "num_eval_questions": None}},
+              "allow_downloads": False}
+    assert run_stage(tmp_path, "qa_search", params, "--train-output", str(tmp_path / "train.parquet"),
+                     "--eval-output", str(tmp_path / "eval.parquet")) == 2
+    assert "holds JSON lines" in capsys.readouterr().err and not (tmp_path / "train.parquet").exists()
+    assert run_stage(tmp_path, "qa_search", {**params, "qa": {"search": {**params["qa"]["search"], "train_datasets": {
+        "mine": str(tmp_path / "absent.parquet")}}}}, "--train-output", str(tmp_path / "train.parquet"),
+                     "--eval-output", str(tmp_path / "eval.parquet")) == 2
+    assert "qa.search.train_datasets.mine" in capsys.readouterr().err

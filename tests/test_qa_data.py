@@ -249,6 +249,181 @@ def test_gzipped_corpus_is_read_as_published(tmp_path):
     assert list(qa.read_corpus(path)) == [qa.CorpusPassage("0", "Evan Morris", EVAN_MORRIS)]
 
 
+# --- verl-format (Search-R1, MEM1) and plain question lists ------------------------------------
+
+def search_r1_prompt(question):
+    """Search-R1's instruction template (make_prefix, shortened) around the question."""
+    return f"Answer the given question. Search with <search> query </search> when needed. Question: {question}\n"
+
+
+def search_r1_row(data_source, index, question, answers):
+    """A row as Search-R1's nq_search.py writes it: FlashRAG's columns kept, verl's added by datasets.map."""
+    return {"id": f"train_{index}", "question": question, "golden_answers": answers, "data_source": data_source,
+            "prompt": [{"role": "user", "content": search_r1_prompt(question)}], "ability": "fact-reasoning",
+            "reward_model": {"style": "rule", "ground_truth": {"target": answers}},
+            "extra_info": {"split": "train", "index": index}}
+
+
+SEARCH_R1_ROWS = [
+    search_r1_row("nq", 0, "total number of death row inmates in the us?", ["2,718"]),
+    search_r1_row("nq", 1, "big little lies season 2 how many episodes?", ["seven"]),
+    search_r1_row("hotpotqa", 0, "Which magazine was started first Arthur's Magazine or First for Women?",
+                  ["Arthur's Magazine"]),
+]
+SEARCH_R1_ITEMS = [
+    QAItem("nq-0", "total number of death row inmates in the us?", ("2,718",), "nq_hotpotqa"),
+    QAItem("nq-1", "big little lies season 2 how many episodes?", ("seven",), "nq_hotpotqa"),
+    QAItem("hotpotqa-0", "Which magazine was started first Arthur's Magazine or First for Women?",
+           ("Arthur's Magazine",), "nq_hotpotqa"),
+]
+
+
+def test_verl_parquet_as_search_r1_publishes_it(tmp_path):
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(SEARCH_R1_ROWS), path)
+    assert qa.read_verl(path, "nq_hotpotqa") == SEARCH_R1_ITEMS
+    assert qa.read_qa_file(path, "nq_hotpotqa") == SEARCH_R1_ITEMS
+
+
+def test_verl_parquet_without_a_raw_question_falls_back_to_the_user_message(tmp_path):
+    path = tmp_path / "test.parquet"
+    pq.write_table(pa.Table.from_pylist(SEARCH_R1_ROWS).drop_columns(["question"]), path)
+    items = qa.read_verl(path, "nq_hotpotqa")
+    assert [item.question for item in items] == [search_r1_prompt(item.question) for item in SEARCH_R1_ITEMS]
+    assert [item.id for item in items] == ["nq-0", "nq-1", "hotpotqa-0"]
+
+
+VERL_LINES = [
+    {"data_source": "nq", "prompt": [{"role": "system", "content": "You can search."},
+                                     {"role": "user", "content": "Question: who wrote hamlet?"}],
+     "reward_model": {"style": "rule", "ground_truth": "William Shakespeare"}},
+    "",
+    {"data_source": "nq", "prompt": [{"role": "user", "content": "Answer. Question: capital of france?"}],
+     "reward_model": {"ground_truth": ["Paris", "City of Paris"]},
+     "extra_info": {"index": 7, "question": "capital of france?"}},
+]
+
+
+def test_verl_jsonl_takes_string_or_list_answers_and_the_raw_question_where_given(tmp_path):
+    path = write_jsonl(tmp_path / "mem1_train.jsonl", VERL_LINES)
+    expected = [QAItem("nq-0", "Question: who wrote hamlet?", ("William Shakespeare",), "mine"),
+                QAItem("nq-7", "capital of france?", ("Paris", "City of Paris"), "mine")]
+    assert qa.read_verl(path, "mine") == expected
+    assert qa.read_qa_file(path, "mine") == expected
+    assert qa.read_qa_file(path, "mine") == qa.read_qa_file(path, "mine")  # ids derive from the file alone
+
+
+def good_verl_line():
+    return json.loads(json.dumps(SEARCH_R1_ROWS[1]))
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda r: r.pop("data_source"), ["record line 2", "field data_source"]),
+    (lambda r: r.pop("reward_model"), ["line 2 (id nq-1)", "field reward_model"]),
+    (lambda r: r.update(reward_model={"ground_truth": {"target": []}}),
+     ["(id nq-1)", "field reward_model.ground_truth.target"]),
+    (lambda r: r.update(reward_model={"ground_truth": 42}), ["(id nq-1)", "field reward_model.ground_truth"]),
+    (lambda r: r.update(reward_model={"ground_truth": {"target": [["a"], ["b"]]}}),
+     ["(id nq-1)", "field reward_model.ground_truth.target", "multi-objective"]),
+    (lambda r: r.update(extra_info={"index": "1"}), ["record line 2", "field extra_info.index"]),
+    (lambda r: r.update(extra_info="train"), ["record line 2", "field extra_info"]),
+    (lambda r: r.update(extra_info={"index": 1, "question": ""}), ["(id nq-1)", "field extra_info.question"]),
+    (lambda r: r.update(question=5), ["(id nq-1)", "field question"]),
+    (lambda r: (r.pop("question"), r.pop("prompt")), ["(id nq-1)", "field prompt"]),
+    (lambda r: (r.pop("question"), r.update(prompt=[{"role": "system", "content": "x"}])),
+     ["(id nq-1)", "field prompt"]),
+])
+def test_malformed_verl_jsonl_names_file_line_and_field(tmp_path, change, expected):
+    bad = good_verl_line()
+    change(bad)
+    path = write_jsonl(tmp_path / "train.jsonl", [SEARCH_R1_ROWS[0], bad])
+    raises_naming(lambda: qa.read_verl(path, "nq"), path, *expected)
+
+
+def test_malformed_verl_parquet_names_file_row_and_field(tmp_path):
+    bad = good_verl_line()
+    bad["reward_model"]["ground_truth"]["target"] = []
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist([SEARCH_R1_ROWS[0], bad]), path)
+    raises_naming(lambda: qa.read_verl(path, "nq"), path, "row 1 (id nq-1)", "field reward_model.ground_truth.target")
+    pq.write_table(pa.Table.from_pylist(SEARCH_R1_ROWS).drop_columns(["reward_model"]), path)
+    raises_naming(lambda: qa.read_verl(path, "nq"), path, "missing column(s) reward_model")
+
+
+PLAIN_RECORDS = [{"question": "Who wrote Hamlet?", "answer": "William Shakespeare"},
+                 {"question": "What is the capital of France?", "answer": ["Paris", "City of Paris"]}]
+
+
+def test_plain_question_list_ids_by_position(tmp_path):
+    path = write_json(tmp_path / "mine.json", PLAIN_RECORDS)
+    expected = [QAItem("0", "Who wrote Hamlet?", ("William Shakespeare",), "mine"),
+                QAItem("1", "What is the capital of France?", ("Paris", "City of Paris"), "mine")]
+    assert qa.read_qa_list(path, "mine") == expected
+    assert qa.read_qa_file(path, "mine") == expected
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda r: r.pop("answer"), ["record index 1", "field answer"]),
+    (lambda r: r.update(answer=3), ["record index 1", "field answer"]),
+    (lambda r: r.update(answer=["Paris", ""]), ["record index 1", "field answer", "non-empty string"]),
+    (lambda r: r.pop("question"), ["record index 1", "field question"]),
+])
+def test_malformed_plain_question_list_names_file_record_and_field(tmp_path, change, expected):
+    records = json.loads(json.dumps(PLAIN_RECORDS))
+    change(records[1])
+    path = write_json(tmp_path / "mine.json", records)
+    raises_naming(lambda: qa.read_qa_list(path, "mine"), path, *expected)
+
+
+def test_question_files_are_told_apart_by_name_and_first_record(tmp_path):
+    flashrag = write_jsonl(tmp_path / "dev.jsonl", [{"id": "d0", "question": "q?", "golden_answers": ["x"]}])
+    assert qa.read_qa_file(flashrag, "nq") == [QAItem("d0", "q?", ("x",), "nq")]
+    assert [qa.names_qa_file(ref) for ref in ("train", "dev", "hf://datasets/o/n/train.parquet", "a/b.jsonl.gz",
+                                              "mine.json", "x.jsonl")] == [False, False, True, True, True, True]
+    raises_naming(lambda: qa.read_qa_file(tmp_path / "mine.csv", "mine"), "mine.csv",
+                  ".jsonl, .jsonl.gz, .json, .parquet")
+
+
+def test_json_list_and_json_lines_mix_ups_are_named(tmp_path):
+    lines = write_jsonl(tmp_path / "mine.json", PLAIN_RECORDS)
+    raises_naming(lambda: qa.read_qa_list(lines, "mine"), lines, "holds JSON lines", "expected a JSON list")
+    one = write_json(tmp_path / "one.json", PLAIN_RECORDS[0])
+    raises_naming(lambda: qa.read_qa_list(one, "mine"), one, "one JSON object", "expected a JSON list")
+    listed = write_json(tmp_path / "dev.jsonl", [{"id": "d0", "question": "q?", "golden_answers": ["x"]}])
+    raises_naming(lambda: qa.read_qa_file(listed, "nq"), listed, "record line 1", "holds a JSON list",
+                  "expected JSON lines")
+    raises_naming(lambda: qa.read_flashrag(listed, "nq"), listed, "holds a JSON list")
+
+
+def test_non_utf8_bytes_name_the_line_or_the_byte_offset(tmp_path):
+    flashrag = tmp_path / "dev.jsonl"
+    flashrag.write_bytes(b'{"id": "a", "question": "q?", "golden_answers": ["x"]}\n'
+                         b'{"id": "b", "question": "caf\xe9?", "golden_answers": ["x"]}\n')
+    raises_naming(lambda: qa.read_flashrag(flashrag, "nq"), flashrag, "record line 2", "not UTF-8")
+    hotpot = tmp_path / "hotpot.json"
+    hotpot.write_bytes(json.dumps(HOTPOT_RECORDS).encode().replace(b"Ed Wood", b"Ed W\xf6od", 1))
+    offset = json.dumps(HOTPOT_RECORDS).index("Ed Wood") + 4
+    raises_naming(lambda: qa.read_hotpotqa(hotpot), hotpot, "not UTF-8", f"byte offset {offset} of the file")
+
+
+def test_one_line_json_errors_give_a_character_offset(tmp_path):
+    path = tmp_path / "eval_50.json"
+    path.write_text(json.dumps(EVAL_RECORDS)[:-1])  # the closing ']' is missing: the error is at the end
+    error = raises_naming(lambda: qa.read_memagent_eval(path), path, "not valid JSON",
+                          f"at character {len(json.dumps(EVAL_RECORDS)) - 1}")
+    assert "line 1" not in str(error)
+
+
+def test_offline_summaries_json_errors_name_the_file(tmp_path):
+    from memtrain.data import offline_qa
+
+    path = tmp_path / "summaries.json"
+    path.write_bytes(b'{"Caf\xe9": {"extract": "x"}}')
+    raises_naming(lambda: offline_qa.load_summaries(path), path, "not UTF-8", "byte offset 5")
+    path.write_text('{"A": {"extract": "x"}}\n{"B": {"extract": "y"}}\n')
+    raises_naming(lambda: offline_qa.load_summaries(path), path, "holds JSON lines", "one JSON object")
+
+
 # --- Stage-boundary tables --------------------------------------------------------------------
 
 def test_parquet_helpers_round_trip(tmp_path):

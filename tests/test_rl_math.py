@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from memtrain.rl.grpo import document_weights, is_informative, policy_objective, scored_samples
-from memtrain.rl.rewards import end_to_end_rewards, uses_recall
+from memtrain.rl.rewards import end_to_end_rewards
 from memtrain.rl.samples import Group, Member, Rollout, Sample
 
 LOSS = {"clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "clip_ratio_c": 3.0, "kl_coef": 0.0,

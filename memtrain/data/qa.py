@@ -3,8 +3,9 @@
 Published files drop in unchanged: HotpotQA (original JSON and the hotpotqa/hotpot_qa parquet),
 MemAgent's RULER-HotpotQA eval JSON and training parquet, FlashRAG question jsonl, the verl-format
 question files Search-R1 and MEM1 train from (jsonl or parquet), plain [{question, answer}] JSON
-lists, and wiki-18 style corpora. Every malformed record is an InputError naming the file, the record and the field; nothing
-is dropped silently, because a quietly shrunken eval set changes the numbers a paper is compared on.
+lists, and wiki-18 style corpora. Every malformed record is an InputError naming the file, the record
+and the field; nothing is dropped silently, because a quietly shrunken eval set changes the numbers a
+paper is compared on.
 Our own stage outputs (long-context and QA items here, multi-objective questions in qa_builders) are
 parquet tables written atomically.
 """

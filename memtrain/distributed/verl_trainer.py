@@ -12,7 +12,6 @@ memtrain.distributed.cpu_platform.
 
 from __future__ import annotations
 
-
 import ray
 import torch
 import transfer_queue as tq

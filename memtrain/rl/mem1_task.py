@@ -15,7 +15,6 @@ from memtrain.agent.answers import exact_match
 from memtrain.agent.search_agent import Episode, SearchAgent, split_answers
 from memtrain.rl.samples import Group, Member, Rollout, Sample
 
-
 # How an episode's per-objective EMs make its reward (posttrain.mem1.reward).
 OBJECTIVE_REWARDS = {"sum": lambda matches: float(sum(matches)), "mean": lambda matches: float(np.mean(matches))}
 

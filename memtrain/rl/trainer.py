@@ -23,8 +23,14 @@ from verl.utils.torch_functional import get_constant_schedule_with_warmup
 
 from memtrain.rl import checkpoint
 from memtrain.rl.batching import collate, micro_batches, pad_rows, response_logprobs
-from memtrain.rl.grpo import (OBJECTIVE_TERMS, ScoredSample, document_weights, is_informative, policy_objective,
-                              scored_samples)
+from memtrain.rl.grpo import (
+    OBJECTIVE_TERMS,
+    ScoredSample,
+    document_weights,
+    is_informative,
+    policy_objective,
+    scored_samples,
+)
 from memtrain.rl.samples import Group, Rollout
 
 

@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def cpu_config(**rl) -> dict:
     overlay = yaml.safe_load((ROOT / "config" / "test-verl.yaml").read_text())
-    overlay["trainer"]["verl"]["loggers"] = ["console", "mlflow"]
     return memtrain_config.load(ROOT / "config" / "test.yaml", {**overlay, "rl": rl})
 
 

@@ -94,7 +94,6 @@ class InOrder:
 
 def settings() -> tuple[dict, dict]:
     overlay = yaml.safe_load((ROOT / "config" / "test-verl.yaml").read_text())
-    overlay["trainer"]["verl"]["loggers"] = ["console", "mlflow"]
     overlay["rl"] = {"filter": {"enabled": True, "max_refill_rounds": 1}, "loss": {"kl_coef": 0.1}}
     cfg = memtrain_config.load(ROOT / "config" / "test.yaml", overlay)
     schedule = {**cfg["memtrain"], "steps": 1, "batch_size": 2, "mini_batch_size": 1, "group_size": 2,

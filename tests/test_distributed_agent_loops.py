@@ -146,7 +146,7 @@ def test_items_survive_the_veRL_dataset_round_trip(tmp_path, tokenizer):
     assert kinds.MEMAGENT.decode(row["extra_info"]["item"]) == long_context
 
 
-@pytest.mark.parametrize("variant", ["full", "e2e"])
+@pytest.mark.parametrize("variant", ["full", "e2e", "decoupled"])
 def test_memtrain_agent_loop_runs_the_task_and_yields_trainable_rows(cfg, verl_cfg, server, tiny_policy, tmp_path,
                                                                    variant):
     settings = train.agent_settings(cfg, "memtrain", cfg["memtrain"], variant, "[MASK]")
@@ -159,7 +159,9 @@ def test_memtrain_agent_loop_runs_the_task_and_yields_trainable_rows(cfg, verl_c
         trajectory = [o for o in own if o.extra_fields[advantages.SCOPE] == "prompt"]
         recall = [o for o in own if o.extra_fields[advantages.SCOPE] == "session"]
         assert len(trajectory) == 4 and own[-4:] == trajectory  # 3 memory updates, then the answer, last
-        assert len(recall) == (2 if variant == "full" else 0)  # G2 answers to one recall question
+        assert len(recall) == (0 if variant == "e2e" else 2)  # G2 answers to one recall question
+        if variant != "full":  # EM alone: recall answers do not enter R^E
+            assert trajectory[-1].extra_fields[advantages.REWARD] in (0.0, 1.0)
         assert len({o.extra_fields[advantages.REWARD] for o in trajectory}) == 1  # R^E broadcast to every turn
         assert all(1 <= len(o.response_ids) <= BUDGETS["response"] for o in own)
         assert verl_config.FILTER_METRIC in own[-1].extra_fields["reward_extra_info"]

@@ -8,7 +8,8 @@ one step shows every rule the two back-ends must share:
 - mini_batch_size 1: two optimizer steps, item 0 then item 2.
 veRL runs its real v1 trainer on CPU (memtrain.distributed.verl_trainer) with tests/verl_replay.py in place
 of generation; the local trainer runs its `train_step` with the same rollouts. Both start from the same
-random tiny Llama (fp32) and must end with the same parameters.
+random tiny Llama (fp32) and must end with the same parameters, under the paper's Eq. 4 and under the token-mean
+loss with a warm-up that MemAgent and MEM1 train with.
 """
 
 from __future__ import annotations
@@ -92,9 +93,17 @@ class InOrder:
         return taken
 
 
-def settings() -> tuple[dict, dict]:
+# The paper's MemTrain loss (Eq. 4, clip-higher), and MemAgent's and MEM1's (token-mean, symmetric clip, a warm-up
+# whose first step is taken at learning rate 0, config/paper.yaml's posttrain.<kind>.rl).
+LOSSES = {"eq4": ({"aggregation": "seq-mean-token-sum", "clip_ratio_high": 0.28}, 0),
+          "token_mean": ({"aggregation": "token-mean", "clip_ratio_high": 0.2}, 1)}
+
+
+def settings(loss: str = "eq4") -> tuple[dict, dict]:
     overlay = yaml.safe_load((ROOT / "config" / "test-verl.yaml").read_text())
-    overlay["rl"] = {"filter": {"enabled": True, "max_refill_rounds": 1}, "loss": {"kl_coef": 0.1}}
+    terms, warmup = LOSSES[loss]
+    overlay["rl"] = {"filter": {"enabled": True, "max_refill_rounds": 1}, "loss": {"kl_coef": 0.1, **terms},
+                     "optimizer": {"warmup_steps": warmup}}
     cfg = memtrain_config.load(ROOT / "config" / "test.yaml", overlay)
     schedule = {**cfg["memtrain"], "steps": 1, "batch_size": 2, "mini_batch_size": 1, "group_size": 2,
                 "recall_group_size": 2, "lr": 1e-3}
@@ -139,8 +148,9 @@ def run_local(cfg, schedule, items, policy: Path, root: Path) -> tuple[dict[str,
 
 
 @pytest.mark.slow
-def test_one_step_on_veRL_equals_the_local_trainer_step(tiny_policy, tmp_path):
-    cfg, schedule = settings()
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_one_step_on_veRL_equals_the_local_trainer_step(tiny_policy, tmp_path, loss):
+    cfg, schedule = settings(loss)
     items = [{**DOCUMENT, "doc_id": f"d{i}"} for i in range(len(REWARDS))]
     verl_metrics, verl_weights = run_verl(cfg, schedule, items, tiny_policy, tmp_path)
     local_metrics, local_weights = run_local(cfg, schedule, items, tiny_policy, tmp_path)
@@ -160,5 +170,5 @@ def test_one_step_on_veRL_equals_the_local_trainer_step(tiny_policy, tmp_path):
     relative = float((local_update - verl_update).norm() / local_update.norm())
     print(f"update: largest {float(local_update.abs().max()):.3e}, back-ends apart by at most {apart:.3e} "
           f"(relative norm {relative:.2e})")
-    assert float(local_update.abs().max()) > 1e-3  # the step moved the weights (lr 1e-3, two Adam steps)
+    assert float(local_update.abs().max()) > 1e-3 / 2  # the step moved the weights (lr 1e-3, two Adam steps or one)
     assert relative < 1e-4 and apart < 1e-2 * float(local_update.abs().max())

@@ -125,8 +125,11 @@ class MemTrainSyncTrainer(PPOTrainerSync):
         real = [abs(v) for v, pad in zip(values, padding, strict=True) if not pad]
         metrics["memtrain/advantage_abs"] = float(sum(real) / max(len(real), 1))
         metrics["memtrain/trained_rows"] = len(self._trained_keys)
+        # veRL's rollout stores a copy of each row's mask as loss_mask, from which its worker counts the mini-batch's
+        # tokens (token-mean's divisor): both must leave the untrained rows out.
         fields = {"advantages": advantages, "returns": advantages.clone(),
-                  "response_mask": torch.nested.as_nested_tensor(masks, layout=torch.jagged)}
+                  "response_mask": torch.nested.as_nested_tensor(masks, layout=torch.jagged),
+                  "loss_mask": torch.nested.as_nested_tensor([mask.clone() for mask in masks], layout=torch.jagged)}
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
                                fields=TensorDict(fields, batch_size=len(batch)))
 

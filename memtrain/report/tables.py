@@ -182,7 +182,7 @@ def caption(name: str, table: pd.DataFrame) -> str:
 def to_markdown(table: pd.DataFrame, title: str | None = None) -> str:
     """A Markdown table of `wide(table)` (pandas' renderer; tabulate comes with snakemake), under its caption."""
     heading = f"*{title}*\n\n" if title else ""
-    return heading + wide(table).to_markdown(index=False) + "\n"
+    return heading + wide(table).to_markdown(index=False, disable_numparse=True) + "\n"  # cells are text: "0.00" stays
 
 
 def to_latex(table: pd.DataFrame, title: str | None = None) -> str:

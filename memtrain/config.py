@@ -52,9 +52,15 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{key}: {error.message}"
 
 
+def _errors(schema: Mapping[str, Any], instance: MutableMapping[str, Any]) -> list[jsonschema.ValidationError]:
+    """Every problem of `instance` against `schema` (defaults filled in place), in the order of their keys."""
+    return sorted(_Validator(schema).iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+
+
 def validate(config: MutableMapping[str, Any], source: str | os.PathLike = "<config>") -> MutableMapping[str, Any]:
     """Fill defaults into `config` in place and raise InputError naming every problem found."""
-    errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    schema = load_schema()
+    errors = _errors(schema, config)
     if errors:
         raise InputError("invalid config:\n  " + "\n  ".join(_describe(e) for e in errors), file=source)
     backbones = config["backbones"]
@@ -89,7 +95,8 @@ def validate(config: MutableMapping[str, Any], source: str | os.PathLike = "<con
         raise InputError("mini_batch_size exceeds batch_size", file=source, field="memtrain.mini_batch_size")
     for algorithm in ("memagent", "mem1"):
         settings = config["posttrain"][algorithm]
-        settings["rl"] = _training_rl(config["rl"], settings["rl"], f"posttrain.{algorithm}.rl", source)
+        settings["rl"] = _training_rl(schema["properties"]["rl"], config["rl"], settings["rl"],
+                                      f"posttrain.{algorithm}.rl", source)
         if settings["mini_batch_size"] > settings["batch_size"]:
             raise InputError("mini_batch_size exceeds batch_size", file=source,
                              field=f"posttrain.{algorithm}.mini_batch_size")
@@ -117,15 +124,14 @@ def validate(config: MutableMapping[str, Any], source: str | os.PathLike = "<con
     return config
 
 
-def _training_rl(shared: Mapping[str, Any], overlay: Mapping[str, Any], field: str,
+def _training_rl(rl_schema: Mapping[str, Any], shared: Mapping[str, Any], overlay: Mapping[str, Any], field: str,
                  source: str | os.PathLike) -> dict[str, Any]:
     """The complete `rl` section of one training: the shared one with the training's overlay, checked as `rl` is.
 
     The overlay may already be complete (a config validated before), which leaves it as it is.
     """
     merged = deep_merge(shared, overlay)
-    errors = sorted(_Validator(load_schema()["properties"]["rl"]).iter_errors(merged),
-                    key=lambda e: list(map(str, e.absolute_path)))
+    errors = _errors(rl_schema, merged)
     if errors:
         raise InputError("invalid overlay on rl:\n  " + "\n  ".join(f"{field}: {_describe(e)}" for e in errors),
                          file=source)

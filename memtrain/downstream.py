@@ -264,13 +264,13 @@ def posttrain(args, params, run) -> None:
         settings["steps"] += params["posttrain"]["scaling"]["steps"]
         run.set_tags({"posttrain.continued_from": str(source)})
     run.set_tags({"memtrain.policy": args.policy})
+    items = kind.items(args.data)
     if on_verl:
-        summary = _posttrain_on_verl(args, params, settings, source, exports)
+        summary = _posttrain_on_verl(args, params, kind, items, settings, source, exports)
         run.log_dict(summary, "outputs/training.json")
         prune_checkpoints(run, args, summary, args.continue_from)
         return
     policy = launch.load(args.policy, params["rl"], args.seed, threads=args.threads)
-    items = kind.items(args.data)
     with contextlib.ExitStack() as stack:
         search = (stack.enter_context(retriever(params, args.corpus, args.index, args.server_log))
                   if kind.uses_search else None)
@@ -304,8 +304,8 @@ def _finished_checkpoint(checkpoints: str, steps: int, algorithm: str, on_verl: 
     return found[-1]
 
 
-def _posttrain_on_verl(args, params: Mapping[str, Any], settings: Mapping[str, Any], source: Path | None,
-                       exports: Mapping[int, Path]) -> dict[str, Any]:
+def _posttrain_on_verl(args, params: Mapping[str, Any], kind, items: list[Any], settings: Mapping[str, Any],
+                       source: Path | None, exports: Mapping[int, Path]) -> dict[str, Any]:
     """The same post-training on veRL (trainer.backend verl): the items and the search server here, GRPO on Ray."""
     from memtrain.distributed import train as distributed
     from memtrain.tracking import tracking_uri
@@ -313,10 +313,6 @@ def _posttrain_on_verl(args, params: Mapping[str, Any], settings: Mapping[str, A
     if exports:  # veRL must checkpoint every evaluated step and keep it until it is exported
         params = {**params, "rl": {**params["rl"], "checkpoint_every": params["posttrain"]["scaling"]["eval_every"],
                                    "keep_checkpoints": len(exports) + 1}}
-    from memtrain.rl import kinds
-
-    kind = kinds.get(args.algorithm)
-    items = kind.items(args.data)
     with contextlib.ExitStack() as stack:
         url = None
         if kind.uses_search:

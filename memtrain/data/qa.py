@@ -339,15 +339,10 @@ def read_memagent_train(path: PathLike) -> list[LongContextItem]:
 
 # --- FlashRAG questions and corpora -----------------------------------------------------------
 
-def _flashrag_item(record: _Record, dataset: str) -> QAItem:
-    question_id = record.name("id")
-    return QAItem(id=question_id, question=record.text("question"), answers=record.strings("golden_answers"),
-                  dataset=dataset)
-
-
 def read_flashrag(path: PathLike, dataset: str) -> list[QAItem]:
     """A FlashRAG split jsonl ({id, question, golden_answers, metadata?}), tagged with its dataset name."""
-    return [_flashrag_item(record, dataset) for record in _jsonl_records(path)]
+    return [QAItem(id=record.name("id"), question=record.text("question"), answers=record.strings("golden_answers"),
+                   dataset=dataset) for record in _jsonl_records(path)]
 
 
 def read_corpus(path: PathLike) -> Iterator[CorpusPassage]:

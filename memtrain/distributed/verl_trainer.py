@@ -127,9 +127,9 @@ class MemTrainSyncTrainer(PPOTrainerSync):
         metrics["memtrain/trained_rows"] = len(self._trained_keys)
         # veRL's rollout stores a copy of each row's mask as loss_mask, from which its worker counts the mini-batch's
         # tokens (token-mean's divisor): both must leave the untrained rows out.
-        fields = {"advantages": advantages, "returns": advantages.clone(),
-                  "response_mask": torch.nested.as_nested_tensor(masks, layout=torch.jagged),
-                  "loss_mask": torch.nested.as_nested_tensor([mask.clone() for mask in masks], layout=torch.jagged)}
+        response_mask = torch.nested.as_nested_tensor(masks, layout=torch.jagged)
+        fields = {"advantages": advantages, "returns": advantages.clone(), "response_mask": response_mask,
+                  "loss_mask": response_mask.clone()}
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
                                fields=TensorDict(fields, batch_size=len(batch)))
 

@@ -7,6 +7,7 @@ import torch
 
 from memtrain.engines import Engine, Generation, Sampling
 from memtrain.engines.hf import HFEngine
+from memtrain.engines.sampling import choose
 
 VOCAB = 200
 PAD = 0
@@ -220,3 +221,107 @@ def test_sampling_validation(kwargs, message):
 def test_sampling_is_hashable_with_list_stops():
     assert Sampling(max_new_tokens=1, stop_token_ids=[2, 3]) == Sampling(max_new_tokens=1, stop_token_ids=(2, 3))
     hash(Sampling(max_new_tokens=1, stop_token_ids=[2, 3]))
+
+
+def reference_decode(model, prompt: list[int], sampling: Sampling, uniforms: torch.Tensor | None) -> Generation:
+    """The engine's contract computed the slow way: a full forward over prompt + tokens so far at every step,
+    no cache, no padding, no batch, and each token drawn with the same uniform the engine assigns it."""
+    tokens: list[int] = []
+    logprobs: list[float] = []
+    with torch.no_grad():
+        for step in range(sampling.max_new_tokens):
+            logits = model(torch.tensor([prompt + tokens])).logits[:, -1]
+            token, logprob = choose(logits, sampling, None if uniforms is None else uniforms[step:step + 1])
+            tokens.append(int(token))
+            logprobs.append(float(logprob))
+            if tokens[-1] in sampling.stop_token_ids:
+                return Generation(tuple(tokens), tuple(logprobs), True)
+    return Generation(tuple(tokens), tuple(logprobs), False)
+
+
+@pytest.mark.parametrize("sampling", [
+    Sampling(max_new_tokens=10, temperature=0.0),
+    Sampling(max_new_tokens=10, temperature=1.0),
+    Sampling(max_new_tokens=10, temperature=0.7, top_p=0.9),
+], ids=["greedy", "sampled", "nucleus"])
+@pytest.mark.parametrize("max_batch_size", [1, 2, 64])
+def test_continuous_batching_equals_the_uncached_reference(model, sampling, max_batch_size):
+    """Cache slots, their refills, left padding, compaction and the per-prompt uniforms change nothing:
+    every prompt gets exactly the tokens of a cache-free, batch-free decode with its own uniforms."""
+    batch = prompts([9, 3, 17, 5, 12])
+    sampler = engine(model, seed=11, max_batch_size=max_batch_size)
+    uniforms = None if sampling.temperature == 0 else \
+        torch.rand((len(batch), sampling.max_new_tokens), generator=torch.Generator().manual_seed(11))
+    # A stop token the reference emits mid-way for some prompts, so that slots free up at different steps.
+    free = [reference_decode(model, prompt, sampling, None if uniforms is None else uniforms[row])
+            for row, prompt in enumerate(batch)]
+    stop = free[0].token_ids[3]
+    stopping = Sampling(max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+                        top_p=sampling.top_p, stop_token_ids=(stop,))
+    expected = [reference_decode(model, prompt, stopping, None if uniforms is None else uniforms[row])
+                for row, prompt in enumerate(batch)]
+    assert {len(g.token_ids) for g in expected} != {sampling.max_new_tokens}
+    assert_same(sampler.generate(batch, stopping), expected)
+
+
+def test_samples_do_not_depend_on_the_batch_size(model):
+    batch = prompts([7, 2, 11, 4, 9, 6, 13])
+    sampling = Sampling(max_new_tokens=9, temperature=1.0, stop_token_ids=(5, 17, 33))
+    runs = [engine(model, seed=3, max_batch_size=size).generate(batch, sampling) for size in (1, 3, 7)]
+    assert_same(runs[0], runs[1])
+    assert_same(runs[0], runs[2])
+
+
+def test_a_call_advances_the_generator_by_prompts_times_budget(model):
+    """However the sequences stop, so that the next call's draws never depend on this call's outcomes."""
+    sampler = engine(model, seed=8)
+    sampler.generate(prompts([4, 6]), Sampling(max_new_tokens=5, temperature=1.0, stop_token_ids=(1, 2, 3)))
+    expected = torch.Generator().manual_seed(8)
+    torch.rand((2, 5), generator=expected)
+    assert torch.equal(sampler.generator.get_state(), expected.get_state())
+    state = sampler.generator.get_state()
+    sampler.generate(prompts([4, 6]), GREEDY)
+    assert torch.equal(sampler.generator.get_state(), state)  # greedy draws nothing
+
+
+PROBS = torch.tensor([[0.1, 0.2, 0.7]])
+
+
+@pytest.mark.parametrize("uniform, token", [(0.0, 0), (0.05, 0), (0.1, 1), (0.29, 1), (0.3, 2), (0.999999, 2)])
+def test_inverse_cdf_by_hand(uniform, token):
+    """Cumulative [0.1, 0.3, 1.0]: a uniform u picks the first token whose cumulative weight exceeds u."""
+    chosen, logprob = choose(PROBS.log(), Sampling(max_new_tokens=1), torch.tensor([uniform]))
+    assert int(chosen) == token
+    assert float(logprob) == pytest.approx(float(PROBS[0, token].log()), abs=1e-6)
+
+
+def test_top_p_by_hand():
+    """top_p 0.7 keeps only the 0.7 token (the mass above the 0.2 token already reaches 0.7), top_p 0.75 adds
+    the 0.2 token; the log-prob stays the untruncated one."""
+    for uniform in (0.0, 0.5, 0.99):
+        chosen, logprob = choose(PROBS.log(), Sampling(max_new_tokens=1, top_p=0.7), torch.tensor([uniform]))
+        assert int(chosen) == 2 and float(logprob) == pytest.approx(float(torch.tensor(0.7).log()), abs=1e-6)
+    # Renormalised over {0.7, 0.2}: ranked cumulative [0.7, 0.9] of 0.9, so u = 0.8 lands on the 0.2 token.
+    chosen, _ = choose(PROBS.log(), Sampling(max_new_tokens=1, top_p=0.75), torch.tensor([0.8]))
+    assert int(chosen) == 1
+
+
+def test_temperature_by_hand():
+    """logits log [0.1, 0.2, 0.7] at temperature 0.5 give probabilities proportional to [0.01, 0.04, 0.49]."""
+    scaled = torch.tensor([0.01, 0.04, 0.49]) / 0.54
+    chosen, logprob = choose(PROBS.log(), Sampling(max_new_tokens=1, temperature=0.5), torch.tensor([0.05]))
+    assert int(chosen) == 1 and float(logprob) == pytest.approx(float(scaled[1].log()), abs=1e-5)
+
+
+def test_zero_probability_tokens_are_never_chosen():
+    logits = torch.tensor([[-torch.inf, 0.0, -torch.inf, 0.0, -torch.inf]])
+    for uniform in (0.0, 0.5, 1.0 - 2 ** -24):
+        chosen, _ = choose(logits, Sampling(max_new_tokens=1), torch.tensor([uniform]))
+        assert int(chosen) in (1, 3)
+
+
+def test_sampled_frequencies_follow_the_distribution():
+    draws = torch.rand(20000, generator=torch.Generator().manual_seed(0))
+    chosen, _ = choose(PROBS.log().expand(len(draws), -1), Sampling(max_new_tokens=1), draws)
+    frequencies = torch.bincount(chosen, minlength=3) / len(draws)
+    torch.testing.assert_close(frequencies, PROBS[0], atol=0.01, rtol=0)

@@ -12,18 +12,29 @@ uses the current policy.
 from __future__ import annotations
 
 import inspect
+from collections import deque
 from collections.abc import Sequence
 
 import torch
 
 from memtrain.engines.base import Generation, Sampling
+from memtrain.engines.sampling import choose
+from memtrain.engines.slot_cache import SlotCache
 
 
 class HFEngine:
-    """Batched sampling from a causal LM that follows the transformers 5 forward/cache API.
+    """Continuous batching from a causal LM that follows the transformers 5 forward/cache API.
 
-    All prompts of a call are decoded together in micro-batches of at most `max_batch_size`, which is
-    what makes lockstep rollouts fast: one weight read per decode step serves a whole micro-batch.
+    Up to `max_batch_size` sequences decode together, so one weight read per step serves them all;
+    when one stops, the next waiting prompt (shortest first) takes its slot at once instead of the
+    slot idling until the slowest sequence of a fixed micro-batch ends.
+
+    Reproducibility: a call first draws a (prompts, max_new_tokens) block of uniforms from the
+    caller's generator, row i for prompt i in the caller's order, and prompt i's t-th token inverts
+    its distribution at uniform (i, t) (memtrain.engines.sampling). A call's tokens therefore depend
+    on the generator's state and the prompts only, never on the batch size, the slot a prompt lands
+    in or when it is admitted, and the generator advances by the same amount whatever stops.
+    Greedy calls draw nothing.
     """
 
     def __init__(self, model: torch.nn.Module, pad_token_id: int, generator: torch.Generator,
@@ -32,8 +43,8 @@ class HFEngine:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         device = _device_of(model)
         if not _same_device(generator.device, device):
-            # torch.multinomial refuses a generator on another device only at the first sampled
-            # token; failing here names the cause before any compute is spent.
+            # Uniforms drawn on another device would be copied every step; failing here names the
+            # cause before any compute is spent.
             raise ValueError(f"the generator is on {generator.device} but the model is on {device}: "
                              f"create it with torch.Generator(device={str(device)!r})")
         self.model = model
@@ -50,99 +61,140 @@ class HFEngine:
         for index, prompt in enumerate(prompts):
             if len(prompt) == 0:
                 raise ValueError(f"prompt {index} is empty: a causal LM needs at least one token to condition on")
-        # Similar lengths share a micro-batch, so that left padding wastes little compute.
-        order = sorted(range(len(prompts)), key=lambda index: len(prompts[index]))
-        results: list[Generation | None] = [None] * len(prompts)
+        if not prompts:
+            return []
+        uniforms = (None if sampling.temperature == 0 else
+                    torch.rand((len(prompts), sampling.max_new_tokens), generator=self.generator,
+                               device=self.generator.device))
         # Per module, not model.train(flag): a trainer may keep some submodules in eval on purpose.
         modes = [(module, module.training) for module in self.model.modules()]
         self.model.eval()
         try:
             with torch.inference_mode():
-                for start in range(0, len(order), self.max_batch_size):
-                    batch = order[start:start + self.max_batch_size]
-                    for index, generation in zip(batch, self._generate_batch([prompts[i] for i in batch], sampling)):
-                        results[index] = generation
+                return _Call(self, prompts, sampling, uniforms).run()
         finally:
             for module, training in modes:
                 module.training = training
-        return results
 
-    def _generate_batch(self, prompts: Sequence[Sequence[int]], sampling: Sampling) -> list[Generation]:
-        device = _device_of(self.model)
-        size, width, steps = len(prompts), max(len(prompt) for prompt in prompts), sampling.max_new_tokens
-        # Left padding keeps every sequence's next token in the last column, so one decode step serves all.
-        input_ids = torch.full((size, width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((size, width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, width - len(prompt):] = torch.as_tensor(prompt, dtype=torch.long)
-            attention_mask[row, width - len(prompt):] = 1
-        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-        # Explicit positions: with left padding the model would otherwise count the pads, and a padded
-        # prompt would not see the positions it sees alone.
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
-        stop_ids = torch.as_tensor(sampling.stop_token_ids, dtype=torch.long, device=device)
-        tokens = torch.full((size, steps), self.pad_token_id, dtype=torch.long, device=device)
-        logprobs = torch.zeros((size, steps), dtype=torch.float32, device=device)
-        lengths = torch.zeros(size, dtype=torch.long, device=device)
-        finished = torch.zeros(size, dtype=torch.bool, device=device)
+class _Call:
+    """One generate call: a fixed set of cache slots, filled from a length-sorted queue and refilled as
+    sequences finish. Slot bookkeeping lives on the host (one sync per step reads the sampled tokens,
+    which deciding what stopped needs anyway); columns, masks and logits stay on the model's device."""
 
-        output = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            use_cache=True, **self._logits_kwargs)
-        for step in range(steps):
-            token, logprob = _sample(output.logits[:, -1], sampling, self.generator)
-            live = ~finished
-            # Every row is sampled, finished or not: the generator advances the same way whatever
-            # stops, so one sequence stopping never changes another's draws.
-            tokens[:, step] = torch.where(live, token, self.pad_token_id)
-            logprobs[:, step] = torch.where(live, logprob, 0.0)
-            lengths += live
-            if stop_ids.numel():
-                finished |= live & torch.isin(token, stop_ids)
-                # A host sync per step, paid only when stopping is possible at all.
-                if bool(finished.all()):
-                    break
-            if step + 1 == steps:
+    def __init__(self, engine: HFEngine, prompts: Sequence[Sequence[int]], sampling: Sampling,
+                 uniforms: torch.Tensor | None) -> None:
+        self.engine, self.prompts, self.sampling, self.uniforms = engine, prompts, sampling, uniforms
+        self.model, self.device = engine.model, _device_of(engine.model)
+        self.dtype = next(engine.model.parameters()).dtype
+        # Similar lengths share a prefill group, so that left padding wastes little compute.
+        self.waiting = deque(sorted(range(len(prompts)), key=lambda index: len(prompts[index])))
+        slots = min(engine.max_batch_size, len(prompts))
+        self.width = max(len(prompt) for prompt in prompts) + sampling.max_new_tokens
+        self.cache = SlotCache(self.model.config.num_hidden_layers, slots, self.width)
+        self.columns = torch.arange(self.width, device=self.device)
+        self.prompt_of: list[int | None] = [None] * slots  # the prompt each slot decodes, None when free
+        self.start = torch.zeros(slots, dtype=torch.long, device=self.device)  # first column of the slot's prompt
+        self.write = torch.zeros(slots, dtype=torch.long, device=self.device)  # column of the slot's next token
+        self.logits: torch.Tensor | None = None  # (slots, vocabulary): each slot's next-token logits
+        self.stop_ids = set(sampling.stop_token_ids)
+        self.tokens: list[list[int]] = [[] for _ in prompts]
+        self.logprobs: list[list[float]] = [[] for _ in prompts]
+        self.stopped = [False] * len(prompts)
+        self.live: list[int] = []  # the slots sampled last, in the order of next_token
+        self.next_token: torch.Tensor | None = None
+
+    def run(self) -> list[Generation]:
+        while True:
+            self._admit()
+            live = [slot for slot, prompt in enumerate(self.prompt_of) if prompt is not None]
+            if not live:
                 break
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((size, 1))], dim=-1)
-            position_ids = position_ids[:, -1:] + 1
-            output = self.model(input_ids=tokens[:, step:step + 1], attention_mask=attention_mask,
-                                position_ids=position_ids, past_key_values=output.past_key_values,
-                                use_cache=True, **self._logits_kwargs)
+            self._sample(live)
+            running = [slot for slot in live if self.prompt_of[slot] is not None]
+            if running:
+                if not self.waiting and len(running) <= len(self.prompt_of) // 2:
+                    self._compact(running)
+                self._decode()
+        return [Generation(token_ids=tuple(tokens), logprobs=tuple(logprobs), stopped=stopped)
+                for tokens, logprobs, stopped in zip(self.tokens, self.logprobs, self.stopped)]
 
-        return [Generation(token_ids=tuple(row_tokens[:length]), logprobs=tuple(row_logprobs[:length]), stopped=stopped)
-                for row_tokens, row_logprobs, length, stopped
-                in zip(tokens.tolist(), logprobs.tolist(), lengths.tolist(), finished.tolist())]
+    def _admit(self) -> None:
+        """Prefill free slots with the shortest waiting prompts, as one left-padded group."""
+        free = [slot for slot, prompt in enumerate(self.prompt_of) if prompt is None][:len(self.waiting)]
+        if not free:
+            return
+        group = [self.waiting.popleft() for _ in free]
+        lengths = [len(self.prompts[index]) for index in group]
+        width = max(lengths)
+        input_ids = torch.full((len(group), width), self.engine.pad_token_id, dtype=torch.long)
+        for row, index in enumerate(group):
+            input_ids[row, width - lengths[row]:] = torch.as_tensor(self.prompts[index], dtype=torch.long)
+        rows = torch.as_tensor(free, device=self.device)
+        start = width - torch.as_tensor(lengths, device=self.device)
+        columns = self.columns[:width]
+        # Query column q of a row sees key columns from the row's start up to q: causal, padding masked.
+        allowed = (columns[None, None, :] >= start[:, None, None]) & (columns[None, None, :] <= columns[None, :, None])
+        self.cache.prefill(rows)
+        # Explicit positions: a padded prompt must see the positions it sees alone.
+        output = self.model(input_ids=input_ids.to(self.device), attention_mask=self._additive(allowed),
+                            position_ids=(columns[None, :] - start[:, None]).clamp(min=0),
+                            past_key_values=self.cache, use_cache=True, **self.engine._logits_kwargs)
+        logits = output.logits[:, -1]
+        if self.logits is None:
+            self.logits = logits.new_empty((len(self.prompt_of), logits.shape[-1]))
+        self.logits[rows] = logits
+        self.start[rows], self.write[rows] = start, width
+        for slot, index in zip(free, group):
+            self.prompt_of[slot] = index
 
+    def _sample(self, live: list[int]) -> None:
+        """Draw each live slot's next token and free the slots whose sequence ends with it."""
+        prompts = [self.prompt_of[slot] for slot in live]
+        uniforms = None
+        if self.uniforms is not None:
+            made = torch.as_tensor([len(self.tokens[index]) for index in prompts], device=self.device)
+            uniforms = self.uniforms[torch.as_tensor(prompts, device=self.device), made]
+        token, logprob = choose(self.logits[torch.as_tensor(live, device=self.device)], self.sampling, uniforms)
+        self.live, self.next_token = live, token
+        for slot, index, value, score in zip(live, prompts, token.tolist(), logprob.tolist()):
+            self.tokens[index].append(value)
+            self.logprobs[index].append(score)
+            if value in self.stop_ids:
+                self.stopped[index] = True
+            if self.stopped[index] or len(self.tokens[index]) == self.sampling.max_new_tokens:
+                self.prompt_of[slot] = None
 
-def _sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next token per row and its log-prob under the untruncated, temperature-scaled distribution.
+    def _compact(self, running: list[int]) -> None:
+        """Drop finished slots once nothing waits for them (see SlotCache.compact)."""
+        keep = torch.as_tensor(running, device=self.device)
+        self.cache.compact(keep)
+        self.start, self.write, self.logits = self.start[keep], self.write[keep], self.logits[keep]
+        position = {slot: row for row, slot in enumerate(self.live)}
+        self.next_token = self.next_token[torch.as_tensor([position[slot] for slot in running], device=self.device)]
+        self.live = list(range(len(running)))
+        self.prompt_of = [self.prompt_of[slot] for slot in running]
 
-    The log-prob ignores top-p on purpose: it is then what a forward pass over the full logits gives
-    back, so the trainer's recomputed log-probs can be compared with it directly.
-    """
-    logits = logits.float()  # bf16 log-probs are too coarse for importance ratios
-    if sampling.temperature == 0:
-        scores = logits.log_softmax(-1)
-        token = scores.argmax(-1)
-    else:
-        scores = (logits / sampling.temperature).log_softmax(-1)
-        probs = scores.exp()
-        if sampling.top_p < 1:
-            probs = _nucleus(probs, sampling.top_p)
-        token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    return token, scores.gather(-1, token[:, None]).squeeze(-1)
+    def _decode(self) -> None:
+        """One token for every slot: the live ones feed what they just sampled, free ones a pad at column 0."""
+        live = torch.as_tensor([prompt is not None for prompt in self.prompt_of], device=self.device)
+        input_ids = torch.full((len(self.prompt_of), 1), self.engine.pad_token_id, dtype=torch.long,
+                               device=self.device)
+        input_ids[torch.as_tensor(self.live, device=self.device), 0] = self.next_token
+        # A free slot's columns are garbage until its next prefill overwrites them from column 0.
+        start, write = self.start.masked_fill(~live, 0), self.write.masked_fill(~live, 0)
+        allowed = (self.columns[None, :] >= start[:, None]) & (self.columns[None, :] <= write[:, None])
+        self.cache.decode(write)
+        output = self.model(input_ids=input_ids, attention_mask=self._additive(allowed[:, None, :]),
+                            position_ids=(write - start)[:, None], past_key_values=self.cache,
+                            use_cache=True, **self.engine._logits_kwargs)
+        self.logits = output.logits[:, -1]
+        self.write += live
 
-
-def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """probs with everything outside the smallest top-p set zeroed (unnormalised: multinomial does not care).
-
-    A token is dropped when the tokens ranked above it already reach top_p, so the most likely token
-    always survives, however small top_p is.
-    """
-    ranked, order = probs.sort(dim=-1, descending=True)
-    outside = ranked.cumsum(-1) - ranked >= top_p
-    return probs.scatter(-1, order, ranked.masked_fill(outside, 0.0))
+    def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
+        """A (rows, 1, queries, keys) additive mask, which both the sdpa and the eager attention take as is."""
+        return torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill_(
+            ~allowed, torch.finfo(self.dtype).min)[:, None]
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

@@ -1,16 +1,24 @@
-"""Rollout generation throughput: lockstep batched trajectories against one trajectory at a time.
+"""Rollout generation throughput: lockstep batched trajectories against one trajectory at a time, and how
+far decode is from what this machine allows.
 
-One run, one model, the engine the rollouts use (memtrain.engines.hf.HFEngine):
+One run, one model, the engine the rollouts use (memtrain.engines.hf.HFEngine, continuous batching):
   batched     B multi-turn trajectories advanced together, each turn one generate call over all B prompts;
-  sequential  the same B trajectories run one after another at batch 1;
-  decode      batch-1 decode tokens/s against the memory-bandwidth bound (every decode step reads all
-              weights once, so bandwidth / weight bytes caps the single-sequence token rate).
+  sequential  the same B trajectories run one after another at batch 1 (--skip-sequential leaves it out);
+  decode      decode tokens/s at batch 1 and at batch B against a bound and a ceiling, both measured here:
+              bound(b) = min(b * bandwidth / weight bytes, matmul peak / FLOPs per token), because a decode
+              step reads every weight once whatever the batch (memory-bound at small b) and does
+              2 * (matmul weights) FLOPs per token (compute-bound at large b); the streaming matmul ceiling
+              is the time of the model's own Linear layers applied once each to a (b, in_features) input,
+              the floor of a decode step with this BLAS. Below the ceiling the engine (attention, masks,
+              sampling, Python) is the cost; between the ceiling and the bound, the BLAS at these shapes is;
+  log-probs   the trainer's log-prob pass (memtrain.rl.batching.response_logprobs) over B prompt+response
+              sequences, forward alone and forward + backward, compared with the engine's prefill.
 Each turn's prompt is the trajectory's fixed random prefix followed by its previous turn's output, and
 stop_token_ids=() makes every sequence generate exactly --new-tokens tokens, so both modes do the same
 work. Timings depend on the machine and on what else runs on it; nothing is asserted.
 
     .venv/bin/python bench/rollout_throughput.py [--model PATH] [--batch 8] [--prompt-tokens 256]
-        [--new-tokens 64] [--turns 3] [--threads 2]
+        [--new-tokens 64] [--turns 3] [--threads 2] [--skip-sequential]
 """
 
 from __future__ import annotations
@@ -35,6 +43,10 @@ DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 COPY_BYTES = 1 << 30  # large enough that caches do not inflate the bandwidth figure
 COPY_REPEATS = 5
 DECODE_REPEATS = 3
+MATMUL_SIZE = 2048  # square fp32 matmul for the compute peak, as bench/train_throughput.py measures it
+MATMUL_REPEATS = 10
+CEILING_REPEATS = 10
+LOGPROB_REPEATS = 2
 BUSY_CORES = 0.2  # cores used by other processes during a timed step above which the summary warns
 
 T = TypeVar("T")
@@ -81,6 +93,12 @@ def load_model(path: str | None) -> tuple[torch.nn.Module, str]:
     return model, path
 
 
+def matmul_layers(model: torch.nn.Module) -> list[torch.nn.Linear]:
+    """The model's Linear layers in model order, each once. The output projection is one of them (once, even
+    when tied to the input embedding); the embedding lookup is not a matmul and is left out."""
+    return [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
+
+
 def run_trajectories(engine: HFEngine, prefixes: Sequence[list[int]], sampling: Sampling, turns: int) -> int:
     """Advance all trajectories in lockstep, one generate call per turn; returns the tokens generated."""
     prompts, generated = list(prefixes), 0
@@ -91,13 +109,81 @@ def run_trajectories(engine: HFEngine, prefixes: Sequence[list[int]], sampling: 
     return generated
 
 
-def copy_bandwidth() -> float:
-    """Bytes/s of a large tensor copy, counting both the read and the write (the STREAM "copy" convention)."""
+def decode_rate(engine: HFEngine, prompts: Sequence[list[int]], sampling: Sampling) -> tuple[float, float, float]:
+    """(decode tokens/s of all prompts decoding together, seconds of the 1-token call, other processes' cores).
+
+    The call with max_new_tokens and the call with 1 token differ only by max_new_tokens - 1 decode steps,
+    so their difference is decode alone, prefill and sampling set-up cancelled out."""
+    _, full, full_busy = best_time(lambda: engine.generate(prompts, sampling), DECODE_REPEATS)
+    _, prefill, prefill_busy = best_time(lambda: engine.generate(prompts, Sampling(max_new_tokens=1)),
+                                         DECODE_REPEATS)
+    return len(prompts) * (sampling.max_new_tokens - 1) / (full - prefill), prefill, max(full_busy, prefill_busy)
+
+
+def memory_bandwidth() -> tuple[float, float, float]:
+    """(copy bytes/s counting both the read and the write, the STREAM "copy" convention; read-only bytes/s of
+    a sum; other processes' cores) over a 1 GiB tensor, large enough that caches do not inflate them."""
     source = torch.ones(COPY_BYTES // 4, dtype=torch.float32)
     target = torch.empty_like(source)
     target.copy_(source)  # fault the pages in before timing
-    _, seconds, _ = best_time(lambda: target.copy_(source), COPY_REPEATS)
-    return 2 * COPY_BYTES / seconds
+    _, copy, copy_busy = best_time(lambda: target.copy_(source), COPY_REPEATS)
+    _, read, read_busy = best_time(lambda: source.sum(), COPY_REPEATS)
+    return 2 * COPY_BYTES / copy, COPY_BYTES / read, max(copy_busy, read_busy)
+
+
+def matmul_peak() -> tuple[float, float]:
+    """(best FLOP/s of an fp32 MATMUL_SIZE square matmul: the attainable compute peak of this process,
+    other processes' cores)."""
+    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+    a @ b
+    _, seconds, busy = best_time(lambda: a @ b, MATMUL_REPEATS)
+    return 2 * MATMUL_SIZE ** 3 / seconds, busy
+
+
+def streaming_ceiling(layers: Sequence[torch.nn.Linear], batch: int) -> tuple[float, float]:
+    """(seconds of one pass of `layers`, each applied once to its own random (batch, in_features) input in
+    model order, best of CEILING_REPEATS; other processes' cores). A decode step does at least this: the
+    same weights streamed through the same BLAS at the same shapes, without attention, masks or sampling."""
+    inputs = [torch.randn(batch, layer.in_features, dtype=layer.weight.dtype, device=layer.weight.device)
+              for layer in layers]
+
+    def one_pass() -> None:
+        for layer, rows in zip(layers, inputs):
+            layer(rows)
+
+    with torch.inference_mode():
+        one_pass()  # first-call allocations out of the timing
+        _, seconds, busy = best_time(one_pass, CEILING_REPEATS)
+    return seconds, busy
+
+
+def logprob_pass(model: torch.nn.Module, prefixes: Sequence[list[int]], response_tokens: int, pad: int,
+                 seed: int) -> tuple[float, float, float]:
+    """(seconds of the trainer's log-prob forward under inference_mode, seconds of forward + backward of
+    their sum, other processes' cores), best of LOGPROB_REPEATS each, over the prefixes with random
+    responses of `response_tokens` tokens: the pass the trainer runs on every rollout sample."""
+    # Imported here: it pulls in veRL, which the generation timings do not need.
+    from memtrain.rl.batching import collate, response_logprobs
+    from memtrain.rl.samples import Sample
+
+    ids = torch.Generator().manual_seed(seed + 1)
+    samples = [Sample(tuple(prefix), tuple(torch.randint(0, model.config.vocab_size, (response_tokens,),
+                                                         generator=ids).tolist())) for prefix in prefixes]
+    batch = collate(samples, pad)
+
+    def forward() -> torch.Tensor:
+        with torch.inference_mode():
+            return response_logprobs(model, batch)[0]
+
+    def forward_backward() -> None:
+        model.zero_grad(set_to_none=True)
+        log_probs, _ = response_logprobs(model, batch)
+        (log_probs * batch.response_mask).sum().backward()
+
+    _, forward_seconds, forward_busy = best_time(forward, LOGPROB_REPEATS)
+    _, backward_seconds, backward_busy = best_time(forward_backward, LOGPROB_REPEATS)
+    model.zero_grad(set_to_none=True)
+    return forward_seconds, backward_seconds, max(forward_busy, backward_busy)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -110,6 +196,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-sequential", action="store_true",
+                        help="leave out the one-trajectory-at-a-time timing (the slowest part)")
     return parser.parse_args(argv)
 
 
@@ -124,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     engine = HFEngine(model, pad_token_id=pad, generator=torch.Generator().manual_seed(args.seed),
                       max_batch_size=args.batch)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights once
-    print(f"model {name}: {weight_bytes / 1e6:.0f} MB of weights; torch {torch.__version__}, "
+    layers = matmul_layers(model)
+    matmul_weights = sum(layer.weight.numel() for layer in layers)
+    flops_per_token = 2 * matmul_weights  # attention scores left out: small at these lengths
+    print(f"model {name}: {weight_bytes / 1e6:.0f} MB of weights, {len(layers)} Linear layers with "
+          f"{matmul_weights / 1e6:.1f} M weights; torch {torch.__version__}, "
           f"{args.threads} threads, {platform.machine()} {platform.processor() or ''}".rstrip())
 
     ids = torch.Generator().manual_seed(args.seed)
@@ -132,43 +224,83 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(args.batch)]
     sampling = Sampling(max_new_tokens=args.new_tokens, temperature=1.0, stop_token_ids=())
     total = args.batch * args.turns * args.new_tokens
+    busy: list[float] = []
 
     # The first calls pay for lazy initialisation (kernels, allocator): keep them out of the timings.
     engine.generate(prefixes, Sampling(max_new_tokens=4))
     engine.generate(prefixes[:1], Sampling(max_new_tokens=4))
 
-    print(f"timing {total} tokens batched, then sequentially ...", flush=True)
+    print(f"timing {total} tokens batched{'' if args.skip_sequential else ', then sequentially'} ...", flush=True)
     batched_tokens, batched, batched_busy = timed(lambda: run_trajectories(engine, prefixes, sampling, args.turns))
-    sequential_tokens, sequential, sequential_busy = timed(
-        lambda: sum(run_trajectories(engine, [prefix], sampling, args.turns) for prefix in prefixes))
-    assert batched_tokens == sequential_tokens == total, "stop_token_ids=() must give every sequence new-tokens tokens"
+    busy.append(batched_busy)
+    assert batched_tokens == total, "stop_token_ids=() must give every sequence new-tokens tokens"
+    if not args.skip_sequential:
+        sequential_tokens, sequential, sequential_busy = timed(
+            lambda: sum(run_trajectories(engine, [prefix], sampling, args.turns) for prefix in prefixes))
+        busy.append(sequential_busy)
+        assert sequential_tokens == total, "stop_token_ids=() must give every sequence new-tokens tokens"
 
-    # Prefill is compute-bound and the same work in both modes, so its share caps what batching can gain.
-    print("timing prefill, batch-1 decode and memory bandwidth ...", flush=True)
-    _, batch_prefill, batch_prefill_busy = timed(lambda: engine.generate(prefixes, Sampling(max_new_tokens=1)))
-    # Decode alone: the same call with new-tokens and with 1 token differ only by new-tokens - 1 decode steps.
-    prompt = [prefixes[0]]
-    _, full, full_busy = best_time(lambda: engine.generate(prompt, sampling), DECODE_REPEATS)
-    _, prefill, prefill_busy = best_time(lambda: engine.generate(prompt, Sampling(max_new_tokens=1)), DECODE_REPEATS)
-    decode_rate = (args.new_tokens - 1) / (full - prefill)
-    bandwidth = copy_bandwidth()
-    bound = bandwidth / weight_bytes
+    # Prefill is compute-bound and the same work in both modes, so its share caps what batching can gain;
+    # it is the 1-token call of the batch-B decode timing.
+    print(f"timing decode at batch 1 and {args.batch}, memory bandwidth, matmul peak and ceilings ...", flush=True)
+    sizes = sorted({1, args.batch})
+    rates: dict[int, float] = {}
+    prefills: dict[int, float] = {}
+    for size in sizes:
+        rates[size], prefills[size], size_busy = decode_rate(engine, prefixes[:size], sampling)
+        busy.append(size_busy)
+    bandwidth, read_bandwidth, bandwidth_busy = memory_bandwidth()
+    peak, peak_busy = matmul_peak()
+    busy += [bandwidth_busy, peak_busy]
+    ceilings: dict[int, float] = {}
+    for size in sizes:
+        ceilings[size], ceiling_busy = streaming_ceiling(layers, size)
+        busy.append(ceiling_busy)
+
+    print(f"timing the trainer's log-prob pass over {args.batch} x ({args.prompt_tokens} + {args.new_tokens}) "
+          f"tokens ...", flush=True)
+    forward, backward, logprob_busy = logprob_pass(model, prefixes, args.new_tokens, pad, args.seed)
+    busy.append(logprob_busy)
 
     print(f"\n{args.batch} trajectories x {args.turns} turns x {args.new_tokens} new tokens "
           f"(prefix {args.prompt_tokens} tokens, temperature 1.0, no stop tokens) = {total} tokens per mode")
     print(f"  batched (lockstep, batch {args.batch}):  {batched:7.2f} s  {total / batched:8.1f} tokens/s"
           f"  (other processes: {batched_busy:.2f} cores)")
-    print(f"  sequential (batch 1):        {sequential:7.2f} s  {total / sequential:8.1f} tokens/s"
-          f"  (other processes: {sequential_busy:.2f} cores)")
-    print(f"  batched / sequential:        {sequential / batched:7.2f}x")
-    print(f"  prefill of the {args.batch} first-turn prompts (batch {args.batch}, 1 new token): {batch_prefill:.2f} s"
-          f" = {args.batch * args.prompt_tokens / batch_prefill:.0f} prompt tokens/s")
-    print(f"\ndecode only, batch 1, after a {args.prompt_tokens}-token prompt (best of {DECODE_REPEATS}):")
-    print(f"  achieved:                    {decode_rate:8.1f} tokens/s  ({1e3 / decode_rate:.1f} ms/token)")
-    print(f"  memory bandwidth (1 GiB copy, read+write, best of {COPY_REPEATS}): {bandwidth / 1e9:.1f} GB/s")
-    print(f"  bound = bandwidth / weight bytes: {bound:8.1f} tokens/s")
-    print(f"  achieved / bound:            {decode_rate / bound:7.2f}")
-    busiest = max(batched_busy, sequential_busy, batch_prefill_busy, full_busy, prefill_busy)
+    if args.skip_sequential:
+        print("  sequential (batch 1):        skipped (--skip-sequential)")
+    else:
+        print(f"  sequential (batch 1):        {sequential:7.2f} s  {total / sequential:8.1f} tokens/s"
+              f"  (other processes: {sequential_busy:.2f} cores)")
+        print(f"  batched / sequential:        {sequential / batched:7.2f}x")
+    prefill_rate = args.batch * args.prompt_tokens / prefills[args.batch]
+    print(f"  prefill of the {args.batch} first-turn prompts (batch {args.batch}, 1 new token, best of "
+          f"{DECODE_REPEATS}): {prefills[args.batch]:.2f} s = {prefill_rate:.0f} prompt tokens/s")
+
+    print(f"\ndecode only, after a {args.prompt_tokens}-token prompt (best of {DECODE_REPEATS}):")
+    print(f"  memory bandwidth: {bandwidth / 1e9:.1f} GB/s (1 GiB copy, read+write, best of {COPY_REPEATS}); "
+          f"read-only {read_bandwidth / 1e9:.1f} GB/s (sum of 1 GiB, information only)")
+    print(f"  matmul peak: {peak / 1e9:.1f} GFLOP/s (fp32 {MATMUL_SIZE}x{MATMUL_SIZE} @ {MATMUL_SIZE}x{MATMUL_SIZE},"
+          f" best of {MATMUL_REPEATS}); {flops_per_token / 1e6:.0f} MFLOP per token = 2 x matmul weights")
+    print(f"  bound(b) = min(b x bandwidth / weight bytes, matmul peak / FLOPs per token); ceiling(b) = b / time of"
+          f" the {len(layers)} Linear layers on (b, in_features), best of {CEILING_REPEATS}")
+    print(f"  {'batch':>5}  {'achieved':>9}  {'ms/step':>8}  {'bound':>9}  {'limit':>9}  {'ach/bound':>9}"
+          f"  {'ceiling':>9}  {'ms/step':>8}  {'ach/ceil':>8}   (tokens/s)")
+    for size in sizes:
+        memory, compute = size * bandwidth / weight_bytes, peak / flops_per_token
+        bound, ceiling = min(memory, compute), size / ceilings[size]
+        print(f"  {size:>5}  {rates[size]:9.1f}  {size * 1e3 / rates[size]:8.1f}  {bound:9.1f}"
+              f"  {'bandwidth' if memory <= compute else 'compute':>9}  {rates[size] / bound:9.2f}"
+              f"  {ceiling:9.1f}  {ceilings[size] * 1e3:8.1f}  {rates[size] / ceiling:8.2f}")
+
+    tokens = args.batch * (args.prompt_tokens + args.new_tokens)
+    print(f"\ntrainer's log-prob pass (response_logprobs), {args.batch} x ({args.prompt_tokens} prompt + "
+          f"{args.new_tokens} response) = {tokens} tokens, best of {LOGPROB_REPEATS}:")
+    print(f"  forward (inference_mode):    {forward:7.2f} s  {tokens / forward:8.1f} tokens/s"
+          f"  = {tokens / forward / prefill_rate:.2f} x prefill tokens/s")
+    print(f"  forward + backward:          {backward:7.2f} s  {tokens / backward:8.1f} tokens/s"
+          f"  = {tokens / backward / prefill_rate:.2f} x prefill tokens/s")
+
+    busiest = max(busy)
     if busiest > BUSY_CORES:
         print(f"\nwarning: other processes used up to {busiest:.2f} cores during the timings; "
               f"the figures understate this code's throughput")

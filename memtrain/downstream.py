@@ -346,25 +346,37 @@ def _write_rows(rows: list[dict[str, Any]], path: str) -> None:
        arg("--threads", type=int, default=None))
 def eval_long_context(args, params, run) -> None:
     """Long-context QA by length: memory models chunk by chunk, base models with the whole context at once."""
-    from memtrain.agent.prompts import load_templates
     from memtrain.data import qa
+    from memtrain.eval import long_context
+    from memtrain.rl import launch
+
+    chosen = params["eval"]["long_context_sampling"] or params["eval"]["sampling"]
+    run.set_tags({"memtrain.policy": args.policy})
+    items = qa.read_long_context(args.data)
+    started = time.perf_counter()
+    with launch.decoder(args.policy, params, args.seed, threads=args.threads) as policy:
+        rows = _long_context_rows(args.mode, policy, params, items, chosen, run)
+    _write_rows(rows, args.output)
+    run.log_metrics({**long_context.summary(rows), "questions": len(rows), "seconds": time.perf_counter() - started})
+    run.log_dict(output_summary(args.output), "outputs/predictions.json")
+
+
+def _long_context_rows(mode: str, policy, params: Mapping[str, Any], items, chosen: Mapping[str, Any],
+                       run) -> list[dict[str, Any]]:
+    """Memory models read chunk by chunk; base models read the whole context at once, cut to their window."""
+    from memtrain.agent.prompts import load_templates
     from memtrain.engines import Sampling
     from memtrain.eval import long_context
     from memtrain.rl import launch
 
     evaluation = params["eval"]
-    chosen = evaluation["long_context_sampling"] or evaluation["sampling"]
-    run.set_tags({"memtrain.policy": args.policy})
-    policy = launch.load(args.policy, params["rl"], args.seed, threads=args.threads, reference=False)
-    items = qa.read_long_context(args.data)
-    started = time.perf_counter()
-    if args.mode == "memory":
+    if mode == "memory":
         agent = launch.memory_agent(policy, params, chosen)
         rows = sampled(lambda: long_context.with_memory(agent, items, evaluation["batch_size"]), evaluation["samples"])
     else:
         from memtrain.agent.chat import stop_token_ids
 
-        window = evaluation["context_window"] or policy.model.config.max_position_embeddings
+        window = evaluation["context_window"] or policy.max_positions
         sampling = Sampling(params["agent"]["budgets"]["response"], chosen["temperature"], chosen["top_p"],
                             stop_token_ids(policy.tokenizer))
         templates = load_templates(params["agent"])
@@ -372,9 +384,7 @@ def eval_long_context(args, params, run) -> None:
                                                          sampling, evaluation["batch_size"]), evaluation["samples"])
         run.log_metrics({"truncated_fraction": sum(r["truncated"] for r in rows) / max(len(rows), 1),
                          "context_window": window})
-    _write_rows(rows, args.output)
-    run.log_metrics({**long_context.summary(rows), "questions": len(rows), "seconds": time.perf_counter() - started})
-    run.log_dict(output_summary(args.output), "outputs/predictions.json")
+    return rows
 
 
 @stage("eval_search_qa", arg("--policy", required=True), arg("--data", required=True), arg("--corpus", required=True),
@@ -388,10 +398,10 @@ def eval_search_qa(args, params, run) -> None:
 
     evaluation = params["eval"]
     run.set_tags({"memtrain.policy": args.policy})
-    policy = launch.load(args.policy, params["rl"], args.seed, threads=args.threads, reference=False)
     items = qa_builders.read_multi_objective(args.data)
     started = time.perf_counter()
-    with retriever(params, args.corpus, args.index, args.server_log) as search:
+    with retriever(params, args.corpus, args.index, args.server_log) as search, \
+            launch.decoder(args.policy, params, args.seed, threads=args.threads) as policy:
         agent = launch.search_agent(policy, params, search, evaluation["search_qa_sampling"] or evaluation["sampling"])
         rows = sampled(lambda: search_qa.evaluate(agent, items, evaluation["batch_size"]), evaluation["samples"])
     _write_rows(rows, args.output)

@@ -177,9 +177,9 @@ def case_study(args, params, run) -> None:
         raise InputError(f"question {question} at {num_docs} documents is not in the evaluation set", file=args.data)
     traces = {}
     for label, path in (("MemAgent", args.baseline), ("MemTrain+MemAgent", args.ours)):
-        policy = launch.load(path, params["rl"], 0, threads=args.threads, reference=False)
         sampling = params["eval"]["long_context_sampling"] or params["eval"]["sampling"]
-        traces[label] = case.trace(launch.memory_agent(policy, params, sampling), items[0])
+        with launch.decoder(path, params, 0, threads=args.threads) as policy:
+            traces[label] = case.trace(launch.memory_agent(policy, params, sampling), items[0])
     write_json(case.to_json(items[0], traces), args.json)
     with atomic_path(args.markdown) as tmp:
         tmp.write_text(case.to_markdown(items[0], traces), encoding="utf-8")

@@ -6,9 +6,10 @@ Kept apart from the trainer so the loop stays readable top to bottom and the dow
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,35 @@ def load(policy_path: str | os.PathLike, rl: Mapping[str, Any], seed: int, threa
     return Policy(model, frozen, tokenizer, engine, generator, Path(policy_path))
 
 
-def memory_agent(policy: Policy, config: Mapping[str, Any], sampling: Mapping[str, Any] | None = None) -> MemoryAgent:
+@dataclass(frozen=True)
+class Decoder:
+    """What an evaluation needs from a policy: an engine over it, its tokenizer and its context length."""
+
+    engine: Engine
+    tokenizer: Any
+    max_positions: int
+
+
+@contextlib.contextmanager
+def decoder(policy_path: str | os.PathLike, params: Mapping[str, Any], seed: int,
+            threads: int | None = None) -> Iterator[Decoder]:
+    """The policy behind `eval.engine`: loaded in this process, or served by a child server for the block."""
+    kind = params["eval"]["engine"]
+    if kind == "local":
+        policy = load(policy_path, params["rl"], seed, threads=threads, reference=False)
+        yield Decoder(policy.engine, policy.tokenizer, policy.model.config.max_position_embeddings)
+        return
+    from transformers import AutoConfig
+
+    from memtrain.engines.serve import serve
+
+    positions = AutoConfig.from_pretrained(policy_path, local_files_only=True).max_position_embeddings
+    with serve(kind, policy_path, params["eval"]["server"], device=params["rl"]["device"], dtype=params["rl"]["dtype"],
+               seed=seed, threads=threads) as engine:
+        yield Decoder(engine, load_saved_tokenizer(policy_path), positions)
+
+
+def memory_agent(policy: Policy | Decoder, config: Mapping[str, Any], sampling: Mapping[str, Any] | None = None) -> MemoryAgent:
     return build_memory_agent(policy.engine, policy.tokenizer, config, sampling)
 
 
@@ -73,7 +102,7 @@ def build_memory_agent(engine: Engine, tokenizer, config: Mapping[str, Any],
                        temperature=sampling["temperature"], top_p=sampling["top_p"])
 
 
-def search_agent(policy: Policy, config: Mapping[str, Any], search: Search,
+def search_agent(policy: Policy | Decoder, config: Mapping[str, Any], search: Search,
                  sampling: Mapping[str, Any] | None = None) -> SearchAgent:
     """The MEM1 agent; `sampling` defaults to the training sampling (evaluation passes its own)."""
     return build_search_agent(policy.engine, policy.tokenizer, config, search, sampling)

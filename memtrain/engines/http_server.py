@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--linear", default="auto", help="kernel of the linear layers (rl.engine_linear)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_saved_tokenizer(args.model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     engine = HFEngine(model, pad_token_id=pad, generator=torch.Generator(device=device),
-                      max_batch_size=args.max_batch_size)
+                      max_batch_size=args.max_batch_size, linear=args.linear)
     # Loopback only: the server has no authentication, and the stage that starts it is its only client.
     server = CompletionsServer((LOOPBACK, args.port), engine, args.served_model_name or args.model)
     try:

@@ -38,13 +38,15 @@ class ServerSpec:
     port: int
     device: str
     dtype: str
+    linear: str  # rl.engine_linear
     threads: int | None
     settings: Mapping[str, Any]  # the config's eval.server section
 
 
 def _hf_command(spec: ServerSpec) -> list[str]:
     command = [sys.executable, "-m", "memtrain.engines.http_server", "--model", spec.model, "--port", str(spec.port),
-               "--device", spec.device, "--dtype", spec.dtype, "--max-batch-size", str(spec.settings["max_batch_size"])]
+               "--device", spec.device, "--dtype", spec.dtype, "--max-batch-size", str(spec.settings["max_batch_size"]),
+               "--linear", spec.linear]
     return command + (["--threads", str(spec.threads)] if spec.threads else [])
 
 
@@ -66,14 +68,15 @@ SERVERS: dict[str, Callable[[ServerSpec], list[str]]] = {"server": _hf_command, 
 
 @contextlib.contextmanager
 def serve(kind: str, model: str | os.PathLike, settings: Mapping[str, Any], *, device: str, dtype: str, seed: int,
-          threads: int | None = None, log_path: str | os.PathLike | None = None) -> Iterator[CompletionsEngine]:
+          linear: str = "auto", threads: int | None = None,
+          log_path: str | os.PathLike | None = None) -> Iterator[CompletionsEngine]:
     """A CompletionsEngine on a fresh `kind` server for `model`; the server is stopped however the block ends."""
     if kind not in SERVERS:
         raise ValueError(f"unknown generation server {kind!r} (known: {', '.join(SERVERS)})")
     workdir = Path(tempfile.mkdtemp(prefix="memtrain-generation-"))
     log = Path(log_path) if log_path else workdir / "server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    spec = ServerSpec(str(model), _free_port(), device, dtype, threads, settings)
+    spec = ServerSpec(str(model), _free_port(), device, dtype, linear, threads, settings)
     command = SERVERS[kind](spec)
     env = dict(os.environ)
     package_root = str(Path(memtrain.__file__).resolve().parent.parent)  # importable from any cwd

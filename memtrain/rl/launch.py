@@ -57,7 +57,8 @@ def load(policy_path: str | os.PathLike, rl: Mapping[str, Any], seed: int, threa
     generator = torch.Generator(device=device).manual_seed(seed)
     # Padding never reaches the loss (masked), so eos serves when a tokenizer names no pad token.
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    engine = HFEngine(model, pad_token_id=pad, generator=generator, max_batch_size=rl["engine_batch_size"])
+    engine = HFEngine(model, pad_token_id=pad, generator=generator, max_batch_size=rl["engine_batch_size"],
+                      linear=rl["engine_linear"])
     return Policy(model, frozen, tokenizer, engine, generator, Path(policy_path))
 
 
@@ -84,8 +85,9 @@ def decoder(policy_path: str | os.PathLike, params: Mapping[str, Any], seed: int
     from memtrain.engines.serve import serve
 
     positions = AutoConfig.from_pretrained(policy_path, local_files_only=True).max_position_embeddings
-    with serve(kind, policy_path, params["eval"]["server"], device=params["rl"]["device"], dtype=params["rl"]["dtype"],
-               seed=seed, threads=threads) as engine:
+    rl = params["rl"]
+    with serve(kind, policy_path, params["eval"]["server"], device=rl["device"], dtype=rl["dtype"], seed=seed,
+               linear=rl["engine_linear"], threads=threads) as engine:
         yield Decoder(engine, load_saved_tokenizer(policy_path), positions)
 
 

@@ -117,7 +117,7 @@ def downstream_params(wildcards) -> str:
     if algorithm is not None:  # a post-training, on the configured trainer
         posttrain, training = {algorithm: POSTTRAIN[algorithm]}, {"trainer": config["trainer"]}
     else:  # an evaluation: the runtime knobs of the policy, and the MEM1 limits of the search agent
-        rl = {key: rl[key] for key in ("device", "dtype", "engine_batch_size")}
+        rl = {key: rl[key] for key in ("device", "dtype", "engine_batch_size", "engine_linear")}
         posttrain = {"mem1": POSTTRAIN["mem1"]}
     return as_json({"agent": config["agent"], "rl": rl, "posttrain": posttrain, "eval": config["eval"],
                     "retriever": config["retriever"], "allow_downloads": config["allow_downloads"], **training})

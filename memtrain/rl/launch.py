@@ -91,7 +91,8 @@ def decoder(policy_path: str | os.PathLike, params: Mapping[str, Any], seed: int
         yield Decoder(engine, load_saved_tokenizer(policy_path), positions)
 
 
-def memory_agent(policy: Policy | Decoder, config: Mapping[str, Any], sampling: Mapping[str, Any] | None = None) -> MemoryAgent:
+def memory_agent(policy: Policy | Decoder, config: Mapping[str, Any],
+                 sampling: Mapping[str, Any] | None = None) -> MemoryAgent:
     return build_memory_agent(policy.engine, policy.tokenizer, config, sampling)
 
 

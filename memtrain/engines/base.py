@@ -55,6 +55,13 @@ class Generation:
     stopped: bool  # True when a stop token ended it, False when max_new_tokens did
 
 
+def check_prompts(prompts: Sequence[Sequence[int]]) -> None:
+    """Every engine's input check: an empty prompt gives a causal LM nothing to condition on."""
+    for index, prompt in enumerate(prompts):
+        if len(prompt) == 0:
+            raise ValueError(f"prompt {index} is empty: a causal LM needs at least one token to condition on")
+
+
 @runtime_checkable
 class Engine(Protocol):
     """Anything that turns token-id prompts into Generations."""

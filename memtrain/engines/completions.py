@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from memtrain.engines.base import Generation, Sampling
+from memtrain.engines.base import Generation, Sampling, check_prompts
 
 
 class EngineError(RuntimeError):
@@ -39,9 +39,7 @@ class CompletionsEngine:
         self.describe_failure = describe_failure
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling) -> list[Generation]:
-        for index, prompt in enumerate(prompts):
-            if len(prompt) == 0:
-                raise ValueError(f"prompt {index} is empty: a causal LM needs at least one token to condition on")
+        check_prompts(prompts)
         if not prompts:
             return []
         seed = int(torch.randint(0, 2**31 - 1, (), generator=self.generator))

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from memtrain.engines import linear_kernels
-from memtrain.engines.base import Generation, Sampling
+from memtrain.engines.base import Generation, Sampling, check_prompts
 from memtrain.engines.sampling import choose
 from memtrain.engines.slot_cache import SlotCache
 
@@ -62,9 +62,7 @@ class HFEngine:
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling) -> list[Generation]:
         """One Generation per prompt, in the prompts' order."""
-        for index, prompt in enumerate(prompts):
-            if len(prompt) == 0:
-                raise ValueError(f"prompt {index} is empty: a causal LM needs at least one token to condition on")
+        check_prompts(prompts)
         if not prompts:
             return []
         uniforms = (None if sampling.temperature == 0 else

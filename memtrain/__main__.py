@@ -1,3 +1,3 @@
-from memtrain.cli import main
+from memtrain.stages import main
 
 raise SystemExit(main())

@@ -17,7 +17,7 @@ PACKAGE_PREFIX = "pkg:"
 
 def package_path(reference: str, *, field: str | None = None) -> Path:
     """Path of a 'pkg:<module>/<relative path>' reference; the module is found, never imported."""
-    module, _, relative = reference[len(PACKAGE_PREFIX):].partition("/")
+    module, _, relative = reference[len(PACKAGE_PREFIX) :].partition("/")
     spec = importlib.util.find_spec(module) if module else None
     if spec is None or not spec.submodule_search_locations:
         raise InputError(f"package {module!r} is not installed (make setup installs the offline assets)", field=field)
@@ -35,8 +35,11 @@ def resolve(reference: str, *, allow_downloads: bool, field: str) -> str:
         return str(Path(reference).expanduser().resolve())
     if looks_like_hub_id(reference) and allow_downloads:
         return reference
-    reason = ("downloads are disabled (allow_downloads: false)" if looks_like_hub_id(reference)
-              else "no such file or directory")
+    reason = (
+        "downloads are disabled (allow_downloads: false)"
+        if looks_like_hub_id(reference)
+        else "no such file or directory"
+    )
     raise InputError(f"{reference!r} is not a local path and {reason}", field=field)
 
 
@@ -60,13 +63,14 @@ def dataset_file(reference: str, *, allow_downloads: bool, field: str) -> Path:
         if not path.exists():
             raise InputError(f"{reference!r}: no such file or directory", field=field)
         return path
-    parts = reference[len(HUB_DATASET_PREFIX):].split("/")
+    parts = reference[len(HUB_DATASET_PREFIX) :].split("/")
     owner, name, rest = parts[0], (parts[1] if len(parts) > 1 else ""), parts[2:]
     if not (owner and name and rest and all(rest)):
         raise InputError(f"{reference!r} is not hf://datasets/<owner>/<name>/<file>", field=field)
     if not allow_downloads:
-        raise InputError(f"{reference!r} needs a download, but allow_downloads is false (or give a local path)",
-                         field=field)
+        raise InputError(
+            f"{reference!r} needs a download, but allow_downloads is false (or give a local path)", field=field
+        )
     from huggingface_hub import hf_hub_download
 
     return Path(hf_hub_download(f"{owner}/{name}", "/".join(rest), repo_type="dataset"))

@@ -66,8 +66,9 @@ def validate(config: MutableMapping[str, Any], source: str | os.PathLike = "<con
     backbones = config["backbones"]
     tokenizer_backbone = config["data"]["tokenizer_backbone"]
     if tokenizer_backbone is not None and tokenizer_backbone not in backbones:
-        raise InputError(f"names no backbone (known: {', '.join(backbones)})", file=source,
-                         field="data.tokenizer_backbone")
+        raise InputError(
+            f"names no backbone (known: {', '.join(backbones)})", file=source, field="data.tokenizer_backbone"
+        )
     documents = config["data"]["documents"]
     if documents["num_related"] + 1 > documents["num_passages"]:
         raise InputError("num_related + 1 (pivot) exceeds num_passages", file=source, field="data.documents")
@@ -77,55 +78,87 @@ def validate(config: MutableMapping[str, Any], source: str | os.PathLike = "<con
         raise InputError("min_words exceeds max_words", file=source, field="data.passages")
     budgets = config["agent"]["budgets"]
     if documents["max_tokens"] > budgets["chunk"] * budgets["max_chunks"]:
-        raise InputError(f"documents of up to {documents['max_tokens']} tokens do not fit max_chunks x chunk = "
-                         f"{budgets['max_chunks'] * budgets['chunk']} tokens", file=source, field="agent.budgets")
+        raise InputError(
+            f"documents of up to {documents['max_tokens']} tokens do not fit max_chunks x chunk = "
+            f"{budgets['max_chunks'] * budgets['chunk']} tokens",
+            file=source,
+            field="agent.budgets",
+        )
     if budgets["memory"] > budgets["response"]:
-        raise InputError("a memory is a reply cut to its budget: memory cannot exceed response", file=source,
-                         field="agent.budgets.memory")
+        raise InputError(
+            "a memory is a reply cut to its budget: memory cannot exceed response",
+            file=source,
+            field="agent.budgets.memory",
+        )
     loss = config["rl"]["loss"]
     if loss["normaliser"] == "document" and loss["aggregation"] != "seq-mean-token-sum":
-        raise InputError("a per-document normaliser divides token sums: it needs aggregation seq-mean-token-sum",
-                         file=source, field="rl.loss.normaliser")
+        raise InputError(
+            "a per-document normaliser divides token sums: it needs aggregation seq-mean-token-sum",
+            file=source,
+            field="rl.loss.normaliser",
+        )
     memtrain = config["memtrain"]
     unknown = sorted(set(memtrain["backbones"] or []) - set(backbones))
     if unknown:
-        raise InputError(f"names unknown backbone(s) {', '.join(unknown)} (known: {', '.join(backbones)})",
-                         file=source, field="memtrain.backbones")
+        raise InputError(
+            f"names unknown backbone(s) {', '.join(unknown)} (known: {', '.join(backbones)})",
+            file=source,
+            field="memtrain.backbones",
+        )
     if memtrain["mini_batch_size"] > memtrain["batch_size"]:
         raise InputError("mini_batch_size exceeds batch_size", file=source, field="memtrain.mini_batch_size")
     for algorithm in ("memagent", "mem1"):
         settings = config["posttrain"][algorithm]
-        settings["rl"] = _training_rl(schema["properties"]["rl"], config["rl"], settings["rl"],
-                                      f"posttrain.{algorithm}.rl", source)
+        settings["rl"] = _training_rl(
+            schema["properties"]["rl"], config["rl"], settings["rl"], f"posttrain.{algorithm}.rl", source
+        )
         if settings["mini_batch_size"] > settings["batch_size"]:
-            raise InputError("mini_batch_size exceeds batch_size", file=source,
-                             field=f"posttrain.{algorithm}.mini_batch_size")
+            raise InputError(
+                "mini_batch_size exceeds batch_size", file=source, field=f"posttrain.{algorithm}.mini_batch_size"
+            )
     search = config["qa"]["search"]
     if search["flashrag"] == "offline":
         for key in ("train_datasets", "eval_datasets"):
-            wrong = {name: split for name, split in search[key].items()
-                     if name != "offline" or split not in ("train", "dev")}
+            wrong = {
+                name: split for name, split in search[key].items() if name != "offline" or split not in ("train", "dev")
+            }
             if wrong:
-                raise InputError(f"the offline FlashRAG set has one dataset, 'offline', with splits train and dev; "
-                                 f"got {wrong}", file=source, field=f"qa.search.{key}")
+                raise InputError(
+                    f"the offline FlashRAG set has one dataset, 'offline', with splits train and dev; got {wrong}",
+                    file=source,
+                    field=f"qa.search.{key}",
+                )
     report = config["report"]
     unknown = sorted(set(report["paper_backbones"]) - set(backbones))
     if unknown:
         raise InputError(f"names unknown backbone(s) {', '.join(unknown)}", file=source, field="report.paper_backbones")
     if report["paper_lengths"] and len(report["paper_lengths"]) != len(config["qa"]["long_context"]["lengths"]):
-        raise InputError("needs one paper length per entry of qa.long_context.lengths", file=source,
-                         field="report.paper_lengths")
-    for field, inits in (("posttrain.inits", config["posttrain"]["inits"]),
-                         ("posttrain.scaling.inits", config["posttrain"]["scaling"]["inits"])):
-        untrained = sorted({init.removeprefix("memtrain-") for init in inits if init != "base"} - set(memtrain["variants"]))
+        raise InputError(
+            "needs one paper length per entry of qa.long_context.lengths", file=source, field="report.paper_lengths"
+        )
+    for field, inits in (
+        ("posttrain.inits", config["posttrain"]["inits"]),
+        ("posttrain.scaling.inits", config["posttrain"]["scaling"]["inits"]),
+    ):
+        untrained = sorted(
+            {init.removeprefix("memtrain-") for init in inits if init != "base"} - set(memtrain["variants"])
+        )
         if untrained:
-            raise InputError(f"starts from MemTrain variant(s) {', '.join(untrained)} that memtrain.variants does not "
-                             f"train", file=source, field=field)
+            raise InputError(
+                f"starts from MemTrain variant(s) {', '.join(untrained)} that memtrain.variants does not train",
+                file=source,
+                field=field,
+            )
     return config
 
 
-def _training_rl(rl_schema: Mapping[str, Any], shared: Mapping[str, Any], overlay: Mapping[str, Any], field: str,
-                 source: str | os.PathLike) -> dict[str, Any]:
+def _training_rl(
+    rl_schema: Mapping[str, Any],
+    shared: Mapping[str, Any],
+    overlay: Mapping[str, Any],
+    field: str,
+    source: str | os.PathLike,
+) -> dict[str, Any]:
     """The complete `rl` section of one training: the shared one with the training's overlay, checked as `rl` is.
 
     The overlay may already be complete (a config validated before), which leaves it as it is.
@@ -133,8 +166,9 @@ def _training_rl(rl_schema: Mapping[str, Any], shared: Mapping[str, Any], overla
     merged = deep_merge(shared, overlay)
     errors = _errors(rl_schema, merged)
     if errors:
-        raise InputError("invalid overlay on rl:\n  " + "\n  ".join(f"{field}: {_describe(e)}" for e in errors),
-                         file=source)
+        raise InputError(
+            "invalid overlay on rl:\n  " + "\n  ".join(f"{field}: {_describe(e)}" for e in errors), file=source
+        )
     return merged
 
 
@@ -164,7 +198,11 @@ def load(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) ->
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(copy.deepcopy(base))
     for key, value in update.items():
-        merged[key] = deep_merge(merged[key], value) if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) else copy.deepcopy(value)
+        merged[key] = (
+            deep_merge(merged[key], value)
+            if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+            else copy.deepcopy(value)
+        )
     return merged
 
 

@@ -23,22 +23,31 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # The files that install something: pip's (make setup, make setup-gpu, make lock), conda's, and the project's.
-INSTALL_FILES = ("requirements/lock.txt", "requirements/constraints.txt", "requirements/assets.in",
-                 "requirements/assets.txt", "requirements/gpu.in", "requirements/gpu.txt", "requirements/cuda-only.txt",
-                 "environment.yml", "pyproject.toml")
+INSTALL_FILES = (
+    "requirements/lock.txt",
+    "requirements/constraints.txt",
+    "requirements/assets.in",
+    "requirements/assets.txt",
+    "requirements/gpu.in",
+    "requirements/gpu.txt",
+    "requirements/cuda-only.txt",
+    "environment.yml",
+    "pyproject.toml",
+)
 PUBLIC_INDEXES = ("https://pypi.org/simple", "https://pypi.org/simple/", "https://pypi.python.org/simple")
 # The project itself (environment.yml's `-e .`) is the one local path an install may name.
 PROJECT_ITSELF = (".", "./")
 _INDEX_OPTIONS = ("-i", "--index-url", "--extra-index-url", "-f", "--find-links")
 _NESTED_OPTIONS = ("-r", "--requirement", "-c", "--constraint")
 _DIRECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*@\s*(\S+)")
-_URL = re.compile(r"^(file|https?|ftp|git\+\w+|hg\+\w+|svn\+\w+|bzr\+\w+)://|^(git|hg|svn|bzr)\+", re.I)
-_ARCHIVE = re.compile(r"\.(whl|tar\.gz|tgz|zip|tar\.bz2)(#.*)?$", re.I)
+_URL = re.compile(r"^(file|https?|ftp|git\+\w+|hg\+\w+|svn\+\w+|bzr\+\w+)://|^(git|hg|svn|bzr)\+", re.IGNORECASE)
+_ARCHIVE = re.compile(r"\.(whl|tar\.gz|tgz|zip|tar\.bz2)(#.*)?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class Finding:
     """One requirement that does not come from a public package index."""
+
     file: Path
     line: int
     text: str
@@ -52,7 +61,7 @@ def requirement_problem(text: str) -> str | None:
     """Why one requirement line (pip's syntax) is not a package from a public index, or None when it is."""
     text = text.split(" #", 1)[0].strip()
     text = re.sub(r"\s*\\$", "", text)
-    if not text or text.startswith("#") or text.startswith("--hash"):
+    if not text or text.startswith(("#", "--hash")):
         return None
     option, _, value = text.partition(" ") if text.startswith("-") else ("", "", text)
     if "=" in option:
@@ -145,7 +154,7 @@ _NOT_FOUND = (
     re.compile(r"No matching distribution found for (\S+)"),
     re.compile(r"Could not find a version that satisfies the requirement (\S+)"),
     re.compile(r"No such file or directory: '([^']+)'"),
-    re.compile(r"THESE PACKAGES DO NOT MATCH THE HASHES.*?\n\s+(\S+)", re.S),
+    re.compile(r"THESE PACKAGES DO NOT MATCH THE HASHES.*?\n\s+(\S+)", re.DOTALL),
 )
 
 
@@ -172,23 +181,29 @@ def explain_pip_failure(output: str, files: Iterable[Path]) -> str:
         if found := pattern.search(output):
             requirement = found.group(1)
             where = pinned_at(requirement, files)
-            return (f"{requirement} cannot be installed: no configured package index offers it "
-                    f"(pinned at {where or 'a dependency, not in the named files'}). Check that PyPI is "
-                    f"reachable (or PIP_INDEX_URL), or regenerate the pins with `make lock`.")
+            return (
+                f"{requirement} cannot be installed: no configured package index offers it "
+                f"(pinned at {where or 'a dependency, not in the named files'}). Check that PyPI is "
+                f"reachable (or PIP_INDEX_URL), or regenerate the pins with `make lock`."
+            )
     return ""
 
 
 def run_pip(python: str, args: list[str], log: Path) -> int:
     """pip with its full output in `log`; on failure print why (or the output's tail), and pip's exit code."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([python, "-m", "pip", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(
+        [python, "-m", "pip", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
+    )
     log.write_text(done.stdout)
     if done.returncode == 0:
         return 0
     files = [Path(args[i + 1]) for i, a in enumerate(args[:-1]) if a in ("-r", "-c", "--requirement", "--constraint")]
     reason = explain_pip_failure(done.stdout, files)
     tail = "" if reason else "\n".join(done.stdout.strip().splitlines()[-15:])
-    print(f"install failed: {reason or 'pip said:'}\n{tail}".rstrip() + f"\n(pip's full output: {log})", file=sys.stderr)
+    print(
+        f"install failed: {reason or 'pip said:'}\n{tail}".rstrip() + f"\n(pip's full output: {log})", file=sys.stderr
+    )
     return done.returncode
 
 

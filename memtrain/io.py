@@ -113,7 +113,11 @@ def read_parquet_rows(path: str | os.PathLike, start: int, stop: int, columns: l
             first = offset if first is None else first
         offset += rows
     if not groups:
-        return parquet.schema_arrow.empty_table() if columns is None else parquet.schema_arrow.empty_table().select(columns)
+        return (
+            parquet.schema_arrow.empty_table()
+            if columns is None
+            else parquet.schema_arrow.empty_table().select(columns)
+        )
     table = parquet.read_row_groups(groups, columns=columns)
     return table.slice(start - first, stop - start)
 
@@ -136,8 +140,12 @@ def _utf8(data: bytes, path: str | os.PathLike, record: str | None = None) -> st
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         where = "of the line" if record else "of the file"
-        raise InputError(f"not UTF-8 text: {error.reason} ({data[error.start:error.end].hex(' ')}) at byte offset "
-                         f"{error.start} {where}; re-encode the file as UTF-8", file=path, record=record) from error
+        raise InputError(
+            f"not UTF-8 text: {error.reason} ({data[error.start : error.end].hex(' ')}) at byte offset "
+            f"{error.start} {where}; re-encode the file as UTF-8",
+            file=path,
+            record=record,
+        ) from error
 
 
 def _json_position(error: json.JSONDecodeError) -> str:
@@ -150,8 +158,8 @@ def _json_position(error: json.JSONDecodeError) -> str:
 
 def _more_lines(error: json.JSONDecodeError) -> bool:
     """Whether the "extra data" after the first value is a second JSON value on a later line: JSON lines."""
-    gap = error.doc[:error.pos]
-    if "\n" not in gap[len(gap.rstrip()):]:
+    gap = error.doc[: error.pos]
+    if "\n" not in gap[len(gap.rstrip()) :]:
         return False
     try:
         json.JSONDecoder().raw_decode(error.doc, error.pos)
@@ -180,8 +188,9 @@ def read_json(path: str | os.PathLike, expected: str = "one JSON document") -> A
         return json.loads(text)
     except json.JSONDecodeError as error:
         if error.msg == "Extra data" and _more_lines(error):
-            raise InputError(f"holds JSON lines (a second value starts at line {error.lineno}), expected {expected}",
-                             file=path) from error
+            raise InputError(
+                f"holds JSON lines (a second value starts at line {error.lineno}), expected {expected}", file=path
+            ) from error
         raise InputError(f"not valid JSON ({error.msg} at {_json_position(error)})", file=path) from error
 
 
@@ -203,7 +212,8 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     opens a JSON list is reported as such, the usual mix-up of a JSON list for JSON lines.
     """
     try:
-        handle = gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
+        # opened here, closed by the `with` below: only the opening is wrapped, so that its OSError names the file
+        handle = gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")  # noqa: SIM115
     except OSError as error:
         raise InputError(f"cannot open: {error}", file=path) from error
     first = True
@@ -217,9 +227,14 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
                 value = json.loads(line)
             except json.JSONDecodeError as error:
                 if first and line.lstrip().startswith("["):
-                    raise InputError("not valid JSON lines: the file opens a JSON list over several lines; expected "
-                                     "JSON lines (one JSON object per line)", file=path, record=where) from error
-                raise InputError(f"not valid JSON ({error.msg} at character {error.pos} of the line)", file=path,
-                                 record=where) from error
+                    raise InputError(
+                        "not valid JSON lines: the file opens a JSON list over several lines; expected "
+                        "JSON lines (one JSON object per line)",
+                        file=path,
+                        record=where,
+                    ) from error
+                raise InputError(
+                    f"not valid JSON ({error.msg} at character {error.pos} of the line)", file=path, record=where
+                ) from error
             first = False
             yield line_number, value

@@ -48,6 +48,7 @@ def load_saved_tokenizer(path: str | os.PathLike):
 
 def token_counter(tokenizer) -> Callable[[Sequence[str]], list[int]]:
     """Lengths in policy tokens without special tokens: what a document costs inside the agent's prompts."""
+
     def count(texts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
@@ -60,9 +61,22 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 # What a causal LM needs from a hub repository: weights (safetensors first), config, generation config and tokenizer.
 # Everything else (README, ONNX/GGUF/flax exports, training args) is skipped so a paper-scale download stays minimal.
-HUB_PATTERNS = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
-                "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt",
-                "merges.txt", "*.model", "*.tiktoken", "chat_template.jinja", "chat_template.json"]
+HUB_PATTERNS = [
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "*.model",
+    "*.tiktoken",
+    "chat_template.jinja",
+    "chat_template.json",
+]
 HUB_BIN_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
 
 SUMMARY_FILE = "prepare.json"
@@ -100,8 +114,9 @@ def _hub_snapshot(repo_id: str, backbone: str, cache_dir: str | os.PathLike | No
     return str(folder)
 
 
-def _local_source(backbone: str, spec: Mapping[str, Any], allow_downloads: bool,
-                  cache_dir: str | os.PathLike | None) -> tuple[str, dict[str, Any], str]:
+def _local_source(
+    backbone: str, spec: Mapping[str, Any], allow_downloads: bool, cache_dir: str | os.PathLike | None
+) -> tuple[str, dict[str, Any], str]:
     """(local folder, extra from_pretrained kwargs, kind) with hub ids already downloaded; kind is gguf, path or hub."""
     source, kwargs = _source(backbone, spec, allow_downloads)
     if "gguf" in spec:
@@ -113,8 +128,11 @@ def _local_source(backbone: str, spec: Mapping[str, Any], allow_downloads: bool,
         raise InputError(f"{folder} is not a model folder", file=folder, field=f"backbones.{backbone}.path")
     if not (folder / "config.json").is_file():
         # transformers would report a confusing "Unrecognized model ... model_type" for this case
-        raise InputError(f"{folder} has no config.json: not a Hugging Face model folder",
-                         file=folder, field=f"backbones.{backbone}.path")
+        raise InputError(
+            f"{folder} has no config.json: not a Hugging Face model folder",
+            file=folder,
+            field=f"backbones.{backbone}.path",
+        )
     return str(folder), kwargs, "path"
 
 
@@ -133,9 +151,14 @@ def _check_loading(info: Mapping[str, Any], source: str, field: str | None) -> N
     missing = sorted(info.get("missing_keys") or ())
     mismatched = sorted(str(key) for key in info.get("mismatched_keys") or ())
     if missing or mismatched:
-        detail = "; ".join(part for part in (
-            f"missing weights {missing[:5]}" if missing else "",
-            f"mismatched shapes {mismatched[:5]}" if mismatched else "") if part)
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing weights {missing[:5]}" if missing else "",
+                f"mismatched shapes {mismatched[:5]}" if mismatched else "",
+            )
+            if part
+        )
         raise InputError(f"{source} is not a complete checkpoint ({detail})", file=source, field=field)
 
 
@@ -160,8 +183,15 @@ def _strip_quantization(folder: Path) -> None:
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def prepare_policy(backbone: str, spec: Mapping[str, Any], allow_downloads: bool, output: str | os.PathLike,
-                   dtype: str = "float32", *, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def prepare_policy(
+    backbone: str,
+    spec: Mapping[str, Any],
+    allow_downloads: bool,
+    output: str | os.PathLike,
+    dtype: str = "float32",
+    *,
+    cache_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Materialise a backbone once as a plain Hugging Face folder (safetensors, tokenizer, generation config).
 
     Every later stage (agent, RL, evaluation) loads this folder with load_policy instead of the original
@@ -189,21 +219,30 @@ def prepare_policy(backbone: str, spec: Mapping[str, Any], allow_downloads: bool
         raise InputError(f"cannot load the tokenizer of {where}: {error}", file=where, field=field) from error
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
-            source, local_files_only=True, dtype=torch_dtype, output_loading_info=True,
-            **kwargs, **(_gguf_kwargs() if kind == "gguf" else {}))
+            source,
+            local_files_only=True,
+            dtype=torch_dtype,
+            output_loading_info=True,
+            **kwargs,
+            **(_gguf_kwargs() if kind == "gguf" else {}),
+        )
     except _load_errors() as error:
-        raise InputError(f"cannot load a causal language model from {where}: {error}", file=where,
-                         field=field) from error
+        raise InputError(
+            f"cannot load a causal language model from {where}: {error}", file=where, field=field
+        ) from error
     _check_loading(info, where, field)
     config = model.config
     if kind == "gguf":
         _fix_gguf_tokenizer(tokenizer, config)
     vocab_size = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > vocab_size:
-        raise InputError(f"the tokenizer of {where} has {len(tokenizer)} tokens but the model embeds only "
-                         f"{vocab_size}", file=where, field=field)
+        raise InputError(
+            f"the tokenizer of {where} has {len(tokenizer)} tokens but the model embeds only {vocab_size}",
+            file=where,
+            field=field,
+        )
     max_positions = getattr(config, "max_position_embeddings", None)
-    if isinstance(max_positions, int) and tokenizer.model_max_length > 10 ** 12:  # "unset" in transformers
+    if isinstance(max_positions, int) and tokenizer.model_max_length > 10**12:  # "unset" in transformers
         tokenizer.model_max_length = max_positions
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -248,8 +287,9 @@ def resolve_device(device: str) -> str:
         if not torch.cuda.is_available():
             raise InputError(f"{device!r} requested but CUDA is not available on this machine", field="device")
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise InputError(f"{device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist",
-                             field="device")
+            raise InputError(
+                f"{device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist", field="device"
+            )
     return device
 
 
@@ -264,11 +304,13 @@ def load_policy(path: str | os.PathLike, device: str = "cpu", dtype: str = "floa
     device = resolve_device(device)
     folder = Path(path)
     if not (folder / "config.json").is_file():
-        raise InputError(f"{folder} is not a prepared policy folder (no config.json; run the prepare_model stage)",
-                         file=folder)
+        raise InputError(
+            f"{folder} is not a prepared policy folder (no config.json; run the prepare_model stage)", file=folder
+        )
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch_dtype,
-                                                           output_loading_info=True)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            str(folder), local_files_only=True, dtype=torch_dtype, output_loading_info=True
+        )
     except _load_errors() as error:
         raise InputError(f"cannot load the policy in {folder}: {error}", file=folder) from error
     _check_loading(info, str(folder), field=None)

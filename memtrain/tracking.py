@@ -69,7 +69,7 @@ CHECKOUT = Path(__file__).resolve().parent
 
 def _git(*args: str) -> str | None:
     try:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=30, cwd=CHECKOUT)
+        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=30, cwd=CHECKOUT, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -155,9 +155,7 @@ def close_stale_invocations(client: MlflowClient, experiment_id: str) -> list[st
     return closed
 
 
-def start_invocation(
-    results_dir: str | os.PathLike, experiment: str, targets: Sequence[str], config: Mapping
-) -> str:
+def start_invocation(results_dir: str | os.PathLike, experiment: str, targets: Sequence[str], config: Mapping) -> str:
     """Opens the parent run in the main snakemake process. Doing it here, before any job
     starts, also creates the sqlite tables once: parallel first-opens race on creating them."""
     Path(results_dir).mkdir(parents=True, exist_ok=True)
@@ -179,9 +177,7 @@ def start_invocation(
     return run.info.run_id
 
 
-def end_invocation(
-    run_id: str, status: Literal["FINISHED", "FAILED"], results_dir: str | os.PathLike
-) -> None:
+def end_invocation(run_id: str, status: Literal["FINISHED", "FAILED"], results_dir: str | os.PathLike) -> None:
     """Closes the parent run; jobs killed mid-way never closed their own runs."""
     client = MlflowClient(tracking_uri(results_dir))
     _terminate_children(client, client.get_run(run_id), "FAILED")
@@ -262,7 +258,9 @@ def stage_run(
     client.set_terminated(run.info.run_id, "FINISHED")
 
 
-def finished_job_runs(results_dir: str | os.PathLike, experiment: str, rule: str) -> dict[tuple[tuple[str, str], ...], str]:
+def finished_job_runs(
+    results_dir: str | os.PathLike, experiment: str, rule: str
+) -> dict[tuple[tuple[str, str], ...], str]:
     """The newest FINISHED run of each job of `rule`, keyed by its sorted wildcards: what a report cell traces to.
 
     A job rerun after a config change leaves older runs behind; the newest one produced the file on disk.

@@ -6,17 +6,30 @@
 
 rule ablations:
     input:
-        expand(f"{EVAL}/long_context/{{backbone}}/memagent/{{init}}/seed{{seed}}.parquet", backbone=MEMTRAIN_BACKBONES,
-               init=[f"memtrain-{variant}" for variant in config["memtrain"]["variants"]], seed=POSTTRAIN["seeds"]),
+        expand(
+            f"{EVAL}/long_context/{{backbone}}/memagent/{{init}}/seed{{seed}}.parquet",
+            backbone=MEMTRAIN_BACKBONES,
+            init=[f"memtrain-{variant}" for variant in config["memtrain"]["variants"]],
+            seed=POSTTRAIN["seeds"],
+        ),
 
 
 rule scaling:
     input:
-        expand(f"{EVAL}/scaling/{{backbone}}/{{init}}/seed{{seed}}/step{{step}}.parquet", backbone=MEMTRAIN_BACKBONES,
-               init=SCALING["inits"], seed=SCALING_SEEDS, step=SCALING_STEPS),
+        expand(
+            f"{EVAL}/scaling/{{backbone}}/{{init}}/seed{{seed}}/step{{step}}.parquet",
+            backbone=MEMTRAIN_BACKBONES,
+            init=SCALING["inits"],
+            seed=SCALING_SEEDS,
+            step=SCALING_STEPS,
+        ),
         # the two starting points of Figure 4: MemAgent at its last step, and MemTrain+MemAgent beside it
-        expand(f"{EVAL}/long_context/{{backbone}}/memagent/{{init}}/seed{{seed}}.parquet", backbone=MEMTRAIN_BACKBONES,
-               init=list(dict.fromkeys([*SCALING["inits"], "memtrain-full"])), seed=POSTTRAIN["seeds"]),
+        expand(
+            f"{EVAL}/long_context/{{backbone}}/memagent/{{init}}/seed{{seed}}.parquet",
+            backbone=MEMTRAIN_BACKBONES,
+            init=list(dict.fromkeys([*SCALING["inits"], "memtrain-full"])),
+            seed=POSTTRAIN["seeds"],
+        ),
 
 
 rule posttrain_continue:
@@ -25,42 +38,42 @@ rule posttrain_continue:
         finished=f"{RESULTS}/train/memagent/{{backbone}}/{{init}}/seed{{seed}}/final",
         data=f"{QA}/memagent_train.parquet",
     output:
-        *[directory(path) for path in expand(f"{CONTINUED}/step{{step}}", step=SCALING_STEPS, allow_missing=True)],
-    params:
-        cfg=continue_params,
-        wildcards=wildcards_json,
-        source=f"{RESULTS}/train/memagent/{{backbone}}/{{init}}/seed{{seed}}/checkpoints",
-        checkpoints=f"{CONTINUED}/checkpoints",
-        exports=CONTINUED,
-        last=f"{CONTINUED}/step{SCALING_STEPS[-1]}",
-        prune=prune_flag(),  # its own checkpoints and those of the run it carried on
-    threads: ALL_CORES
+        exports=[
+            directory(path) for path in expand(f"{CONTINUED}/step{{step}}", step=SCALING_STEPS, allow_missing=True)
+        ],
+    log:
+        log_path("posttrain_continue", "{backbone}/{init}/seed{seed}"),
+    benchmark:
+        benchmark_path("posttrain_continue", "{backbone}/{init}/seed{seed}")
     conda:
         CONDA_ENV
-    log:
-        log_path("posttrain_continue", "/{backbone}/{init}/seed{seed}"),
-    benchmark:
-        benchmark_path("posttrain_continue", "/{backbone}/{init}/seed{seed}")
+    threads: ALL_CORES
+    params:
+        job=stage_job(
+            continue_params,
+            source=f"{RESULTS}/train/memagent/{{backbone}}/{{init}}/seed{{seed}}/checkpoints",
+            checkpoints=f"{CONTINUED}/checkpoints",
+            exports_dir=CONTINUED,
+            prune=prune(),  # its own checkpoints and those of the run it carried on
+        ),
     shell:
-        memtrain(
-            "posttrain",
-            "--algorithm memagent --policy {input.policy:q} --data {input.data:q} --seed {wildcards.seed} "
-            "--continue-from {params.source:q} --exports-dir {params.exports:q} --checkpoints {params.checkpoints:q} "
-            "--output {params.last:q} --threads {threads} --resume {params.prune}",
-        )
+        stage("posttrain_continue")
 
 
-use rule eval_long_context as eval_scaling with:
+rule eval_scaling:
     input:
         policy=f"{CONTINUED}/step{{step}}",
         data=f"{QA}/long_context_eval.parquet",
     output:
-        f"{EVAL}/scaling/{{backbone}}/{{init}}/seed{{seed}}/step{{step}}.parquet",
-    params:
-        cfg=downstream_params,
-        wildcards=wildcards_json,
-        mode="memory",
+        rows=f"{EVAL}/scaling/{{backbone}}/{{init}}/seed{{seed}}/step{{step}}.parquet",
     log:
-        log_path("eval_scaling", "/{backbone}/{init}/seed{seed}/step{step}"),
+        log_path("eval_scaling", "{backbone}/{init}/seed{seed}/step{step}"),
     benchmark:
-        benchmark_path("eval_scaling", "/{backbone}/{init}/seed{seed}/step{step}")
+        benchmark_path("eval_scaling", "{backbone}/{init}/seed{seed}/step{step}")
+    conda:
+        CONDA_ENV
+    threads: ALL_CORES
+    params:
+        job=stage_job(downstream_params, mode="memory"),
+    shell:
+        stage("eval_scaling")

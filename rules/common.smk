@@ -5,6 +5,8 @@ import sys
 
 from snakemake.settings.types import DeploymentMethod
 
+from memtrain.stages import job as memtrain_job
+
 RESULTS = config["results_dir"]
 EXPERIMENT = config["tracking"]["experiment"]
 DATA = f"{RESULTS}/data"
@@ -30,29 +32,57 @@ def as_json(value) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def wildcards_json(wildcards) -> str:
-    return as_json(dict(wildcards.items()))
+def _named(files, kind: str) -> dict:
+    """A rule's inputs or outputs by name; an unnamed one would not reach its stage, so it stops the DAG here."""
+    named = {name: value if isinstance(value, str) else list(value) for name, value in files.items()}
+    if len(files) != sum(1 if isinstance(v, str) else len(v) for v in named.values()):
+        raise ValueError(f"a stage rule names every {kind}; these are unnamed among {list(files)}")
+    return named
 
 
-def shard_index(wildcards) -> int:
-    """0-based shard of a scatter item '3-of-8'."""
-    return int(wildcards.scatteritem.split("-of-")[0]) - 1
+def stage_job(*config_paths, **params):
+    """params.job of a stage rule: its named input and output, `params` (strings formatted with the wildcards,
+    callables called with them) and the config at `config_paths` (dotted, kept at their paths; one callable of
+    the wildcards instead, where the slice depends on them). The stage reads them as memtrain.stages.job.Job."""
+
+    def job(wildcards, input, output):
+        if len(config_paths) == 1 and callable(config_paths[0]):
+            sliced = config_paths[0](wildcards)
+        else:
+            sliced = memtrain_job.config_slice(config, *config_paths)
+        values = {
+            name: (
+                value(wildcards) if callable(value) else value.format(**wildcards) if isinstance(value, str) else value
+            )
+            for name, value in params.items()
+        }
+        return memtrain_job.job_json(
+            sliced,
+            _named(input, "input"),
+            _named(output, "output"),
+            values,
+            dict(wildcards.items()),
+            RESULTS,
+            EXPERIMENT,
+        )
+
+    return job
 
 
-def memtrain(stage: str, arguments: str) -> str:
-    """Shell command of a rule: the stage with its config section (params.cfg), MLflow context and log."""
-    return (
-        f"{PYTHON} -m memtrain {stage} --params {{params.cfg:q}} --results-dir {RESULTS!r} "
-        f"--experiment {EXPERIMENT!r} --rule {{rule}} --wildcards {{params.wildcards:q}} {arguments} > {{log:q}} 2>&1"
-    )
+def stage(rule_name: str) -> str:
+    """The shell command of a stage rule: `python -m memtrain <rule>` with the rule's job, logged to its log.
+    The name is spelled here rather than as {rule}, which `snakemake --lint` takes for an outside variable;
+    tests/test_house.py checks that every rule names itself."""
+    return f"{PYTHON} -m memtrain {rule_name} --threads {{threads}} --job {{params.job:q}} > {{log:q}} 2>&1"
 
 
-def log_path(rule_name: str, suffix: str = "") -> str:
-    return f"{RESULTS}/logs/{rule_name}{suffix}.log"
+def log_path(rule_name: str, job: str = "") -> str:
+    """results/logs/<rule>[/<job>].log: `job` names the job within its rule by its wildcards."""
+    return os.path.join(RESULTS, "logs", rule_name, job).rstrip(os.sep) + ".log"
 
 
-def benchmark_path(rule_name: str, suffix: str = "") -> str:
-    return f"{RESULTS}/benchmarks/{rule_name}{suffix}.tsv"
+def benchmark_path(rule_name: str, job: str = "") -> str:
+    return os.path.join(RESULTS, "benchmarks", rule_name, job).rstrip(os.sep) + ".tsv"
 
 
 # --- downstream (rules/downstream.smk) ------------------------------------------------------------
@@ -69,8 +99,9 @@ SCALING_STEPS = memtrain_config.scaling_steps(config)
 CONTINUED = f"{RESULTS}/train/memagent/{{backbone}}/{{init}}/seed{{seed}}/continued"
 
 
-def offline_qa_input(*uses: str) -> list[str]:
-    """The offline QA set, when one of the named sources is configured as 'offline' (else nothing to build)."""
+def offline_qa_input(*uses: str):
+    """Input function (for unpack): the offline QA set as `offline`, when one of the named sources is configured
+    as 'offline' (else nothing to build)."""
     qa = config["qa"]
     offline = {
         "hotpotqa_train": qa["hotpotqa_train"] == ["offline"],
@@ -78,11 +109,8 @@ def offline_qa_input(*uses: str) -> list[str]:
         "search": qa["search"]["flashrag"] == "offline",
         "corpus": qa["corpus"] == "offline",
     }
-    return [OFFLINE_QA] if any(offline[use] for use in uses) else []
-
-
-def offline_dir_flag(wildcards, input) -> str:
-    return f"--offline-dir {OFFLINE_QA!r}" if OFFLINE_QA in list(input) else ""
+    found = {"offline": OFFLINE_QA} if any(offline[use] for use in uses) else {}
+    return lambda wildcards: found
 
 
 def init_policy(backbone: str, init: str) -> str:
@@ -101,15 +129,7 @@ def posttrain_inputs(wildcards) -> dict[str, str]:
     return inputs
 
 
-def search_flags(wildcards, input) -> str:
-    """MEM1 trains against the search server: its corpus, index, and a log of its own beside the job's."""
-    if wildcards.algorithm != "mem1":
-        return ""
-    log = log_path("retriever", f"/posttrain/{wildcards.backbone}/{wildcards.init}/seed{wildcards.seed}")
-    return f"--corpus {input.corpus!r} --index {input.index!r} --server-log {log!r}"
-
-
-def downstream_params(wildcards) -> str:
+def downstream_params(wildcards) -> dict:
     """Only the settings a job depends on, so that editing one training's section reruns only its jobs."""
     rl = config["rl"]
     algorithm = getattr(wildcards, "algorithm", None)
@@ -119,26 +139,51 @@ def downstream_params(wildcards) -> str:
     else:  # an evaluation: the runtime knobs of the policy, and the MEM1 limits of the search agent
         rl = {key: rl[key] for key in ("device", "dtype", "engine_batch_size", "engine_linear")}
         posttrain = {"mem1": POSTTRAIN["mem1"]}
-    return as_json({"agent": config["agent"], "rl": rl, "posttrain": posttrain, "eval": config["eval"],
-                    "retriever": config["retriever"], "allow_downloads": config["allow_downloads"], **training})
+    return {
+        "agent": config["agent"],
+        "rl": rl,
+        "posttrain": posttrain,
+        "eval": config["eval"],
+        "retriever": config["retriever"],
+        "allow_downloads": config["allow_downloads"],
+        **training,
+    }
 
 
-def continue_params(wildcards) -> str:
+def continue_params(wildcards) -> dict:
     """MemAgent's settings and the scaling section: what a continued run depends on."""
     posttrain = {"memagent": POSTTRAIN["memagent"], "scaling": POSTTRAIN["scaling"]}
-    return as_json({"agent": config["agent"], "rl": config["rl"], "posttrain": posttrain, "trainer": config["trainer"],
-                    "allow_downloads": config["allow_downloads"]})
+    return {
+        "agent": config["agent"],
+        "rl": config["rl"],
+        "posttrain": posttrain,
+        "trainer": config["trainer"],
+        "allow_downloads": config["allow_downloads"],
+    }
 
 
 def continued(wildcards) -> bool:
     """Whether the scaling continuation carries this post-training run on from its checkpoint."""
-    return (wildcards.algorithm == "memagent" and wildcards.backbone in MEMTRAIN_BACKBONES
-            and wildcards.init in SCALING["inits"] and int(wildcards.seed) in SCALING_SEEDS)
+    return (
+        wildcards.algorithm == "memagent"
+        and wildcards.backbone in MEMTRAIN_BACKBONES
+        and wildcards.init in SCALING["inits"]
+        and int(wildcards.seed) in SCALING_SEEDS
+    )
 
 
-def prune_flag(wanted: bool = True) -> str:
-    """`--prune-checkpoints` for a training job whose checkpoints nothing downstream needs (trainer.prune_checkpoints)."""
-    return "--prune-checkpoints" if config["trainer"]["prune_checkpoints"] and wanted else ""
+def prune(wanted: bool = True) -> bool:
+    """Whether a training job deletes its checkpoints once exported: nothing downstream needs them
+    (trainer.prune_checkpoints)."""
+    return config["trainer"]["prune_checkpoints"] and wanted
+
+
+def backbone_slice(wildcards, *paths: str) -> dict:
+    """The job's backbone (backbones.<name>: names may hold dots) and the config at `paths`."""
+    return {
+        "backbones": {wildcards.backbone: config["backbones"][wildcards.backbone]},
+        **memtrain_job.config_slice(config, *paths),
+    }
 
 
 def evaluated_policy(wildcards) -> str:
@@ -154,7 +199,9 @@ def evaluations() -> list[str]:
     for backbone in MEMTRAIN_BACKBONES:
         long_context = [("none", "base", 0)] + [("none", init, 0) for init in memtrain_inits]
         long_context += [("memagent", init, seed) for init in POSTTRAIN["inits"] for seed in POSTTRAIN["seeds"]]
-        search = [("none", "base", 0)] + [("mem1", init, seed) for init in POSTTRAIN["inits"] for seed in POSTTRAIN["seeds"]]
+        search = [("none", "base", 0)] + [
+            ("mem1", init, seed) for init in POSTTRAIN["inits"] for seed in POSTTRAIN["seeds"]
+        ]
         files += [f"{EVAL}/long_context/{backbone}/{t}/{i}/seed{s}.parquet" for t, i, s in long_context]
         files += [f"{EVAL}/search_qa/{backbone}/{t}/{i}/seed{s}.parquet" for t, i, s in search]
     return files

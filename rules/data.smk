@@ -11,112 +11,102 @@ rule data:
 
 rule wiki_download:
     output:
-        f"{DATA}/articles.parquet",
-    params:
-        cfg=as_json({"source": config["data"]["source"], "allow_downloads": config["allow_downloads"]}),
-        wildcards=wildcards_json,
-    conda:
-        CONDA_ENV
+        articles=f"{DATA}/articles.parquet",
     log:
         log_path("wiki_download"),
     benchmark:
         benchmark_path("wiki_download")
+    conda:
+        CONDA_ENV
+    params:
+        job=stage_job("data.source", "allow_downloads"),
     shell:
-        memtrain("wiki_download", "--output {output:q}")
+        stage("wiki_download")
 
 
 rule passages:
     input:
-        f"{DATA}/articles.parquet",
+        articles=f"{DATA}/articles.parquet",
     output:
-        f"{DATA}/passages.parquet",
-    params:
-        cfg=as_json(config["data"]["passages"]),
-        wildcards=wildcards_json,
-    conda:
-        CONDA_ENV
+        passages=f"{DATA}/passages.parquet",
     log:
         log_path("passages"),
     benchmark:
         benchmark_path("passages")
+    conda:
+        CONDA_ENV
+    params:
+        job=stage_job("data.passages"),
     shell:
-        memtrain("passages", "--input {input:q} --output {output:q}")
+        stage("passages")
 
 
 rule ner:
     input:
-        f"{DATA}/passages.parquet",
+        passages=f"{DATA}/passages.parquet",
     output:
-        f"{DATA}/entities/{{scatteritem}}.parquet",
-    params:
-        cfg=as_json(config["data"]["ner"]),
-        wildcards=wildcards_json,
-        shard=shard_index,
-        shards=config["data"]["ner"]["shards"],
-    threads: config["data"]["ner"]["threads"]
+        entities=f"{DATA}/entities/{{scatteritem}}.parquet",
+    log:
+        log_path("ner", "{scatteritem}"),
+    benchmark:
+        benchmark_path("ner", "{scatteritem}")
     conda:
         CONDA_ENV
-    log:
-        log_path("ner", "/{scatteritem}"),
-    benchmark:
-        benchmark_path("ner", "/{scatteritem}")
+    threads: config["data"]["ner"]["threads"]
+    params:
+        job=stage_job("data.ner"),
     shell:
-        memtrain("ner", "--input {input:q} --output {output:q} --shard {params.shard} --shards {params.shards} --threads {threads}")
+        stage("ner")
 
 
 rule embed:
     input:
-        f"{DATA}/passages.parquet",
+        passages=f"{DATA}/passages.parquet",
     output:
-        f"{DATA}/embeddings/{{scatteritem}}.npy",
-    params:
-        cfg=as_json({**config["data"]["embed"], "allow_downloads": config["allow_downloads"]}),
-        wildcards=wildcards_json,
-        shard=shard_index,
-        shards=config["data"]["embed"]["shards"],
-    threads: config["data"]["embed"]["threads"]
+        embeddings=f"{DATA}/embeddings/{{scatteritem}}.npy",
+    log:
+        log_path("embed", "{scatteritem}"),
+    benchmark:
+        benchmark_path("embed", "{scatteritem}")
     conda:
         CONDA_ENV
-    log:
-        log_path("embed", "/{scatteritem}"),
-    benchmark:
-        benchmark_path("embed", "/{scatteritem}")
+    threads: config["data"]["embed"]["threads"]
+    params:
+        job=stage_job("data.embed", "allow_downloads"),
     shell:
-        memtrain("embed", "--input {input:q} --output {output:q} --shard {params.shard} --shards {params.shards} --threads {threads}")
+        stage("embed")
 
 
 rule index:
     input:
-        gather.embed(f"{DATA}/embeddings/{{scatteritem}}.npy"),
+        embeddings=gather.embed(f"{DATA}/embeddings/{{scatteritem}}.npy"),
     output:
-        f"{DATA}/passages.faiss",
-    params:
-        cfg=as_json(config["data"]["index"]),
-        wildcards=wildcards_json,
-    conda:
-        CONDA_ENV
+        index=f"{DATA}/passages.faiss",
     log:
         log_path("index"),
     benchmark:
         benchmark_path("index")
+    conda:
+        CONDA_ENV
+    params:
+        job=stage_job("data.index"),
     shell:
-        memtrain("index", "--inputs {input:q} --output {output:q}")
+        stage("index")
 
 
 rule tokenizer:
     output:
-        directory(f"{RESULTS}/models/{{backbone}}/tokenizer"),
-    params:
-        cfg=lambda w: as_json({"backbone": config["backbones"][w.backbone], "allow_downloads": config["allow_downloads"]}),
-        wildcards=wildcards_json,
+        tokenizer=directory(f"{RESULTS}/models/{{backbone}}/tokenizer"),
+    log:
+        log_path("tokenizer", "{backbone}"),
+    benchmark:
+        benchmark_path("tokenizer", "{backbone}")
     conda:
         CONDA_ENV
-    log:
-        log_path("tokenizer", "/{backbone}"),
-    benchmark:
-        benchmark_path("tokenizer", "/{backbone}")
+    params:
+        job=stage_job(lambda w: backbone_slice(w, "allow_downloads")),
     shell:
-        memtrain("tokenizer", "--backbone {wildcards.backbone:q} --output {output:q}")
+        stage("tokenizer")
 
 
 rule assemble:
@@ -130,22 +120,16 @@ rule assemble:
         train=f"{DATA}/documents.parquet",
         heldout=f"{DATA}/documents_heldout.parquet",
         stats=f"{DATA}/assembly_stats.json",
-    params:
-        cfg=as_json({"documents": config["data"]["documents"], "index": config["data"]["index"], "seed": config["seed"]}),
-        wildcards=wildcards_json,
-    conda:
-        CONDA_ENV
     log:
         log_path("assemble"),
     benchmark:
         benchmark_path("assemble")
+    conda:
+        CONDA_ENV
+    params:
+        job=stage_job("data.documents", "data.index", "seed"),
     shell:
-        memtrain(
-            "assemble",
-            "--passages {input.passages:q} --entities {input.entities:q} --embeddings {input.embeddings:q} "
-            "--index {input.index:q} --tokenizer {input.tokenizer:q} --train {output.train:q} --heldout {output.heldout:q} "
-            "--stats {output.stats:q}",
-        )
+        stage("assemble")
 
 
 rule dataset_card:
@@ -156,18 +140,13 @@ rule dataset_card:
     output:
         card=f"{DATA}/dataset_card.json",
         figure=f"{DATA}/document_lengths.png",
-    params:
-        cfg=as_json({"documents": config["data"]["documents"]}),
-        wildcards=wildcards_json,
-    conda:
-        CONDA_ENV
     log:
         log_path("dataset_card"),
     benchmark:
         benchmark_path("dataset_card")
+    conda:
+        CONDA_ENV
+    params:
+        job=stage_job("data.documents"),
     shell:
-        memtrain(
-            "dataset_card",
-            "--train {input.train:q} --heldout {input.heldout:q} --assembly {input.stats:q} "
-            "--card {output.card:q} --figure {output.figure:q}",
-        )
+        stage("dataset_card")

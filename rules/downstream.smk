@@ -12,8 +12,13 @@ wildcard_constraints:
 
 rule posttrain:
     input:
-        expand(f"{RESULTS}/train/{{algorithm}}/{{backbone}}/{{init}}/seed{{seed}}/final", algorithm=["memagent", "mem1"],
-               backbone=MEMTRAIN_BACKBONES, init=POSTTRAIN["inits"], seed=POSTTRAIN["seeds"]),
+        expand(
+            f"{RESULTS}/train/{{algorithm}}/{{backbone}}/{{init}}/seed{{seed}}/final",
+            algorithm=["memagent", "mem1"],
+            backbone=MEMTRAIN_BACKBONES,
+            init=POSTTRAIN["inits"],
+            seed=POSTTRAIN["seeds"],
+        ),
 
 
 rule evaluate:
@@ -23,125 +28,112 @@ rule evaluate:
 
 rule offline_qa:
     output:
-        directory(OFFLINE_QA),
-    params:
-        cfg=as_json({"seed": config["seed"], **config["qa"]["offline"]}),
-        wildcards=wildcards_json,
-    conda:
-        CONDA_ENV
+        offline=directory(OFFLINE_QA),
     log:
         log_path("offline_qa"),
     benchmark:
         benchmark_path("offline_qa")
+    conda:
+        CONDA_ENV
+    params:
+        job=stage_job("seed", "qa.offline"),
     shell:
-        memtrain("offline_qa", "--output-dir {output:q}")
+        stage("offline_qa")
 
 
 rule qa_long_context:
     input:
-        offline_qa_input("hotpotqa_train", "hotpotqa_dev"),
+        unpack(offline_qa_input("hotpotqa_train", "hotpotqa_dev")),
     output:
         train=f"{QA}/memagent_train.parquet",
         evaluation=f"{QA}/long_context_eval.parquet",
-    params:
-        cfg=as_json({"qa": config["qa"], "seed": config["seed"], "allow_downloads": config["allow_downloads"]}),
-        wildcards=wildcards_json,
-        offline=offline_dir_flag,
-    conda:
-        CONDA_ENV
     log:
         log_path("qa_long_context"),
     benchmark:
         benchmark_path("qa_long_context")
+    conda:
+        CONDA_ENV
+    params:
+        job=stage_job("qa", "seed", "allow_downloads"),
     shell:
-        memtrain("qa_long_context", "{params.offline} --train-output {output.train:q} --eval-output {output.evaluation:q}")
+        stage("qa_long_context")
 
 
 rule qa_search:
     input:
-        offline_qa_input("search"),
+        unpack(offline_qa_input("search")),
     output:
         train=f"{QA}/mem1_train.parquet",
         evaluation=f"{QA}/search_eval.parquet",
-    params:
-        cfg=as_json({"qa": config["qa"], "seed": config["seed"], "allow_downloads": config["allow_downloads"]}),
-        wildcards=wildcards_json,
-        offline=offline_dir_flag,
-    conda:
-        CONDA_ENV
     log:
         log_path("qa_search"),
     benchmark:
         benchmark_path("qa_search")
+    conda:
+        CONDA_ENV
+    params:
+        job=stage_job("qa", "seed", "allow_downloads"),
     shell:
-        memtrain("qa_search", "{params.offline} --train-output {output.train:q} --eval-output {output.evaluation:q}")
+        stage("qa_search")
 
 
 rule search_corpus:
     input:
-        offline_qa_input("corpus"),
+        unpack(offline_qa_input("corpus")),
     output:
-        f"{SEARCH}/corpus.parquet",
-    params:
-        cfg=as_json({"corpus": config["qa"]["corpus"], "allow_downloads": config["allow_downloads"]}),
-        wildcards=wildcards_json,
-        offline=offline_dir_flag,
-    conda:
-        CONDA_ENV
+        corpus=f"{SEARCH}/corpus.parquet",
     log:
         log_path("search_corpus"),
     benchmark:
         benchmark_path("search_corpus")
+    conda:
+        CONDA_ENV
+    params:
+        job=stage_job("qa.corpus", "allow_downloads"),
     shell:
-        memtrain("search_corpus", "{params.offline} --output {output:q}")
+        stage("search_corpus")
 
 
 rule search_index:
     input:
-        f"{SEARCH}/corpus.parquet",
+        corpus=f"{SEARCH}/corpus.parquet",
     output:
-        f"{SEARCH}/index.faiss",
-    params:
-        cfg=as_json({"retriever": config["retriever"], "index": config["data"]["index"], "prebuilt": config["qa"]["index"],
-                     "allow_downloads": config["allow_downloads"]}),
-        wildcards=wildcards_json,
-    threads: ALL_CORES
-    conda:
-        CONDA_ENV
+        index=SEARCH_INDEX,
     log:
         log_path("search_index"),
     benchmark:
         benchmark_path("search_index")
+    conda:
+        CONDA_ENV
+    threads: ALL_CORES
+    params:
+        job=stage_job("retriever", "data.index", "qa.index", "allow_downloads"),
     shell:
-        memtrain("search_index", "--corpus {input:q} --output {output:q} --threads {threads}")
+        stage("search_index")
 
 
 rule posttrain_train:
     input:
         unpack(posttrain_inputs),
     output:
-        directory(f"{RESULTS}/train/{{algorithm}}/{{backbone}}/{{init}}/seed{{seed}}/final"),
-    params:
-        cfg=downstream_params,
-        wildcards=wildcards_json,
-        search=search_flags,
-        checkpoints=f"{RESULTS}/train/{{algorithm}}/{{backbone}}/{{init}}/seed{{seed}}/checkpoints",
-        # a run the scaling continuation carries on keeps its checkpoints: the continuation prunes them
-        prune=lambda w: prune_flag(not continued(w)),
-    threads: ALL_CORES
+        final=directory(f"{RESULTS}/train/{{algorithm}}/{{backbone}}/{{init}}/seed{{seed}}/final"),
+    log:
+        log_path("posttrain", "{algorithm}/{backbone}/{init}/seed{seed}"),
+    benchmark:
+        benchmark_path("posttrain", "{algorithm}/{backbone}/{init}/seed{seed}")
     conda:
         CONDA_ENV
-    log:
-        log_path("posttrain", "/{algorithm}/{backbone}/{init}/seed{seed}"),
-    benchmark:
-        benchmark_path("posttrain", "/{algorithm}/{backbone}/{init}/seed{seed}")
+    threads: ALL_CORES
+    params:
+        job=stage_job(
+            downstream_params,
+            checkpoints=f"{RESULTS}/train/{{algorithm}}/{{backbone}}/{{init}}/seed{{seed}}/checkpoints",
+            server_log=log_path("retriever", "posttrain/{backbone}/{init}/seed{seed}"),
+            # a run the scaling continuation carries on keeps its checkpoints: the continuation prunes them
+            prune=lambda w: prune(not continued(w)),
+        ),
     shell:
-        memtrain(
-            "posttrain",
-            "--algorithm {wildcards.algorithm} --policy {input.policy:q} --data {input.data:q} {params.search} "
-            "--seed {wildcards.seed} --checkpoints {params.checkpoints:q} --output {output:q} --threads {threads} --resume "
-            "{params.prune}",
-        )
+        stage("posttrain_train")
 
 
 rule eval_long_context:
@@ -149,24 +141,21 @@ rule eval_long_context:
         policy=evaluated_policy,
         data=f"{QA}/long_context_eval.parquet",
     output:
-        f"{EVAL}/long_context/{{backbone}}/{{trained}}/{{init}}/seed{{seed}}.parquet",
-    params:
-        cfg=downstream_params,
-        wildcards=wildcards_json,
-        mode=lambda w: "full" if (w.trained, w.init) == ("none", "base") else "memory",
-    threads: ALL_CORES
+        rows=f"{EVAL}/long_context/{{backbone}}/{{trained}}/{{init}}/seed{{seed}}.parquet",
+    log:
+        log_path("eval_long_context", "{backbone}/{trained}/{init}/seed{seed}"),
+    benchmark:
+        benchmark_path("eval_long_context", "{backbone}/{trained}/{init}/seed{seed}")
     conda:
         CONDA_ENV
-    log:
-        log_path("eval_long_context", "/{backbone}/{trained}/{init}/seed{seed}"),
-    benchmark:
-        benchmark_path("eval_long_context", "/{backbone}/{trained}/{init}/seed{seed}")
+    threads: ALL_CORES
+    params:
+        job=stage_job(
+            downstream_params,
+            mode=lambda w: "full" if (w.trained, w.init) == ("none", "base") else "memory",
+        ),
     shell:
-        memtrain(
-            "eval_long_context",
-            "--policy {input.policy:q} --mode {params.mode} --data {input.data:q} --output {output:q} "
-            "--seed {wildcards.seed} --threads {threads}",
-        )
+        stage("eval_long_context")
 
 
 rule eval_search_qa:
@@ -176,21 +165,18 @@ rule eval_search_qa:
         corpus=f"{SEARCH}/corpus.parquet",
         index=SEARCH_INDEX,
     output:
-        f"{EVAL}/search_qa/{{backbone}}/{{trained}}/{{init}}/seed{{seed}}.parquet",
-    params:
-        cfg=downstream_params,
-        wildcards=wildcards_json,
-        server_log=log_path("retriever", "/eval_search_qa/{backbone}/{trained}/{init}/seed{seed}"),
-    threads: ALL_CORES
+        rows=f"{EVAL}/search_qa/{{backbone}}/{{trained}}/{{init}}/seed{{seed}}.parquet",
+    log:
+        log_path("eval_search_qa", "{backbone}/{trained}/{init}/seed{seed}"),
+    benchmark:
+        benchmark_path("eval_search_qa", "{backbone}/{trained}/{init}/seed{seed}")
     conda:
         CONDA_ENV
-    log:
-        log_path("eval_search_qa", "/{backbone}/{trained}/{init}/seed{seed}"),
-    benchmark:
-        benchmark_path("eval_search_qa", "/{backbone}/{trained}/{init}/seed{seed}")
+    threads: ALL_CORES
+    params:
+        job=stage_job(
+            downstream_params,
+            server_log=log_path("retriever", "eval_search_qa/{backbone}/{trained}/{init}/seed{seed}"),
+        ),
     shell:
-        memtrain(
-            "eval_search_qa",
-            "--policy {input.policy:q} --data {input.data:q} --corpus {input.corpus:q} --index {input.index:q} "
-            "--output {output:q} --seed {wildcards.seed} --server-log {params.server_log:q} --threads {threads}",
-        )
+        stage("eval_search_qa")

@@ -3,24 +3,26 @@
 
 rule memtrain:
     input:
-        expand(f"{MEMTRAIN}/{{backbone}}/{{variant}}/final", backbone=MEMTRAIN_BACKBONES, variant=config["memtrain"]["variants"]),
+        expand(
+            f"{MEMTRAIN}/{{backbone}}/{{variant}}/final",
+            backbone=MEMTRAIN_BACKBONES,
+            variant=config["memtrain"]["variants"],
+        ),
 
 
 rule prepare_model:
     output:
-        directory(f"{RESULTS}/models/{{backbone}}/base"),
-    params:
-        cfg=lambda w: as_json({"backbone": config["backbones"][w.backbone], "allow_downloads": config["allow_downloads"],
-                               "dtype": config["rl"]["dtype"]}),
-        wildcards=wildcards_json,
+        model=directory(f"{RESULTS}/models/{{backbone}}/base"),
+    log:
+        log_path("prepare_model", "{backbone}"),
+    benchmark:
+        benchmark_path("prepare_model", "{backbone}")
     conda:
         CONDA_ENV
-    log:
-        log_path("prepare_model", "/{backbone}"),
-    benchmark:
-        benchmark_path("prepare_model", "/{backbone}")
+    params:
+        job=stage_job(lambda w: backbone_slice(w, "allow_downloads", "rl.dtype")),
     shell:
-        memtrain("prepare_model", "--backbone {wildcards.backbone:q} --output {output:q}")
+        stage("prepare_model")
 
 
 rule memtrain_train:
@@ -28,30 +30,25 @@ rule memtrain_train:
         documents=f"{DATA}/documents.parquet",
         policy=f"{RESULTS}/models/{{backbone}}/base",
     output:
-        directory(f"{MEMTRAIN}/{{backbone}}/{{variant}}/final"),
+        final=directory(f"{MEMTRAIN}/{{backbone}}/{{variant}}/final"),
+    log:
+        log_path("memtrain", "{backbone}/{variant}"),
+    benchmark:
+        benchmark_path("memtrain", "{backbone}/{variant}")
+    conda:
+        CONDA_ENV
+    threads: ALL_CORES
     params:
-        cfg=as_json(
-            {
+        job=stage_job(
+            lambda w: {
                 "agent": config["agent"],
                 "rl": config["rl"],
                 "memtrain": {k: v for k, v in config["memtrain"].items() if k not in ("backbones", "variants")},
-                "mask_token": config["data"]["documents"]["mask_token"],
                 "trainer": config["trainer"],
-            }
+                **memtrain_job.config_slice(config, "data.documents.mask_token"),
+            },
+            checkpoints=f"{MEMTRAIN}/{{backbone}}/{{variant}}/checkpoints",
+            prune=prune(),
         ),
-        wildcards=wildcards_json,
-        checkpoints=f"{MEMTRAIN}/{{backbone}}/{{variant}}/checkpoints",
-        prune=prune_flag(),
-    threads: ALL_CORES
-    conda:
-        CONDA_ENV
-    log:
-        log_path("memtrain", "/{backbone}/{variant}"),
-    benchmark:
-        benchmark_path("memtrain", "/{backbone}/{variant}")
     shell:
-        memtrain(
-            "memtrain",
-            "--documents {input.documents:q} --policy {input.policy:q} --variant {wildcards.variant:q} "
-            "--checkpoints {params.checkpoints:q} --output {output:q} --threads {threads} --resume {params.prune}",
-        )
+        stage("memtrain_train")

@@ -13,23 +13,17 @@ rule case_study:
     output:
         markdown=f"{REPORT}/case_study_{{backbone}}.md",
         json=f"{REPORT}/case_study_{{backbone}}.json",
-    params:
-        cfg=downstream_params,
-        wildcards=wildcards_json,
-    threads: ALL_CORES
+    log:
+        log_path("case_study", "{backbone}"),
+    benchmark:
+        benchmark_path("case_study", "{backbone}")
     conda:
         CONDA_ENV
-    log:
-        log_path("case_study", "/{backbone}"),
-    benchmark:
-        benchmark_path("case_study", "/{backbone}")
+    threads: ALL_CORES
+    params:
+        job=stage_job(downstream_params),
     shell:
-        memtrain(
-            "case_study",
-            "--data {input.data:q} --baseline-eval {input.baseline_eval:q} --ours-eval {input.ours_eval:q} "
-            "--baseline {input.baseline:q} --ours {input.ours:q} --markdown {output.markdown:q} --json {output.json:q} "
-            "--threads {threads}",
-        )
+        stage("case_study")
 
 
 rule figures:
@@ -40,19 +34,16 @@ rule figures:
         ablations=expand(f"{REPORT}/fig3_ablations_{{backbone}}.png", backbone=MEMTRAIN_BACKBONES),
         scaling=expand(f"{REPORT}/fig4_posttrain_scaling_{{backbone}}.png", backbone=MEMTRAIN_BACKBONES),
         curves=f"{REPORT}/training_curves.png",
-    params:
-        cfg=as_json({"backbones": config["backbones"], "report": config["report"],
-                     "lengths": config["qa"]["long_context"]["lengths"], "start_step": POSTTRAIN["memagent"]["steps"]}),
-        wildcards=wildcards_json,
-    conda:
-        CONDA_ENV
     log:
         log_path("figures"),
     benchmark:
         benchmark_path("figures")
+    conda:
+        CONDA_ENV
+    params:
+        job=stage_job("backbones", "report", "qa.long_context.lengths", "posttrain.memagent.steps"),
     shell:
-        memtrain("figures", "--evaluations {input.evaluations:q} --ablations {output.ablations:q} "
-                            "--scaling {output.scaling:q} --curves {output.curves:q}")
+        stage("figures")
 
 
 rule report:
@@ -61,19 +52,19 @@ rule report:
         figures=rules.figures.output,
         case_studies=expand(rules.case_study.output.markdown, backbone=MEMTRAIN_BACKBONES),
     output:
-        expand(f"{REPORT}/{{table}}{{suffix}}", table=["table1_long_context_qa", "table2_search_qa"],
-               suffix=[".csv", ".md", ".tex", "_provenance.csv"]),
+        tables=expand(
+            f"{REPORT}/{{table}}{{suffix}}",
+            table=["table1_long_context_qa", "table2_search_qa"],
+            suffix=[".csv", ".md", ".tex", "_provenance.csv"],
+        ),
         index=f"{REPORT}/index.md",
-    params:
-        cfg=as_json({"config": config}),
-        wildcards=wildcards_json,
-    conda:
-        CONDA_ENV
     log:
         log_path("report"),
     benchmark:
         benchmark_path("report")
+    conda:
+        CONDA_ENV
+    params:
+        job=stage_job(lambda w: config),
     shell:
-        memtrain("report", "--evaluations {input.evaluations:q} "
-                           f"--output-dir {REPORT!r} --figures {{input.figures:q}} "
-                           f"--case-studies {{input.case_studies:q}} --index {{output.index:q}}")
+        stage("report")

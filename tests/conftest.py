@@ -84,9 +84,17 @@ def tiny_policy(tmp_path_factory, tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         tie_word_embeddings=True))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+        )
+    )
     folder = tmp_path_factory.mktemp("tiny") / "tiny-llama"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -174,8 +182,9 @@ def corpus_files(tmp_path_factory, encoder):
     records = list(itertools.islice(sources.vital_articles(), 30))
     table = pa.table({name: [record[name] for record in records] for name in ("id", "title", "text")})
     pq.write_table(table, folder / "corpus.parquet")
-    retrieval.save_index(retrieval.build_index(retrieval.embed(encoder, table.column("text").to_pylist()), FLAT),
-                         folder / "index.faiss")
+    retrieval.save_index(
+        retrieval.build_index(retrieval.embed(encoder, table.column("text").to_pylist()), FLAT), folder / "index.faiss"
+    )
     return folder / "corpus.parquet", folder / "index.faiss", table
 
 

@@ -18,17 +18,39 @@ SLURM_PROFILE = ROOT / "tests" / "slurm"
 # Two one-thread jobs at a time rather than one two-thread job: the test DAG's jobs spend much of their time
 # starting up, loading and writing models, which two jobs overlap (cpu time is about 60% of wall time).
 LOCAL = ("--cores", "2", "--max-threads", "1")
-DETERMINISTIC_OUTPUTS = ["articles.parquet", "passages.parquet", "entities/1-of-2.parquet", "entities/2-of-2.parquet",
-                         "documents.parquet", "documents_heldout.parquet"]
+DETERMINISTIC_OUTPUTS = [
+    "articles.parquet",
+    "passages.parquet",
+    "entities/1-of-2.parquet",
+    "entities/2-of-2.parquet",
+    "documents.parquet",
+    "documents_heldout.parquet",
+]
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True,
-              configs: tuple[str, ...] = ("test.yaml",)) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, configs: tuple[str, ...] = ("test.yaml",)
+) -> subprocess.CompletedProcess:
     """snakemake on the files `configs` of config/ (later ones overlay earlier ones) in `workdir`."""
     env = {k: v for k, v in os.environ.items() if k not in (tracking.TRACKING_URI_ENV, tracking.PARENT_RUN_ENV)}
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
-                             "--configfile", *(str(ROOT / "config" / name) for name in configs), *args],
-                            capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "Snakefile"),
+            "-d",
+            str(workdir),
+            "--configfile",
+            *(str(ROOT / "config" / name) for name in configs),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
@@ -54,6 +76,7 @@ _REPLACED_ONLY = {".safetensors", ".parquet", ".faiss", ".npy", ".pt"}
 
 def clone_workdir(source: Path, target: Path) -> Path:
     """A working directory to run more jobs in without touching `source` (which other tests read)."""
+
     def copy(src: str, dst: str) -> None:
         if Path(src).suffix in _REPLACED_ONLY:
             os.link(src, dst)

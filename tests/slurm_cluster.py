@@ -49,7 +49,8 @@ def _memory_mb() -> int:
     raise RuntimeError("no MemTotal in /proc/meminfo")
 
 
-NODE = socket.gethostname().split(".")[0]  # named after this host, as a cluster's nodes are: code in a job looks itself up
+# Named after this host, as a cluster's nodes are: code in a job looks itself up.
+NODE = socket.gethostname().split(".")[0]
 
 
 def slurm_conf(state: Path, cpus: int, memory_mb: int) -> str:
@@ -58,32 +59,34 @@ def slurm_conf(state: Path, cpus: int, memory_mb: int) -> str:
     No accounting daemon: squeue and scontrol are the only record of a job, and MinJobAge keeps
     finished jobs in them for an hour, for snakemake's status checks and for the tests to inspect.
     """
-    return "\n".join([
-        MARKER,
-        "ClusterName=memtrain-test",
-        "SlurmctldHost=localhost",
-        "SlurmUser=root",
-        "AuthType=auth/munge",
-        "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
-        "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core_Memory",
-        "AccountingStorageType=accounting_storage/none",
-        "JobAcctGatherType=jobacct_gather/none",
-        "MinJobAge=3600",
-        "ReturnToService=2",
-        f"StateSaveLocation={state / 'ctld'}",
-        f"SlurmdSpoolDir={state / 'spool'}",
-        f"SlurmctldPidFile={state / 'slurmctld.pid'}",
-        f"SlurmdPidFile={state / 'slurmd.pid'}",
-        f"SlurmctldLogFile={state / 'slurmctld.log'}",
-        f"SlurmdLogFile={state / 'slurmd.log'}",
-        "GresTypes=gpu",
-        f"NodeName={NODE} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} Gres=gpu:fake:1 State=UNKNOWN",
-        f"PartitionName=cpu Nodes={NODE} Default=YES MaxTime=INFINITE State=UP",
-        f"PartitionName=gpu Nodes={NODE} MaxTime=INFINITE State=UP",
-        "",
-    ])
+    return "\n".join(
+        [
+            MARKER,
+            "ClusterName=memtrain-test",
+            "SlurmctldHost=localhost",
+            "SlurmUser=root",
+            "AuthType=auth/munge",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core_Memory",
+            "AccountingStorageType=accounting_storage/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "MinJobAge=3600",
+            "ReturnToService=2",
+            f"StateSaveLocation={state / 'ctld'}",
+            f"SlurmdSpoolDir={state / 'spool'}",
+            f"SlurmctldPidFile={state / 'slurmctld.pid'}",
+            f"SlurmdPidFile={state / 'slurmd.pid'}",
+            f"SlurmctldLogFile={state / 'slurmctld.log'}",
+            f"SlurmdLogFile={state / 'slurmd.log'}",
+            "GresTypes=gpu",
+            f"NodeName={NODE} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} Gres=gpu:fake:1 State=UNKNOWN",
+            f"PartitionName=cpu Nodes={NODE} Default=YES MaxTime=INFINITE State=UP",
+            f"PartitionName=gpu Nodes={NODE} MaxTime=INFINITE State=UP",
+            "",
+        ]
+    )
 
 
 class LocalSlurm:
@@ -116,7 +119,7 @@ class LocalSlurm:
 
     def _start_munge(self) -> None:
         """munged must run as the munge user; an already running munged (a CI image's) is used as it is."""
-        if subprocess.run(["munge", "-n"], capture_output=True).returncode == 0:
+        if subprocess.run(["munge", "-n"], capture_output=True, check=False).returncode == 0:
             return
         if not MUNGE_KEY.exists():
             subprocess.run(["mungekey", "--create", "--keyfile", str(MUNGE_KEY)], check=True)
@@ -139,7 +142,9 @@ class LocalSlurm:
     def _wait_until_idle(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout.split()
+            states = subprocess.run(
+                ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, check=False
+            ).stdout.split(check=False)
             if states and all(state == "idle" for state in states):
                 return
             time.sleep(0.5)
@@ -147,7 +152,7 @@ class LocalSlurm:
         raise RuntimeError(f"the SLURM node did not become idle in {timeout} s:\n{log}")
 
     def stop(self) -> None:
-        subprocess.run(["scontrol", "shutdown"], capture_output=True)
+        subprocess.run(["scontrol", "shutdown"], capture_output=True, check=False)
         for name in ("slurmd", "slurmctld", "munged"):
             if name in self.pids:
                 _terminate(self.pids.pop(name))

@@ -5,16 +5,19 @@ import pytest
 from memtrain.agent.answers import exact_match, extract_boxed, f1, normalize, substring_match
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("The answer is \\boxed{Paris}.", "Paris"),
-    ("\\boxed{Lyon} no wait, \\boxed{Paris}", "Paris"),
-    ("\\boxed{\\text{New York}}", "\\text{New York}"),
-    ("\\boxed{a {b} c}", "a {b} c"),
-    ("first \\boxed{Paris} then an unclosed \\boxed{Lon", "Paris"),
-    ("no box here", None),
-    ("\\boxed{}", ""),
-    ("\\boxed{unclosed", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The answer is \\boxed{Paris}.", "Paris"),
+        ("\\boxed{Lyon} no wait, \\boxed{Paris}", "Paris"),
+        ("\\boxed{\\text{New York}}", "\\text{New York}"),
+        ("\\boxed{a {b} c}", "a {b} c"),
+        ("first \\boxed{Paris} then an unclosed \\boxed{Lon", "Paris"),
+        ("no box here", None),
+        ("\\boxed{}", ""),
+        ("\\boxed{unclosed", None),
+    ],
+)
 def test_extract_boxed_takes_the_last_balanced_box(text, expected):
     assert extract_boxed(text) == expected
 

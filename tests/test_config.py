@@ -39,19 +39,24 @@ def test_wrong_type_and_range_are_reported_together():
     assert "seed" in message and "data.ner.shards" in message and "data.index.type" in message
 
 
-@pytest.mark.parametrize("override, field", [
-    ({"data": {"documents": {"num_related": 10, "num_passages": 5}}}, "data.documents"),
-    ({"data": {"documents": {"min_tokens": 10, "max_tokens": 5}}}, "data.documents"),
-    ({"data": {"passages": {"min_words": 10, "max_words": 5}}}, "data.passages"),
-    ({"data": {"tokenizer_backbone": "nope"}}, "data.tokenizer_backbone"),
-    ({"posttrain": {"mem1": {"batch_size": 4, "mini_batch_size": 8}}}, "posttrain.mem1.mini_batch_size"),
-    ({"memtrain": {"variants": ["full"]}, "posttrain": {"inits": ["base", "memtrain-e2e"]}}, "posttrain.inits"),
-    ({"qa": {"search": {"eval_datasets": {"nq": "test"}}}}, "qa.search.eval_datasets"),
-    ({"memtrain": {"variants": ["full"]}, "posttrain": {"scaling": {"inits": ["memtrain-e2e"]}}},
-     "posttrain.scaling.inits"),
-    ({"report": {"paper_backbones": {"qwen": "Qwen2.5-7B-Instruct"}}}, "report.paper_backbones"),
-    ({"qa": {"long_context": {"lengths": [3, 6]}}, "report": {"paper_lengths": ["7k"]}}, "report.paper_lengths"),
-])
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ({"data": {"documents": {"num_related": 10, "num_passages": 5}}}, "data.documents"),
+        ({"data": {"documents": {"min_tokens": 10, "max_tokens": 5}}}, "data.documents"),
+        ({"data": {"passages": {"min_words": 10, "max_words": 5}}}, "data.passages"),
+        ({"data": {"tokenizer_backbone": "nope"}}, "data.tokenizer_backbone"),
+        ({"posttrain": {"mem1": {"batch_size": 4, "mini_batch_size": 8}}}, "posttrain.mem1.mini_batch_size"),
+        ({"memtrain": {"variants": ["full"]}, "posttrain": {"inits": ["base", "memtrain-e2e"]}}, "posttrain.inits"),
+        ({"qa": {"search": {"eval_datasets": {"nq": "test"}}}}, "qa.search.eval_datasets"),
+        (
+            {"memtrain": {"variants": ["full"]}, "posttrain": {"scaling": {"inits": ["memtrain-e2e"]}}},
+            "posttrain.scaling.inits",
+        ),
+        ({"report": {"paper_backbones": {"qwen": "Qwen2.5-7B-Instruct"}}}, "report.paper_backbones"),
+        ({"qa": {"long_context": {"lengths": [3, 6]}}, "report": {"paper_lengths": ["7k"]}}, "report.paper_lengths"),
+    ],
+)
 def test_cross_field_checks(override, field):
     with pytest.raises(InputError) as error:
         config.validate(config.deep_merge({}, override))
@@ -68,20 +73,28 @@ def test_unreadable_config_file_is_named(tmp_path):
         config.load(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("memagent_steps, steps, every, expected", [
-    (500, 300, 50, [550, 600, 650, 700, 750, 800]),  # the paper's continuation, every 50 steps
-    (500, 300, 200, [700, 800]),                     # the last step is evaluated even off the grid
-    (1, 2, 1, [2, 3]),
-])
+@pytest.mark.parametrize(
+    "memagent_steps, steps, every, expected",
+    [
+        (500, 300, 50, [550, 600, 650, 700, 750, 800]),  # the paper's continuation, every 50 steps
+        (500, 300, 200, [700, 800]),  # the last step is evaluated even off the grid
+        (1, 2, 1, [2, 3]),
+    ],
+)
 def test_scaling_steps_are_the_continued_runs_evaluated_steps(memagent_steps, steps, every, expected):
-    settings = config.validate({"posttrain": {"memagent": {"steps": memagent_steps},
-                                              "scaling": {"steps": steps, "eval_every": every}}})
+    settings = config.validate(
+        {"posttrain": {"memagent": {"steps": memagent_steps}, "scaling": {"steps": steps, "eval_every": every}}}
+    )
     assert config.scaling_steps(settings) == expected
 
 
 def test_a_post_training_overlays_the_shared_rl_section_and_a_wrong_key_is_named():
-    cfg = config.validate({"rl": {"loss": {"clip_ratio_high": 0.3}},
-                           "posttrain": {"memagent": {"rl": {"loss": {"aggregation": "token-mean"}}}}})
+    cfg = config.validate(
+        {
+            "rl": {"loss": {"clip_ratio_high": 0.3}},
+            "posttrain": {"memagent": {"rl": {"loss": {"aggregation": "token-mean"}}}},
+        }
+    )
     memagent, mem1 = cfg["posttrain"]["memagent"]["rl"], cfg["posttrain"]["mem1"]["rl"]
     assert memagent["loss"]["aggregation"] == "token-mean" and memagent["loss"]["clip_ratio_high"] == 0.3
     assert mem1 == cfg["rl"] and cfg["rl"]["loss"]["aggregation"] == "seq-mean-token-sum"

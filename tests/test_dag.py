@@ -36,8 +36,11 @@ def test_data_target_writes_documents_card_and_figure(data_run):
 @pytest.mark.slow
 def test_mlflow_has_one_parent_and_a_child_per_job(data_run):
     all_runs = runs(data_run)
-    parents = [r for r in all_runs if r.data.tags.get("memtrain.kind") == "invocation"
-               and r.data.tags["memtrain.targets"].endswith(" data")]
+    parents = [
+        r
+        for r in all_runs
+        if r.data.tags.get("memtrain.kind") == "invocation" and r.data.tags["memtrain.targets"].endswith(" data")
+    ]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(children) == 10  # wiki_download, passages, 2 ner, 2 embed, index, tokenizer, assemble, card
@@ -69,8 +72,9 @@ def test_up_to_date_dag_plans_nothing_and_a_forced_stage_plans_its_downstream(da
 def test_failing_job_marks_the_invocation_failed_and_names_the_bad_record(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"id": "1", "title": "A", "text": "fine"}\n{"id": "2", "title": "B"}\n')
-    result = snakemake(tmp_path, "-c1", "data", "--config", f"data={{'source': {{'kind': 'jsonl', 'path': '{corpus}'}}}}",
-                       check=False)
+    result = snakemake(
+        tmp_path, "-c1", "data", "--config", f"data={{'source': {{'kind': 'jsonl', 'path': '{corpus}'}}}}", check=False
+    )
     assert result.returncode != 0
     log = (tmp_path / "results" / "logs" / "wiki_download.log").read_text()
     assert "record line 2, field text" in log and str(corpus) in log
@@ -95,8 +99,11 @@ def memtrain_run(data_run) -> Path:
 
 
 def _memtrain_runs(workdir: Path) -> dict:
-    return {json.loads(r.data.tags["memtrain.wildcards"])["variant"]: r for r in runs(workdir)
-            if r.data.tags.get("memtrain.rule") == "memtrain_train"}
+    return {
+        json.loads(r.data.tags["memtrain.wildcards"])["variant"]: r
+        for r in runs(workdir)
+        if r.data.tags.get("memtrain.rule") == "memtrain_train"
+    }
 
 
 @pytest.mark.slow
@@ -129,9 +136,15 @@ def evaluate_run(memtrain_run) -> Path:
     return memtrain_run
 
 
-MODELS = {"long_context": [("none", "base", 0), ("none", "memtrain-full", 0), ("memagent", "base", 1),
-                           ("memagent", "memtrain-full", 1)],
-          "search_qa": [("none", "base", 0), ("mem1", "base", 1), ("mem1", "memtrain-full", 1)]}
+MODELS = {
+    "long_context": [
+        ("none", "base", 0),
+        ("none", "memtrain-full", 0),
+        ("memagent", "base", 1),
+        ("memagent", "memtrain-full", 1),
+    ],
+    "search_qa": [("none", "base", 0), ("mem1", "base", 1), ("mem1", "memtrain-full", 1)],
+}
 
 
 @pytest.mark.slow
@@ -141,12 +154,17 @@ def test_evaluate_target_post_trains_from_base_and_memtrain_and_evaluates_every_
     results = evaluate_run / "results"
     for algorithm in ("memagent", "mem1"):
         for init in ("base", "memtrain-full"):
-            summary = json.loads((results / "train" / algorithm / "smollm2-135m" / init / "seed1" / "final" /
-                                  "training.json").read_text())
+            summary = json.loads(
+                (
+                    results / "train" / algorithm / "smollm2-135m" / init / "seed1" / "final" / "training.json"
+                ).read_text()
+            )
             assert summary["finished"] and summary["steps"] == 1
     for task, models in MODELS.items():
         for trained, init, seed in models:
-            rows = pq.read_table(results / "eval" / task / "smollm2-135m" / trained / init / f"seed{seed}.parquet").to_pylist()
+            rows = pq.read_table(
+                results / "eval" / task / "smollm2-135m" / trained / init / f"seed{seed}.parquet"
+            ).to_pylist()
             if task == "long_context":  # 2 questions at each of 2 lengths; base reads everything at once
                 assert sorted(r["num_docs"] for r in rows) == [3, 3, 6, 6]
                 assert ("truncated" in rows[0]) == ((trained, init) == ("none", "base"))
@@ -159,17 +177,24 @@ def test_evaluate_target_post_trains_from_base_and_memtrain_and_evaluates_every_
     for run in evaluations:
         wildcards = json.loads(run.data.tags["memtrain.wildcards"])
         assert "em/avg" in run.data.metrics
-        expected = ("train/memtrain/smollm2-135m/full/final" if (wildcards["trained"], wildcards["init"]) == ("none", "memtrain-full")
-                    else "models/smollm2-135m/base" if wildcards["trained"] == "none"
-                    else f"train/{wildcards['trained']}/smollm2-135m/{wildcards['init']}/seed1/final")
+        expected = (
+            "train/memtrain/smollm2-135m/full/final"
+            if (wildcards["trained"], wildcards["init"]) == ("none", "memtrain-full")
+            else "models/smollm2-135m/base"
+            if wildcards["trained"] == "none"
+            else f"train/{wildcards['trained']}/smollm2-135m/{wildcards['init']}/seed1/final"
+        )
         assert run.data.tags["memtrain.policy"].endswith(expected)
     posttrain = [r for r in runs(evaluate_run) if r.data.tags.get("memtrain.rule") == "posttrain_train"]
     for run in posttrain:  # post-training from MemTrain starts from the MemTrain checkpoint
         init = json.loads(run.data.tags["memtrain.wildcards"])["init"]
         assert run.data.tags["memtrain.policy"].endswith(
-            "train/memtrain/smollm2-135m/full/final" if init == "memtrain-full" else "models/smollm2-135m/base")
+            "train/memtrain/smollm2-135m/full/final" if init == "memtrain-full" else "models/smollm2-135m/base"
+        )
     assert (results / "logs" / "retriever" / "eval_search_qa" / "smollm2-135m" / "none" / "base" / "seed0.log").exists()
-    assert not [p for p in psutil.process_iter(["cmdline"]) if "memtrain.retriever" in " ".join(p.info["cmdline"] or [])]
+    assert not [
+        p for p in psutil.process_iter(["cmdline"]) if "memtrain.retriever" in " ".join(p.info["cmdline"] or [])
+    ]
     assert "Nothing to be done" in snakemake(evaluate_run, "-n", "evaluate").stdout
 
 
@@ -186,12 +211,20 @@ def test_a_rerun_job_resumes_from_the_checkpoints_kept_for_the_continuation(eval
     shutil.rmtree(kept / "final")
     # the final folder itself as target: snakemake leaves a deleted intermediate alone while what it fed is current
     snakemake(evaluate_run, *LOCAL, str((kept / "final").relative_to(evaluate_run)))
-    rerun = max((r for r in runs(evaluate_run) if r.data.tags.get("memtrain.rule") == "posttrain_train"),
-                key=lambda r: r.info.start_time)
-    assert json.loads(rerun.data.tags["memtrain.wildcards"]) == {"algorithm": "memagent", "backbone": "smollm2-135m",
-                                                                 "init": "base", "seed": "1"}
+    rerun = max(
+        (r for r in runs(evaluate_run) if r.data.tags.get("memtrain.rule") == "posttrain_train"),
+        key=lambda r: r.info.start_time,
+    )
+    assert json.loads(rerun.data.tags["memtrain.wildcards"]) == {
+        "algorithm": "memagent",
+        "backbone": "smollm2-135m",
+        "init": "base",
+        "seed": "1",
+    }
     assert rerun.data.tags["posttrain.resumed_from_step"] == "1"
-    log = (evaluate_run / "results" / "logs" / "posttrain" / "memagent" / "smollm2-135m" / "base" / "seed1.log").read_text()
+    log = (
+        evaluate_run / "results" / "logs" / "posttrain" / "memagent" / "smollm2-135m" / "base" / "seed1.log"
+    ).read_text()
     assert "step 1/" not in log  # nothing left to train: the final model is re-saved
     assert [p.name for p in checkpoint.checkpoints(kept / "checkpoints")] == ["step_000001"]
 
@@ -220,10 +253,13 @@ def test_a_post_training_job_on_veRL_exports_a_policy_the_evaluation_reads(evalu
     found = runs(workdir)
     verl_runs = [r for r in found if "memtrain/optimizer_steps" in r.data.metrics]
     assert len(verl_runs) == 1 and verl_runs[0].data.metrics["memtrain/optimizer_steps"] >= 0
-    job = max((r for r in found if r.data.tags.get("memtrain.rule") == "posttrain_train"), key=lambda r: r.info.start_time)
+    job = max(
+        (r for r in found if r.data.tags.get("memtrain.rule") == "posttrain_train"), key=lambda r: r.info.start_time
+    )
     assert job.info.status == "FINISHED" and ("memtrain.slurm_job_id" in job.data.tags) == through_slurm
-    evaluation = max((r for r in found if r.data.tags.get("memtrain.rule") == "eval_long_context"),
-                     key=lambda r: r.info.start_time)
+    evaluation = max(
+        (r for r in found if r.data.tags.get("memtrain.rule") == "eval_long_context"), key=lambda r: r.info.start_time
+    )
     assert evaluation.data.tags["memtrain.policy"].endswith("train/memagent/smollm2-135m/base/seed1/final")
 
 
@@ -277,7 +313,10 @@ def test_all_ends_with_tables_beside_the_paper_figures_case_study_and_one_report
     # config/test.yaml declares SmolLM2 a stand-in for Qwen3-4B, and 3 / 6 documents for the 7k / 14k columns
     reference = paper.table1().set_index(["backbone", "variant"])
     for row in table1[table1["column"].astype(str) != "avg"].itertuples():
-        assert row.paper_backbone == "Qwen3-4B-Instruct-2507" and row.paper_column == {"3": "7k", "6": "14k"}[str(row.column)]
+        assert (
+            row.paper_backbone == "Qwen3-4B-Instruct-2507"
+            and row.paper_column == {"3": "7k", "6": "14k"}[str(row.column)]
+        )
         assert row.paper == reference.loc[("Qwen3-4B-Instruct-2507", row.variant), row.paper_column]
         assert row.diff == pytest.approx(row.mean - row.paper)
     assert table1[table1["column"] == "avg"]["paper"].isna().all()  # two lengths do not make the paper's average
@@ -287,13 +326,18 @@ def test_all_ends_with_tables_beside_the_paper_figures_case_study_and_one_report
     assert table2.loc[table2["column"] == "offline", "paper"].notna().all()
     assert set(table1["metric"]) == {"sub_em"} and set(table2["metric"]) == {"em"}  # the headlines, as upstream
     assert {"em_mean", "f1_mean"} <= set(table1.columns)
-    for name, headline in (("table1_long_context_qa", "sub-EM, MemAgent's accuracy"),
-                           ("table2_search_qa", "exact match (EM)")):
+    for name, headline in (
+        ("table1_long_context_qa", "sub-EM, MemAgent's accuracy"),
+        ("table2_search_qa", "exact match (EM)"),
+    ):
         text = (report / f"{name}.md").read_text()
         assert text.startswith("*Table") and headline in text.splitlines()[0] and "| backbone" in text
         assert headline in (report / f"{name}.tex").read_text()
-    evaluations = {r.info.run_id: json.loads(r.data.tags["memtrain.wildcards"]) for r in runs(all_run)
-                   if r.data.tags.get("memtrain.rule") == "eval_long_context" and r.info.status == "FINISHED"}
+    evaluations = {
+        r.info.run_id: json.loads(r.data.tags["memtrain.wildcards"])
+        for r in runs(all_run)
+        if r.data.tags.get("memtrain.rule") == "eval_long_context" and r.info.status == "FINISHED"
+    }
     trace = pd.read_csv(report / "table1_long_context_qa_provenance.csv")
     assert all(run_id in evaluations for ids in trace["run_ids"] for run_id in ids.split(";"))
     base = trace[(trace["variant"] == "base") & (trace["column"].astype(str) == "avg")]["run_ids"].item()
@@ -308,7 +352,9 @@ def test_all_ends_with_tables_beside_the_paper_figures_case_study_and_one_report
         assert len(model["chunks"]) >= 1 and all(isinstance(c["memory"], str) for c in model["chunks"])
     assert case["question"] in (report / "case_study_smollm2-135m.md").read_text()
     index = (report / "index.md").read_text()
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip(check=False)
     assert f"git commit: `{head}`" in index and "**Stand-ins.**" in index
     for name in [*figures, "case_study_smollm2-135m.md", "table2_search_qa_provenance.csv"]:
         assert f"]({name})" in index, name
@@ -319,10 +365,19 @@ def test_all_ends_with_tables_beside_the_paper_figures_case_study_and_one_report
     def artifacts(path=None):
         return {a.path for a in client.list_artifacts(report_run.info.run_id, path)}
 
-    assert artifacts() >= {"table1_long_context_qa.json", "table2_search_qa_provenance.json", "index.md", "figures",
-                           "case_study", "tables"}
+    assert artifacts() >= {
+        "table1_long_context_qa.json",
+        "table2_search_qa_provenance.json",
+        "index.md",
+        "figures",
+        "case_study",
+        "tables",
+    }
     assert artifacts("figures") == {f"figures/{name}" for name in figures}
-    assert artifacts("case_study") == {"case_study/case_study_smollm2-135m.md", "case_study/case_study_smollm2-135m.json"}
+    assert artifacts("case_study") == {
+        "case_study/case_study_smollm2-135m.md",
+        "case_study/case_study_smollm2-135m.json",
+    }
     assert "Nothing to be done" in snakemake(all_run, "-n", "all").stdout
 
 

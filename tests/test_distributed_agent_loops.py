@@ -41,13 +41,20 @@ class HFServer:
 
     async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs) -> TokenOutput:
         self.requests.append(dict(sampling_params))
-        sampling = Sampling(sampling_params["max_tokens"], sampling_params["temperature"], sampling_params["top_p"],
-                            tuple(sampling_params["stop_token_ids"]))
+        sampling = Sampling(
+            sampling_params["max_tokens"],
+            sampling_params["temperature"],
+            sampling_params["top_p"],
+            tuple(sampling_params["stop_token_ids"]),
+        )
         (generation,) = await asyncio.to_thread(self._generate, prompt_ids, sampling)
         steps = self.global_steps
-        return TokenOutput(token_ids=list(generation.token_ids), log_probs=list(generation.logprobs),
-                           stop_reason="completed",
-                           extra_fields={"global_steps": steps, "min_global_steps": steps, "max_global_steps": steps})
+        return TokenOutput(
+            token_ids=list(generation.token_ids),
+            log_probs=list(generation.logprobs),
+            stop_reason="completed",
+            extra_fields={"global_steps": steps, "min_global_steps": steps, "max_global_steps": steps},
+        )
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +79,15 @@ def server(tiny_policy):
 def make_loop(verl_cfg, server, tiny_policy, settings, tmp_path):
     path = tmp_path / f"{settings['kind']}.json"
     path.write_text(json.dumps(settings))
-    return agent_loops.TaskAgentLoop(trainer_config=DictConfigWrap(verl_cfg), server_manager=server,
-               tokenizer=load_saved_tokenizer(tiny_policy), processor=None, dataset_cls=RLHFDataset,
-               data_config=DictConfigWrap(verl_cfg.data), settings_path=str(path))
+    return agent_loops.TaskAgentLoop(
+        trainer_config=DictConfigWrap(verl_cfg),
+        server_manager=server,
+        tokenizer=load_saved_tokenizer(tiny_policy),
+        processor=None,
+        dataset_cls=RLHFDataset,
+        data_config=DictConfigWrap(verl_cfg.data),
+        settings_path=str(path),
+    )
 
 
 def run_sessions(loop, kind, item, sessions: int, uid: str = "u1") -> dict[str, object]:
@@ -117,15 +130,22 @@ def test_dapo_signal_drops_an_item_only_when_no_group_teaches():
 def test_row_advantages_group_trajectories_across_sessions_and_recall_inside_one():
     prompt = {advantages.SCOPE: "prompt", advantages.GROUP: "e2e", advantages.MEMBER: 0}
     keys = ["u_0_0", "u_0_1", "u_0_2", "u_1_0", "u_1_1", "v_0_0", "v_1_0"]
-    extras = [{advantages.SCOPE: "session", advantages.GROUP: "recall0", advantages.MEMBER: 0, advantages.REWARD: 1.0},
-              {advantages.SCOPE: "session", advantages.GROUP: "recall0", advantages.MEMBER: 1, advantages.REWARD: 0.0},
-              {**prompt, advantages.REWARD: 1.5}, {**prompt, advantages.REWARD: 0.5}, {**prompt, advantages.REWARD: 0.5},
-              {**prompt, advantages.REWARD: 0.0}, {**prompt, advantages.REWARD: 0.0}]
+    extras = [
+        {advantages.SCOPE: "session", advantages.GROUP: "recall0", advantages.MEMBER: 0, advantages.REWARD: 1.0},
+        {advantages.SCOPE: "session", advantages.GROUP: "recall0", advantages.MEMBER: 1, advantages.REWARD: 0.0},
+        {**prompt, advantages.REWARD: 1.5},
+        {**prompt, advantages.REWARD: 0.5},
+        {**prompt, advantages.REWARD: 0.5},
+        {**prompt, advantages.REWARD: 0.0},
+        {**prompt, advantages.REWARD: 0.0},
+    ]
     values = advantages.row_advantages(keys, extras)
     # recall group (1, 0): +-0.5; e2e group of u: sessions 1.5 and 0.5, mean 1.0, every turn of a session alike
     assert values == pytest.approx([0.5, -0.5, 0.5, -0.5, -0.5, 0.0, 0.0])
     with pytest.raises(ValueError, match="two rewards"):
-        advantages.row_advantages(["u_0_0", "u_0_1"], [{**prompt, advantages.REWARD: 1.0}, {**prompt, advantages.REWARD: 0.0}])
+        advantages.row_advantages(
+            ["u_0_0", "u_0_1"], [{**prompt, advantages.REWARD: 1.0}, {**prompt, advantages.REWARD: 0.0}]
+        )
 
 
 def test_items_survive_the_veRL_dataset_round_trip(tmp_path, tokenizer):
@@ -139,16 +159,18 @@ def test_items_survive_the_veRL_dataset_round_trip(tmp_path, tokenizer):
     for kind, item in (("memagent", long_context), ("mem1", multi), ("memtrain", DOCUMENT)):
         assert kinds.get(kind).decode(kinds.get(kind).encode(item)) == item
     assert data.write("memagent", [long_context], tmp_path / "t.parquet") == 1
-    dataset = RLHFDataset([str(tmp_path / "t.parquet")], tokenizer,
-                          OmegaConf.create({"max_prompt_length": 64, "return_raw_chat": True}))
+    dataset = RLHFDataset(
+        [str(tmp_path / "t.parquet")], tokenizer, OmegaConf.create({"max_prompt_length": 64, "return_raw_chat": True})
+    )
     row = dataset[0]
     assert row["raw_prompt"] == [{"role": "user", "content": "Who?"}] and row["agent_name"] == "memagent_agent"
     assert kinds.MEMAGENT.decode(row["extra_info"]["item"]) == long_context
 
 
 @pytest.mark.parametrize("variant", ["full", "e2e", "decoupled"])
-def test_memtrain_agent_loop_runs_the_task_and_yields_trainable_rows(cfg, verl_cfg, server, tiny_policy, tmp_path,
-                                                                   variant):
+def test_memtrain_agent_loop_runs_the_task_and_yields_trainable_rows(
+    cfg, verl_cfg, server, tiny_policy, tmp_path, variant
+):
     settings = train.agent_settings(cfg, "memtrain", cfg["memtrain"], variant, "[MASK]")
     loop = make_loop(verl_cfg, server, tiny_policy, settings, tmp_path)
     rows = run_sessions(loop, "memtrain", DOCUMENT, sessions=2)

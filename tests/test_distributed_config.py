@@ -18,8 +18,11 @@ PATHS = verl_config.Paths("/models/policy", "/data/train.parquet", "/ckpt", "/ck
 
 def schedules(cfg):
     posttrain = cfg["posttrain"]
-    return {"memtrain": cfg["memtrain"], "memagent": {**posttrain["memagent"], "seed": 1},
-            "mem1": {**posttrain["mem1"], "seed": 1}}
+    return {
+        "memtrain": cfg["memtrain"],
+        "memagent": {**posttrain["memagent"], "seed": 1},
+        "mem1": {**posttrain["mem1"], "seed": 1},
+    }
 
 
 def test_every_training_kind_composes_and_passes_veRL_validation(cfg):
@@ -42,7 +45,9 @@ def test_every_training_kind_composes_and_passes_veRL_validation(cfg):
         assert (rollout.prompt_length, rollout.response_length) == (prompt, response)
     budgets = cfg["agent"]["budgets"]
     assert kinds.MEMTRAIN.lengths(cfg["agent"], cfg["memtrain"]) == (
-        budgets["instruction"] + budgets["chunk"] + budgets["memory"], budgets["response"])
+        budgets["instruction"] + budgets["chunk"] + budgets["memory"],
+        budgets["response"],
+    )
 
 
 def test_a_key_veRL_does_not_know_fails_composition(cfg):
@@ -82,8 +87,11 @@ def test_the_paper_config_builds_a_valid_veRL_config_for_every_training(cfg):
         assert built.trainer.total_training_steps == {"memtrain": 300, "memagent": 500, "mem1": 200}[kind]
         actor = built.actor_rollout_ref.actor
         if kind == "memtrain":  # the paper's own settings: clip-higher, Eq. 4, DAPO
-            assert (actor.clip_ratio_high, actor.loss_agg_mode, built.algorithm.filter_groups.enable) == \
-                (0.28, "seq-mean-token-sum", True)
+            assert (actor.clip_ratio_high, actor.loss_agg_mode, built.algorithm.filter_groups.enable) == (
+                0.28,
+                "seq-mean-token-sum",
+                True,
+            )
         else:  # the upstream run scripts' (config/paper.yaml's posttrain.<kind>.rl)
             assert (actor.clip_ratio_low, actor.clip_ratio_high, actor.loss_agg_mode) == (0.2, 0.2, "token-mean")
             assert built.algorithm.filter_groups.enable is False and actor.kl_loss_coef == 1e-3
@@ -96,10 +104,15 @@ def test_dapo_refill_is_bounded_by_our_sampler_and_not_by_a_concurrency_limit(cf
     cfg["rl"]["filter"]["max_refill_rounds"] = 3
     built = verl_config.build(cfg, "memtrain", cfg["memtrain"], PATHS, num_items=8, experiment="x")
     sampler = built.trainer.v1.sampler
-    assert (sampler.custom_sampler.path, sampler.custom_sampler.name) == ("pkg://memtrain.distributed.replay",
-                                                                         "BoundedRefillReplayBuffer")
-    assert dict(sampler.sampler_kwargs) == {"metric": verl_config.FILTER_METRIC, "max_refill_rounds": 3,
-                                            "train_batch_size": cfg["memtrain"]["batch_size"]}
+    assert (sampler.custom_sampler.path, sampler.custom_sampler.name) == (
+        "pkg://memtrain.distributed.replay",
+        "BoundedRefillReplayBuffer",
+    )
+    assert dict(sampler.sampler_kwargs) == {
+        "metric": verl_config.FILTER_METRIC,
+        "max_refill_rounds": 3,
+        "train_batch_size": cfg["memtrain"]["batch_size"],
+    }
     from verl.utils.import_utils import load_extern_type
 
     from memtrain.distributed.replay import BoundedRefillReplayBuffer
@@ -113,12 +126,17 @@ def test_dapo_refill_is_bounded_by_our_sampler_and_not_by_a_concurrency_limit(cf
 def test_the_cpu_overlay_builds_a_valid_veRL_config_on_the_cpu_platform():
     import yaml
 
-    cfg = memtrain_config.load(ROOT / "config" / "test.yaml", yaml.safe_load((ROOT / "config" / "test-verl.yaml").read_text()))
+    cfg = memtrain_config.load(
+        ROOT / "config" / "test.yaml", yaml.safe_load((ROOT / "config" / "test-verl.yaml").read_text())
+    )
     built = verl_config.build(cfg, "memtrain", cfg["memtrain"], PATHS, num_items=8, experiment="x")
     actor = built.actor_rollout_ref.actor
     assert built.trainer.device == "cpu" and actor.strategy == "fsdp2" and built.actor_rollout_ref.rollout.name == "hf"
-    assert dict(actor.fsdp_config.mixed_precision) == {"param_dtype": "fp32", "reduce_dtype": "fp32",
-                                                        "buffer_dtype": "fp32"}
+    assert dict(actor.fsdp_config.mixed_precision) == {
+        "param_dtype": "fp32",
+        "reduce_dtype": "fp32",
+        "buffer_dtype": "fp32",
+    }
     env = built.ray_kwargs.ray_init.runtime_env.env_vars
     assert env.VERL_PLATFORM == "cpu" and env.VERL_USE_EXTERNAL_MODULES == ",".join(verl_config.EXTERNAL_MODULES)
     assert built.ray_kwargs.ray_init.num_gpus == 1

@@ -34,22 +34,37 @@ def cpu_config(**rl) -> dict:
 
 def run(cfg, schedule, root: Path, policy, **kwargs) -> dict:
     params = {"agent": cfg["agent"], "rl": cfg["rl"], "trainer": cfg["trainer"]}
-    return train.run(params, "memtrain", schedule, [DOCUMENT] * 4, str(policy), root / "ckpt", root / "final",
-                     "memtrain-full", root / "logs", variant="full", mask_token="[MASK]",
-                     tracking_uri=f"sqlite:///{root / 'mlflow.db'}", **kwargs)
+    return train.run(
+        params,
+        "memtrain",
+        schedule,
+        [DOCUMENT] * 4,
+        str(policy),
+        root / "ckpt",
+        root / "final",
+        "memtrain-full",
+        root / "logs",
+        variant="full",
+        mask_token="[MASK]",
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        **kwargs,
+    )
 
 
 def metric_histories(root: Path, *names: str) -> list[dict[str, dict[int, float]]]:
     """Per veRL run (oldest first): each metric by step."""
     client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     found = client.search_runs([e.experiment_id for e in client.search_experiments()], order_by=["start_time ASC"])
-    return [{name: {m.step: m.value for m in client.get_metric_history(r.info.run_id, name)} for name in names}
-            for r in found]
+    return [
+        {name: {m.step: m.value for m in client.get_metric_history(r.info.run_id, name)} for name in names}
+        for r in found
+    ]
 
 
 @pytest.mark.slow
-def test_a_preempted_run_resumes_from_veRL_checkpoints_with_one_optimizer_step_per_item_mini_batch(tiny_policy,
-                                                                                                   tmp_path):
+def test_a_preempted_run_resumes_from_veRL_checkpoints_with_one_optimizer_step_per_item_mini_batch(
+    tiny_policy, tmp_path
+):
     cfg = cpu_config(filter={"enabled": False})
     schedule = {**cfg["memtrain"], "steps": 2, "batch_size": 2, "mini_batch_size": 1}
     first = run(cfg, schedule, tmp_path, tiny_policy, stop_after=1)  # pre-empted after step 1
@@ -72,20 +87,39 @@ def test_a_preempted_run_resumes_from_veRL_checkpoints_with_one_optimizer_step_p
 
 @pytest.mark.slow
 def test_mem1_searches_our_server_and_group_filtering_refills_at_most_max_refill_rounds_then_skips(
-        tiny_policy, retrieval_server, tmp_path):
+    tiny_policy, retrieval_server, tmp_path
+):
     from memtrain.data.qa_builders import MultiObjectiveQuestion
 
     cfg = cpu_config(filter={"enabled": True, "max_refill_rounds": 1})
     schedule = {**cfg["posttrain"]["mem1"], "seed": 1, "steps": 1, "batch_size": 2, "mini_batch_size": 2}
-    items = [MultiObjectiveQuestion(f"q{i}", "Where is the Alhambra? Who built the Eiffel Tower?",
-                                    (("Granada",), ("Gustave Eiffel",)), "toy") for i in range(4)]
+    items = [
+        MultiObjectiveQuestion(
+            f"q{i}", "Where is the Alhambra? Who built the Eiffel Tower?", (("Granada",), ("Gustave Eiffel",)), "toy"
+        )
+        for i in range(4)
+    ]
     params = {"agent": cfg["agent"], "rl": cfg["rl"], "trainer": cfg["trainer"], "retriever": cfg["retriever"]}
-    summary = train.run(params, "mem1", schedule, items, str(tiny_policy), tmp_path / "ckpt", tmp_path / "final",
-                        "mem1-seed1", tmp_path / "logs", retriever_url=retrieval_server.url,
-                        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    summary = train.run(
+        params,
+        "mem1",
+        schedule,
+        items,
+        str(tiny_policy),
+        tmp_path / "ckpt",
+        tmp_path / "final",
+        "mem1-seed1",
+        tmp_path / "logs",
+        retriever_url=retrieval_server.url,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
     assert summary["finished"]
-    (history,) = metric_histories(tmp_path, "training/filter_groups/rollout_rounds", "memtrain/skipped",
-                                  "memtrain/optimizer_steps")
-    assert history == {"training/filter_groups/rollout_rounds": {1: 2.0}, "memtrain/skipped": {1: 1.0},
-                       "memtrain/optimizer_steps": {1: 0.0}}
+    (history,) = metric_histories(
+        tmp_path, "training/filter_groups/rollout_rounds", "memtrain/skipped", "memtrain/optimizer_steps"
+    )
+    assert history == {
+        "training/filter_groups/rollout_rounds": {1: 2.0},
+        "memtrain/skipped": {1: 1.0},
+        "memtrain/optimizer_steps": {1: 0.0},
+    }
     assert (tmp_path / "final" / "model.safetensors").is_file()

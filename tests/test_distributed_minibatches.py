@@ -9,8 +9,12 @@ PROMPT = {advantages.SCOPE: advantages.PROMPT, advantages.GROUP: "e2e", advantag
 
 
 def recall(member: int, reward: float) -> dict:
-    return {advantages.SCOPE: advantages.SESSION, advantages.GROUP: "recall0", advantages.MEMBER: member,
-            advantages.REWARD: reward}
+    return {
+        advantages.SCOPE: advantages.SESSION,
+        advantages.GROUP: "recall0",
+        advantages.MEMBER: member,
+        advantages.REWARD: reward,
+    }
 
 
 def test_rows_are_grouped_by_item_in_sampled_order_mini_batch_size_items_at_a_time():
@@ -25,9 +29,13 @@ def test_rows_are_grouped_by_item_in_sampled_order_mini_batch_size_items_at_a_ti
 
 def test_with_filtering_only_rows_of_informative_groups_are_trained():
     keys = ["a_0_0", "a_0_1", "a_0_2", "a_1_0", "b_0_0", "b_1_0"]
-    extras = [recall(0, 1.0), recall(1, 1.0),       # a's session-0 recall group: both right, nothing to learn
-              {**PROMPT, advantages.REWARD: 1.0},    # a's E2E group across sessions: 1.0 vs 0.0, informative
-              {**PROMPT, advantages.REWARD: 0.0},
-              {**PROMPT, advantages.REWARD: 0.0}, {**PROMPT, advantages.REWARD: 0.0}]  # b: all zero
+    extras = [
+        recall(0, 1.0),
+        recall(1, 1.0),  # a's session-0 recall group: both right, nothing to learn
+        {**PROMPT, advantages.REWARD: 1.0},  # a's E2E group across sessions: 1.0 vs 0.0, informative
+        {**PROMPT, advantages.REWARD: 0.0},
+        {**PROMPT, advantages.REWARD: 0.0},
+        {**PROMPT, advantages.REWARD: 0.0},
+    ]  # b: all zero
     assert minibatches.trained_rows(keys, extras, filter_groups=True) == [False, False, True, True, False, False]
     assert minibatches.trained_rows(keys, extras, filter_groups=False) == [True] * 6

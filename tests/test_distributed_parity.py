@@ -39,15 +39,19 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 
 # item -> session -> (trajectory reward, recall rewards)
-REWARDS = {0: [(1.0, [1.0, 1.0]), (0.0, [0.0, 1.0])],
-           1: [(0.0, [0.0, 0.0]), (0.0, [1.0, 1.0])],
-           2: [(1.5, [1.0, 0.0]), (0.5, [0.0, 0.0])],
-           3: [(1.0, [0.0, 0.0]), (1.0, [0.0, 0.0])]}
+REWARDS = {
+    0: [(1.0, [1.0, 1.0]), (0.0, [0.0, 1.0])],
+    1: [(0.0, [0.0, 0.0]), (0.0, [1.0, 1.0])],
+    2: [(1.5, [1.0, 0.0]), (0.5, [0.0, 0.0])],
+    3: [(1.0, [0.0, 0.0]), (1.0, [0.0, 0.0])],
+}
 
 
 def _sample(rng: np.random.Generator, prompt: int, response: int) -> Sample:
-    return Sample(tuple(int(t) for t in rng.integers(100, 40_000, prompt)),
-                  tuple(int(t) for t in rng.integers(100, 40_000, response)))
+    return Sample(
+        tuple(int(t) for t in rng.integers(100, 40_000, prompt)),
+        tuple(int(t) for t in rng.integers(100, 40_000, response)),
+    )
 
 
 def recorded_sessions() -> dict[int, list[Rollout]]:
@@ -57,12 +61,15 @@ def recorded_sessions() -> dict[int, list[Rollout]]:
     for item, rewards in REWARDS.items():
         sessions[item] = []
         for trajectory_reward, recall_rewards in rewards:
-            turns = tuple(_sample(rng, int(rng.integers(12, 30)), int(rng.integers(3, 9)))
-                          for _ in range(int(rng.integers(2, 4))))
-            recall = tuple(Member(r, (_sample(rng, int(rng.integers(8, 20)), int(rng.integers(2, 6))),))
-                           for r in recall_rewards)
-            sessions[item].append(Rollout(groups=[Group(0, "recall", recall),
-                                                  Group(0, "e2e", (Member(trajectory_reward, turns),))]))
+            turns = tuple(
+                _sample(rng, int(rng.integers(12, 30)), int(rng.integers(3, 9))) for _ in range(int(rng.integers(2, 4)))
+            )
+            recall = tuple(
+                Member(r, (_sample(rng, int(rng.integers(8, 20)), int(rng.integers(2, 6))),)) for r in recall_rewards
+            )
+            sessions[item].append(
+                Rollout(groups=[Group(0, "recall", recall), Group(0, "e2e", (Member(trajectory_reward, turns),))])
+            )
     return sessions
 
 
@@ -95,31 +102,53 @@ class InOrder:
 
 # The paper's MemTrain loss (Eq. 4, clip-higher), and MemAgent's and MEM1's (token-mean, symmetric clip, a warm-up
 # whose first step is taken at learning rate 0, config/paper.yaml's posttrain.<kind>.rl).
-LOSSES = {"eq4": ({"aggregation": "seq-mean-token-sum", "clip_ratio_high": 0.28}, 0),
-          "token_mean": ({"aggregation": "token-mean", "clip_ratio_high": 0.2}, 1)}
+LOSSES = {
+    "eq4": ({"aggregation": "seq-mean-token-sum", "clip_ratio_high": 0.28}, 0),
+    "token_mean": ({"aggregation": "token-mean", "clip_ratio_high": 0.2}, 1),
+}
 
 
 def settings(loss: str = "eq4") -> tuple[dict, dict]:
     overlay = yaml.safe_load((ROOT / "config" / "test-verl.yaml").read_text())
     terms, warmup = LOSSES[loss]
-    overlay["rl"] = {"filter": {"enabled": True, "max_refill_rounds": 1}, "loss": {"kl_coef": 0.1, **terms},
-                     "optimizer": {"warmup_steps": warmup}}
+    overlay["rl"] = {
+        "filter": {"enabled": True, "max_refill_rounds": 1},
+        "loss": {"kl_coef": 0.1, **terms},
+        "optimizer": {"warmup_steps": warmup},
+    }
     cfg = memtrain_config.load(ROOT / "config" / "test.yaml", overlay)
-    schedule = {**cfg["memtrain"], "steps": 1, "batch_size": 2, "mini_batch_size": 1, "group_size": 2,
-                "recall_group_size": 2, "lr": 1e-3}
+    schedule = {
+        **cfg["memtrain"],
+        "steps": 1,
+        "batch_size": 2,
+        "mini_batch_size": 1,
+        "group_size": 2,
+        "recall_group_size": 2,
+        "lr": 1e-3,
+    }
     return cfg, schedule
 
 
 def run_verl(cfg, schedule, items, policy: Path, root: Path) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """veRL's trainer for one step on the recorded rollouts; its step metrics and the updated weights."""
     params = {"agent": cfg["agent"], "rl": cfg["rl"], "trainer": cfg["trainer"]}
-    config_path = train.prepare(params, "memtrain", schedule, items, str(policy), root / "ckpt", "parity",
-                                variant="full", mask_token="[MASK]")
+    config_path = train.prepare(
+        params, "memtrain", schedule, items, str(policy), root / "ckpt", "parity", variant="full", mask_token="[MASK]"
+    )
     replay = root / "sessions.pkl"
     replay.write_bytes(pickle.dumps(recorded_sessions()))
     registry = root / "replay_loops.yaml"
-    registry.write_text(yaml.safe_dump([{"name": kinds.MEMTRAIN.agent_loop,
-                                         "_target_": "verl_replay.ReplayAgentLoop", "settings_path": str(replay)}]))
+    registry.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": kinds.MEMTRAIN.agent_loop,
+                    "_target_": "verl_replay.ReplayAgentLoop",
+                    "settings_path": str(replay),
+                }
+            ]
+        )
+    )
     config = OmegaConf.load(config_path)
     config.data.shuffle = False
     config.actor_rollout_ref.rollout.agent.agent_loop_config_path = str(registry)
@@ -127,8 +156,12 @@ def run_verl(cfg, schedule, items, policy: Path, root: Path) -> tuple[dict[str, 
     config.ray_kwargs.ray_init.runtime_env.env_vars.PYTHONPATH = path
     OmegaConf.save(config, config_path)
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    env = {**os.environ, **verl_config.environment(cfg["trainer"]["verl"]), "PYTHONPATH": path,
-           "MLFLOW_TRACKING_URI": uri}
+    env = {
+        **os.environ,
+        **verl_config.environment(cfg["trainer"]["verl"]),
+        "PYTHONPATH": path,
+        "MLFLOW_TRACKING_URI": uri,
+    }
     subprocess.run([sys.executable, "-m", "memtrain.distributed", str(config_path)], env=env, check=True)
     export.export_policy(root / "ckpt" / "global_step_1" / "actor", root / "verl_policy", {}, "float32")
     client = mlflow.MlflowClient(uri)
@@ -140,9 +173,19 @@ def run_verl(cfg, schedule, items, policy: Path, root: Path) -> tuple[dict[str, 
 def run_local(cfg, schedule, items, policy: Path, root: Path) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     model = load_policy(policy, device="cpu", dtype="float32")
     reference = load_policy(policy, device="cpu", dtype="float32")
-    trainer = Trainer(model, reference, ReplayTask(recorded_sessions()), items, cfg["rl"],
-                      Schedule.from_config(schedule), torch.Generator().manual_seed(0), 0, root / "local",
-                      "parity", StepLogger(lambda *_: None, lambda *_: None))
+    trainer = Trainer(
+        model,
+        reference,
+        ReplayTask(recorded_sessions()),
+        items,
+        cfg["rl"],
+        Schedule.from_config(schedule),
+        torch.Generator().manual_seed(0),
+        0,
+        root / "local",
+        "parity",
+        StepLogger(lambda *_: None, lambda *_: None),
+    )
     trainer.cursor = InOrder()
     return trainer.train_step(), model.state_dict()
 
@@ -168,7 +211,9 @@ def test_one_step_on_veRL_equals_the_local_trainer_step(tiny_policy, tmp_path, l
     verl_update = torch.cat([(verl_weights[k] - initial[k]).flatten() for k in initial])
     apart = float((local_update - verl_update).abs().max())
     relative = float((local_update - verl_update).norm() / local_update.norm())
-    print(f"update: largest {float(local_update.abs().max()):.3e}, back-ends apart by at most {apart:.3e} "
-          f"(relative norm {relative:.2e})")
+    print(
+        f"update: largest {float(local_update.abs().max()):.3e}, back-ends apart by at most {apart:.3e} "
+        f"(relative norm {relative:.2e})"
+    )
     assert float(local_update.abs().max()) > 1e-3 / 2  # the step moved the weights (lr 1e-3, two Adam steps or one)
     assert relative < 1e-4 and apart < 1e-2 * float(local_update.abs().max())

@@ -18,8 +18,17 @@ DOCUMENT = {"doc_id": "d0", "answer": "Ada", "text": "Ada met Charles in London.
 
 
 def test_prepare_writes_dataset_settings_registry_and_a_validated_config(cfg, tiny_policy, tmp_path):
-    path = train.prepare(cfg, "memtrain", cfg["memtrain"], [DOCUMENT] * 3, str(tiny_policy), tmp_path / "ckpt",
-                         "memtrain-full", variant="full", mask_token="[MASK]")
+    path = train.prepare(
+        cfg,
+        "memtrain",
+        cfg["memtrain"],
+        [DOCUMENT] * 3,
+        str(tiny_policy),
+        tmp_path / "ckpt",
+        "memtrain-full",
+        variant="full",
+        mask_token="[MASK]",
+    )
     saved = OmegaConf.load(path)
     verl_config.validate(saved)  # what the cluster side checks again before it runs
     assert saved.trainer.default_local_dir == str((tmp_path / "ckpt").resolve())
@@ -66,11 +75,28 @@ def test_a_continued_run_starts_from_the_finished_run_until_it_has_checkpoints_o
     source = tmp_path / "source"
     fsdp_checkpoint(tiny_policy, source)
     items = [LongContextItem("q", "Who?", ("Ada",), "Ada.", 2, ())]
-    path = train.prepare(cfg, "memagent", {**cfg["posttrain"]["memagent"], "seed": 1}, items, str(tiny_policy),
-                         tmp_path / "ckpt", "memagent-seed1", resume_from=train.finished_checkpoint(source, 2))
+    path = train.prepare(
+        cfg,
+        "memagent",
+        {**cfg["posttrain"]["memagent"], "seed": 1},
+        items,
+        str(tiny_policy),
+        tmp_path / "ckpt",
+        "memagent-seed1",
+        resume_from=train.finished_checkpoint(source, 2),
+    )
     saved = OmegaConf.load(path)
-    assert (saved.trainer.resume_mode, saved.trainer.resume_from_path) == ("resume_path",
-                                                                            str((source / "global_step_2").resolve()))
-    path = train.prepare(cfg, "memagent", {**cfg["posttrain"]["memagent"], "seed": 1}, items, str(tiny_policy),
-                         tmp_path / "ckpt", "memagent-seed1")
+    assert (saved.trainer.resume_mode, saved.trainer.resume_from_path) == (
+        "resume_path",
+        str((source / "global_step_2").resolve()),
+    )
+    path = train.prepare(
+        cfg,
+        "memagent",
+        {**cfg["posttrain"]["memagent"], "seed": 1},
+        items,
+        str(tiny_policy),
+        tmp_path / "ckpt",
+        "memagent-seed1",
+    )
     assert OmegaConf.load(path).trainer.resume_mode == "auto"

@@ -35,9 +35,17 @@ EOS = 2
 def transfer_queue():
     """A local Ray instance and TransferQueue as veRL's task runner starts it (`tq.init(config.transfer_queue)`)."""
     temp_dir = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths live under it
-    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
-             logging_level="ERROR", namespace="memtrain_test", _temp_dir=temp_dir,
-             _system_config={"enable_worker_prestart": False})
+    ray.init(
+        address="local",
+        num_cpus=2,
+        num_gpus=0,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        namespace="memtrain_test",
+        _temp_dir=temp_dir,
+        _system_config={"enable_worker_prestart": False},
+    )
     try:
         conf = OmegaConf.load(f"{verl_config.config_dir()}/transfer_queue/transfer_queue.yaml")
         conf.backend.SimpleStorage.num_data_storage_units = 1
@@ -73,10 +81,21 @@ MASKS = {"item0_1_3": [1, 0], "item1_0_0": [1, 0, 0, 1]}
 # Hand-computed Dr. GRPO: reward minus its group's mean. E2E item0: (1.0, 0.0) -> +-0.5 on every turn;
 # item1: (0.25, 0.75) -> -+0.25. Recall groups: (1, 0) -> +-0.5; (0.5, 0.5) -> 0; (1, 0, 0.5) -> 0.5, -0.5, 0.
 EXPECTED = {
-    "item0_0_0": 0.5, "item0_0_1": -0.5, "item0_0_2": 0.5, "item0_0_3": 0.5,
-    "item0_1_0": 0.0, "item0_1_1": 0.0, "item0_1_2": -0.5, "item0_1_3": -0.5, "item0_1_4": -0.5,
+    "item0_0_0": 0.5,
+    "item0_0_1": -0.5,
+    "item0_0_2": 0.5,
+    "item0_0_3": 0.5,
+    "item0_1_0": 0.0,
+    "item0_1_1": 0.0,
+    "item0_1_2": -0.5,
+    "item0_1_3": -0.5,
+    "item0_1_4": -0.5,
     "item1_0_0": -0.25,
-    "item1_1_0": 0.5, "item1_1_1": -0.5, "item1_1_2": 0.0, "item1_1_3": 0.25, "item1_1_4": 0.25,
+    "item1_1_0": 0.5,
+    "item1_1_1": -0.5,
+    "item1_1_2": 0.0,
+    "item1_1_3": 0.25,
+    "item1_1_4": 0.25,
 }
 
 
@@ -94,8 +113,11 @@ def store_rollouts() -> list[str]:
             if key in MASKS:
                 output.response_mask = MASKS[key]
             keys.append(key)
-        asyncio.run(worker._agent_loop_postprocess(outputs, validate=False, uid=uid, session_id=session,
-                                                   global_steps=1, index=0))
+        asyncio.run(
+            worker._agent_loop_postprocess(
+                outputs, validate=False, uid=uid, session_id=session, global_steps=1, index=0
+            )
+        )
     return keys
 
 
@@ -107,9 +129,16 @@ def make_trainer(norm_by_std: bool, filter_groups: bool = False):
 
     assert get_trainer_cls(verl_config.TRAINER_MODE) is MemTrainSyncTrainer
     trainer = object.__new__(MemTrainSyncTrainer)
-    trainer.config = OmegaConf.create({"algorithm": {"adv_estimator": "grpo", "norm_adv_by_std_in_grpo": norm_by_std,
-                                                     "use_kl_in_reward": False,
-                                                     "filter_groups": {"enable": filter_groups}}})
+    trainer.config = OmegaConf.create(
+        {
+            "algorithm": {
+                "adv_estimator": "grpo",
+                "norm_adv_by_std_in_grpo": norm_by_std,
+                "use_kl_in_reward": False,
+                "filter_groups": {"enable": filter_groups},
+            }
+        }
+    )
     return trainer
 
 
@@ -123,7 +152,7 @@ def test_compute_advantage_writes_per_row_grpo_advantages_to_transfer_queue(tran
     listed = tq.kv_list(PARTITION)[PARTITION]
     order = keys[1:]
     random.Random(0).shuffle(order)  # _balance_batch reorders rows across items and sessions
-    order = keys[:1] + order          # the first row (an IMR answer) is the padding template
+    order = keys[:1] + order  # the first row (an IMR answer) is the padding template
     batch = KVBatchMeta(partition_id=PARTITION, keys=order, tags=[listed[key] for key in order])
     batch = upsample_batch_to_divisible_size(batch, batch_multiple=8, eos_token_id=EOS)
     padding = [key for key, tag in zip(batch.keys, batch.tags, strict=True) if tag.get("is_padding")]
@@ -134,11 +163,18 @@ def test_compute_advantage_writes_per_row_grpo_advantages_to_transfer_queue(tran
     assert returned.keys == batch.keys and returned.partition_id == PARTITION
     assert {"advantages", "returns"} <= set(returned.fields)
 
-    data = tq.kv_batch_get(keys=batch.keys, partition_id=PARTITION,
-                           select_fields=["advantages", "returns", "response_mask", "responses"])
+    data = tq.kv_batch_get(
+        keys=batch.keys, partition_id=PARTITION, select_fields=["advantages", "returns", "response_mask", "responses"]
+    )
     assert data["advantages"].is_nested and data["advantages"].layout == torch.jagged
-    rows = zip(batch.keys, data["advantages"].unbind(0), data["returns"].unbind(0),
-               data["response_mask"].unbind(0), data["responses"].unbind(0), strict=True)
+    rows = zip(
+        batch.keys,
+        data["advantages"].unbind(0),
+        data["returns"].unbind(0),
+        data["response_mask"].unbind(0),
+        data["responses"].unbind(0),
+        strict=True,
+    )
     for key, advantage, returns, mask, response in rows:
         assert advantage.dtype == torch.float32 and advantage.shape == mask.shape == response.shape, key
         value = 0.0 if key in padding else EXPECTED[key]
@@ -153,18 +189,20 @@ def test_compute_advantage_writes_per_row_grpo_advantages_to_transfer_queue(tran
 
     # With std normalisation (veRL's default GRPO), a group (1, 0) -> +-0.7071 (torch.std is unbiased).
     make_trainer(norm_by_std=True)._compute_advantage(batch, {})
-    normed = tq.kv_batch_get(keys=["item0_0_0", "item0_0_1", "item0_1_4"], partition_id=PARTITION,
-                             select_fields="advantages")["advantages"].unbind(0)
-    torch.testing.assert_close(normed[0], torch.full((2,), 2 ** -0.5), atol=1e-4, rtol=0)
-    torch.testing.assert_close(normed[1], torch.full((2,), -(2 ** -0.5)), atol=1e-4, rtol=0)
-    torch.testing.assert_close(normed[2], torch.full((2,), -(2 ** -0.5)), atol=1e-4, rtol=0)
+    normed = tq.kv_batch_get(
+        keys=["item0_0_0", "item0_0_1", "item0_1_4"], partition_id=PARTITION, select_fields="advantages"
+    )["advantages"].unbind(0)
+    torch.testing.assert_close(normed[0], torch.full((2,), 2**-0.5), atol=1e-4, rtol=0)
+    torch.testing.assert_close(normed[1], torch.full((2,), -(2**-0.5)), atol=1e-4, rtol=0)
+    torch.testing.assert_close(normed[2], torch.full((2,), -(2**-0.5)), atol=1e-4, rtol=0)
 
     # With group filtering, as the local trainer: item0's second recall group (0.5, 0.5) teaches nothing, so its
     # two answers leave the update (mask emptied, out of Eq. 4's count); item1's (1, 0, 0.5) stays, zero included.
     trainer = make_trainer(norm_by_std=False, filter_groups=True)
     trainer._compute_advantage(batch, metrics)
     assert trainer._trained_keys == set(EXPECTED) - {"item0_1_0", "item0_1_1"}
-    masks = tq.kv_batch_get(keys=["item0_1_0", "item0_1_1", "item1_1_2"], partition_id=PARTITION,
-                            select_fields="response_mask")["response_mask"].unbind(0)
+    masks = tq.kv_batch_get(
+        keys=["item0_1_0", "item0_1_1", "item1_1_2"], partition_id=PARTITION, select_fields="response_mask"
+    )["response_mask"].unbind(0)
     assert [int(mask.sum()) for mask in masks] == [0, 0, 2]
     assert metrics["memtrain/trained_rows"] == len(EXPECTED) - 2

@@ -4,8 +4,17 @@ import pytest
 from memtrain.data import documents, retrieval
 from memtrain.errors import InputError
 
-SETTINGS = {"num_train": 10, "num_heldout": 3, "num_passages": 8, "num_related": 3, "retrieval_margin": 6,
-            "min_tokens": 450, "max_tokens": 900, "separator": "\n\n", "mask_token": "[MASK]"}
+SETTINGS = {
+    "num_train": 10,
+    "num_heldout": 3,
+    "num_passages": 8,
+    "num_related": 3,
+    "retrieval_margin": 6,
+    "min_tokens": 450,
+    "max_tokens": 900,
+    "separator": "\n\n",
+    "mask_token": "[MASK]",
+}
 
 
 def count_words(texts):
@@ -15,8 +24,9 @@ def count_words(texts):
 
 @pytest.fixture(scope="module")
 def corpus(passages, passage_entities, embeddings):
-    return documents.Corpus(passages.column("passage_id").to_pylist(), passages.column("text").to_pylist(),
-                            passage_entities, embeddings)
+    return documents.Corpus(
+        passages.column("passage_id").to_pylist(), passages.column("text").to_pylist(), passage_entities, embeddings
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +43,10 @@ def built(corpus, neighbours):
 
 def test_mask_is_whole_word_case_insensitive_and_rebases_entities():
     text = "Paris is big. PARIS, paris! Parisian food. Paris"
-    entities = [{"text": "Paris", "label": "GPE", "start": 0, "end": 5},
-                {"text": "food", "label": "X", "start": 37, "end": 41}]
+    entities = [
+        {"text": "Paris", "label": "GPE", "start": 0, "end": 5},
+        {"text": "food", "label": "X", "start": 37, "end": 41},
+    ]
     pattern = documents.mention_pattern("Paris")
     assert documents.mask_passage(0, text, entities, pattern, "Paris", "[MASK]") is None  # 'Parisian' keeps it
     text = "Paris is big. PARIS, paris! French food. Paris"
@@ -57,7 +69,7 @@ def test_entity_with_punctuation_edges_is_matched_literally():
 
 
 def test_every_document_hides_its_answer_and_keeps_pivot_and_neighbours(built, corpus, neighbours):
-    train, heldout, stats = built
+    train, heldout, _stats = built
     assert (train.num_rows, heldout.num_rows) == (10, 3)
     index_of = {pid: i for i, pid in enumerate(corpus.ids)}
     for doc in train.to_pylist() + heldout.to_pylist():
@@ -79,11 +91,11 @@ def test_passage_spans_and_entities_point_into_the_document(built, corpus):
     texts = dict(zip(corpus.ids, corpus.texts))
     for doc in train.to_pylist():
         for passage in doc["passages"]:
-            span = doc["text"][passage["start"]:passage["end"]]
+            span = doc["text"][passage["start"] : passage["end"]]
             original = texts[passage["passage_id"]]
             assert span == documents.mention_pattern(doc["answer"]).sub("[MASK]", original)
             for entity in passage["entities"]:
-                assert doc["text"][entity["start"]:entity["end"]] == entity["text"]
+                assert doc["text"][entity["start"] : entity["end"]] == entity["text"]
                 assert passage["start"] <= entity["start"] < entity["end"] <= passage["end"]
 
 
@@ -104,7 +116,7 @@ def test_same_seed_same_documents_other_seed_other_documents(built, corpus, neig
 def test_pivots_without_entities_are_skipped_and_counted(corpus, neighbours):
     entities = [e if i % 2 else [] for i, e in enumerate(corpus.entities)]
     sparse = documents.Corpus(corpus.ids, corpus.texts, entities, corpus.embeddings)
-    train, _, stats = documents.assemble(sparse, neighbours, count_words, {**SETTINGS, "num_heldout": 0}, seed=1)
+    train, _, _stats = documents.assemble(sparse, neighbours, count_words, {**SETTINGS, "num_heldout": 0}, seed=1)
     assert train.num_rows == 10
     pivots = set(train.column("pivot_id").to_pylist())
     assert all(corpus.ids.index(p) % 2 == 1 for p in pivots)

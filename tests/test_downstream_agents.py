@@ -44,7 +44,7 @@ class ScriptedEngine:
         out = []
         for prompt in prompts:
             ids = self.tokenizer(self.reply(self.tokenizer.decode(prompt)), add_special_tokens=False)["input_ids"]
-            ids = ids[:sampling.max_new_tokens - 1] + [self.stop]
+            ids = ids[: sampling.max_new_tokens - 1] + [self.stop]
             out.append(Generation(tuple(ids), (0.0,) * len(ids), True))
         return out
 
@@ -74,8 +74,9 @@ def scripted_agent(tokenizer, reply, max_turns=3, information=200):
 
     engine = ScriptedEngine(tokenizer, reply, stop=tokenizer.convert_tokens_to_ids("<|im_end|>"))
     cfg = config()
-    agent = SearchAgent(engine, tokenizer, load_templates(cfg["agent"]), SearchBudgets(64, information, max_turns),
-                        search)
+    agent = SearchAgent(
+        engine, tokenizer, load_templates(cfg["agent"]), SearchBudgets(64, information, max_turns), search
+    )
     return agent, engine, searched
 
 
@@ -102,20 +103,22 @@ def test_search_agent_prunes_context_and_keeps_retrieved_text_out_of_responses(t
 
 
 def test_search_agent_stops_at_the_turn_limit_and_on_invalid_actions(tokenizer):
-    agent, engine, searched = scripted_agent(tokenizer, lambda p: "<state>s</state><search>more</search>", max_turns=3)
-    (episode,), = agent.run(["q"], group_size=1)
+    agent, _engine, searched = scripted_agent(tokenizer, lambda p: "<state>s</state><search>more</search>", max_turns=3)
+    ((episode,),) = agent.run(["q"], group_size=1)
     assert len(episode.turns) == 3 and episode.answer is None and len(searched) == 2  # no search on the last turn
     assert "1 turn(s) left" in tokenizer.decode(episode.turns[-1].prompt_ids)
 
-    agent, engine, searched = scripted_agent(tokenizer, lambda p: "no tags at all")
-    (episode,), = agent.run(["q"], group_size=1)
+    agent, _engine, searched = scripted_agent(tokenizer, lambda p: "no tags at all")
+    ((episode,),) = agent.run(["q"], group_size=1)
     assert len(episode.turns) == 1 and episode.actions[0].kind == "invalid" and not searched
 
 
 def test_mem1_reward_sums_the_objectives_exact_matches_as_mem1_does_or_takes_their_mean(tokenizer):
     agent, _, _ = scripted_agent(tokenizer, lambda p: "<state>s</state><answer>the Paris; 1890</answer>")
-    items = [Item("a", "q1; q2", targets=(("Paris",), ("1889", "1890"))),
-             Item("b", "q3; q4", targets=(("Rome",), ("1890",)))]
+    items = [
+        Item("a", "q1; q2", targets=(("Paris",), ("1889", "1890"))),
+        Item("b", "q3; q4", targets=(("Rome",), ("1890",))),
+    ]
     rollout = Mem1Task(agent, group_size=2).rollout(items, np.random.default_rng(0))  # MEM1's sum: 1 + 1, 0 + 1
     assert [g.rewards for g in rollout.groups] == [[2.0, 2.0], [1.0, 1.0]]
     rollout = Mem1Task(agent, group_size=2, reward="mean").rollout(items, np.random.default_rng(0))
@@ -127,12 +130,17 @@ def test_mem1_reward_sums_the_objectives_exact_matches_as_mem1_does_or_takes_the
 
 
 def test_memagent_task_scores_the_boxed_answer(tokenizer, tiny_policy):
-    cfg = config(agent={"budgets": {"instruction": 320, "chunk": 16, "memory": 12, "response": 16, "max_chunks": 3}},
-                 data={"documents": {"min_tokens": 10, "max_tokens": 48}})
+    cfg = config(
+        agent={"budgets": {"instruction": 320, "chunk": 16, "memory": 12, "response": 16, "max_chunks": 3}},
+        data={"documents": {"min_tokens": 10, "max_tokens": 48}},
+    )
     policy = launch.load(tiny_policy, cfg["rl"], seed=0)
     agent = launch.memory_agent(policy, cfg)
-    agent.engine = ScriptedEngine(tokenizer, lambda p: "so \\boxed{The Eiffel Tower}" if "Your answer" in p else "notes",
-                                  stop=tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    agent.engine = ScriptedEngine(
+        tokenizer,
+        lambda p: "so \\boxed{The Eiffel Tower}" if "Your answer" in p else "notes",
+        stop=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    )
     item = Item("q", "Which tower?", answers=("Eiffel Tower",), context="Paris has a tower. " * 12)
     rollout = MemAgentTask(agent, group_size=2).rollout([item], np.random.default_rng(0))
     (group,) = rollout.groups
@@ -160,9 +168,11 @@ def test_whole_document_prompt_is_cut_in_the_middle(tokenizer):
 
 
 def test_long_context_summary_by_length():
-    rows = [{"num_docs": 50, "em": 1.0, "sub_em": 1.0, "f1": 1.0, "reply_sub_em": 1.0},
-            {"num_docs": 50, "em": 0.0, "sub_em": 1.0, "f1": 0.5, "reply_sub_em": 1.0},
-            {"num_docs": 100, "em": 0.0, "sub_em": 0.0, "f1": 0.0, "reply_sub_em": 1.0}]
+    rows = [
+        {"num_docs": 50, "em": 1.0, "sub_em": 1.0, "f1": 1.0, "reply_sub_em": 1.0},
+        {"num_docs": 50, "em": 0.0, "sub_em": 1.0, "f1": 0.5, "reply_sub_em": 1.0},
+        {"num_docs": 100, "em": 0.0, "sub_em": 0.0, "f1": 0.0, "reply_sub_em": 1.0},
+    ]
     summary = long_context.summary(rows)
     assert summary["em/50docs"] == 0.5 and summary["em/100docs"] == 0.0 and summary["em/avg"] == 0.25
     assert summary["sub_em/50docs"] == 1.0 and summary["f1/avg"] == pytest.approx(0.375)
@@ -174,7 +184,7 @@ def test_long_context_summary_by_length():
 
 
 def test_each_question_is_answered_eval_samples_times_and_tagged():
-    from memtrain.downstream import sampled
+    from memtrain.stages.downstream import sampled
 
     calls = []
 

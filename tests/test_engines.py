@@ -20,15 +20,24 @@ def model():
     torch.manual_seed(0)
     # A larger initializer_range than the default 0.02 gives peaked next-token distributions, so that
     # greedy choices are not near-ties that float noise from padding could flip.
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         initializer_range=0.2, pad_token_id=PAD)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.2,
+        pad_token_id=PAD,
+    )
     return LlamaForCausalLM(config).eval()
 
 
 def engine(model, seed: int = 0, max_batch_size: int = 64) -> HFEngine:
-    return HFEngine(model, pad_token_id=PAD, generator=torch.Generator().manual_seed(seed),
-                    max_batch_size=max_batch_size)
+    return HFEngine(
+        model, pad_token_id=PAD, generator=torch.Generator().manual_seed(seed), max_batch_size=max_batch_size
+    )
 
 
 def prompts(lengths, seed: int = 1) -> list[list[int]]:
@@ -74,7 +83,8 @@ def test_positions_skip_left_padding(model):
     shift, so the equality test above cannot catch pads counted as positions; absolute-position models would."""
     seen: list[list[list[int]]] = []
     hook = model.model.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(kwargs["position_ids"].tolist()), with_kwargs=True)
+        lambda module, args, kwargs: seen.append(kwargs["position_ids"].tolist()), with_kwargs=True
+    )
     try:
         engine(model).generate(prompts([2, 5]), Sampling(max_new_tokens=3, temperature=0))
     finally:
@@ -82,8 +92,9 @@ def test_positions_skip_left_padding(model):
     assert seen == [[[0, 0, 0, 0, 1], [0, 1, 2, 3, 4]], [[2], [5]], [[3], [6]]]
 
 
-@pytest.mark.parametrize("sampling", [GREEDY, Sampling(max_new_tokens=12, temperature=0.7, top_p=0.9)],
-                         ids=["greedy", "t0.7-p0.9"])
+@pytest.mark.parametrize(
+    "sampling", [GREEDY, Sampling(max_new_tokens=12, temperature=0.7, top_p=0.9)], ids=["greedy", "t0.7-p0.9"]
+)
 def test_logprobs_match_teacher_forcing(model, sampling):
     batch = prompts([5, 14, 22])
     for prompt, generation in zip(batch, engine(model).generate(batch, sampling)):
@@ -114,7 +125,7 @@ def test_generator_state_carries_over_between_calls(model):
 def truncated_at_stop(generation: Generation, stop: set[int]) -> tuple[tuple[int, ...], bool]:
     for position, token in enumerate(generation.token_ids):
         if token in stop:
-            return generation.token_ids[:position + 1], True
+            return generation.token_ids[: position + 1], True
     return generation.token_ids, False
 
 
@@ -126,14 +137,16 @@ def test_stop_tokens_end_only_their_sequence(model, temperature):
     # A stop token that the first sequence emits a few tokens in and that some other sequence never emits.
     others = [set(g.token_ids) for g in unstopped[1:]]
     stop = next(token for token in unstopped[0].token_ids[2:] if any(token not in seen for seen in others))
-    stopped = engine(model, seed=9).generate(batch, Sampling(max_new_tokens=20, temperature=temperature,
-                                                             stop_token_ids=(stop,)))
+    stopped = engine(model, seed=9).generate(
+        batch, Sampling(max_new_tokens=20, temperature=temperature, stop_token_ids=(stop,))
+    )
     for before, after in zip(unstopped, stopped):
         tokens, ended = truncated_at_stop(before, {stop})
         assert after.token_ids == tokens and after.stopped == ended
         assert len(after.logprobs) == len(after.token_ids)
-        torch.testing.assert_close(torch.tensor(after.logprobs), torch.tensor(before.logprobs[:len(tokens)]),
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            torch.tensor(after.logprobs), torch.tensor(before.logprobs[: len(tokens)]), atol=1e-4, rtol=1e-4
+        )
     assert stopped[0].stopped and stopped[0].token_ids[-1] == stop and len(stopped[0].token_ids) < 20
     assert any(not g.stopped and len(g.token_ids) == 20 for g in stopped[1:])
 
@@ -204,15 +217,18 @@ def test_generator_on_other_device_rejected(model):
         HFEngine(model, pad_token_id=PAD, generator=torch.Generator(device="cuda"))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"max_new_tokens": 0}, "max_new_tokens"),
-    ({"max_new_tokens": 2.5}, "max_new_tokens"),
-    ({"max_new_tokens": 4, "temperature": -0.1}, "temperature"),
-    ({"max_new_tokens": 4, "temperature": float("nan")}, "temperature"),
-    ({"max_new_tokens": 4, "top_p": 0.0}, "top_p"),
-    ({"max_new_tokens": 4, "top_p": 1.5}, "top_p"),
-    ({"max_new_tokens": 4, "stop_token_ids": (-1,)}, "stop_token_ids"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_new_tokens": 2.5}, "max_new_tokens"),
+        ({"max_new_tokens": 4, "temperature": -0.1}, "temperature"),
+        ({"max_new_tokens": 4, "temperature": float("nan")}, "temperature"),
+        ({"max_new_tokens": 4, "top_p": 0.0}, "top_p"),
+        ({"max_new_tokens": 4, "top_p": 1.5}, "top_p"),
+        ({"max_new_tokens": 4, "stop_token_ids": (-1,)}, "stop_token_ids"),
+    ],
+)
 def test_sampling_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Sampling(**kwargs)
@@ -231,7 +247,7 @@ def reference_decode(model, prompt: list[int], sampling: Sampling, uniforms: tor
     with torch.no_grad():
         for step in range(sampling.max_new_tokens):
             logits = model(torch.tensor([prompt + tokens])).logits[:, -1]
-            token, logprob = choose(logits, sampling, None if uniforms is None else uniforms[step:step + 1])
+            token, logprob = choose(logits, sampling, None if uniforms is None else uniforms[step : step + 1])
             tokens.append(int(token))
             logprobs.append(float(logprob))
             if tokens[-1] in sampling.stop_token_ids:
@@ -239,27 +255,42 @@ def reference_decode(model, prompt: list[int], sampling: Sampling, uniforms: tor
     return Generation(tuple(tokens), tuple(logprobs), False)
 
 
-@pytest.mark.parametrize("sampling", [
-    Sampling(max_new_tokens=10, temperature=0.0),
-    Sampling(max_new_tokens=10, temperature=1.0),
-    Sampling(max_new_tokens=10, temperature=0.7, top_p=0.9),
-], ids=["greedy", "sampled", "nucleus"])
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        Sampling(max_new_tokens=10, temperature=0.0),
+        Sampling(max_new_tokens=10, temperature=1.0),
+        Sampling(max_new_tokens=10, temperature=0.7, top_p=0.9),
+    ],
+    ids=["greedy", "sampled", "nucleus"],
+)
 @pytest.mark.parametrize("max_batch_size", [1, 2, 64])
 def test_continuous_batching_equals_the_uncached_reference(model, sampling, max_batch_size):
     """Cache slots, their refills, left padding, compaction and the per-prompt uniforms change nothing:
     every prompt gets exactly the tokens of a cache-free, batch-free decode with its own uniforms."""
     batch = prompts([9, 3, 17, 5, 12])
     sampler = engine(model, seed=11, max_batch_size=max_batch_size)
-    uniforms = None if sampling.temperature == 0 else \
-        torch.rand((len(batch), sampling.max_new_tokens), generator=torch.Generator().manual_seed(11))
+    uniforms = (
+        None
+        if sampling.temperature == 0
+        else torch.rand((len(batch), sampling.max_new_tokens), generator=torch.Generator().manual_seed(11))
+    )
     # A stop token the reference emits mid-way for some prompts, so that slots free up at different steps.
-    free = [reference_decode(model, prompt, sampling, None if uniforms is None else uniforms[row])
-            for row, prompt in enumerate(batch)]
+    free = [
+        reference_decode(model, prompt, sampling, None if uniforms is None else uniforms[row])
+        for row, prompt in enumerate(batch)
+    ]
     stop = free[0].token_ids[3]
-    stopping = Sampling(max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                        top_p=sampling.top_p, stop_token_ids=(stop,))
-    expected = [reference_decode(model, prompt, stopping, None if uniforms is None else uniforms[row])
-                for row, prompt in enumerate(batch)]
+    stopping = Sampling(
+        max_new_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        stop_token_ids=(stop,),
+    )
+    expected = [
+        reference_decode(model, prompt, stopping, None if uniforms is None else uniforms[row])
+        for row, prompt in enumerate(batch)
+    ]
     assert {len(g.token_ids) for g in expected} != {sampling.max_new_tokens}
     assert_same(sampler.generate(batch, stopping), expected)
 
@@ -315,7 +346,7 @@ def test_temperature_by_hand():
 
 def test_zero_probability_tokens_are_never_chosen():
     logits = torch.tensor([[-torch.inf, 0.0, -torch.inf, 0.0, -torch.inf]])
-    for uniform in (0.0, 0.5, 1.0 - 2 ** -24):
+    for uniform in (0.0, 0.5, 1.0 - 2**-24):
         chosen, _ = choose(logits, Sampling(max_new_tokens=1), torch.tensor([uniform]))
         assert int(chosen) in (1, 3)
 

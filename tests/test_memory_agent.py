@@ -39,7 +39,7 @@ def check_budgets(task: MemTrainTask, trajectories) -> None:
 
 @pytest.mark.parametrize("variant", ["full", "decoupled", "e2e"])
 def test_memtrain_rollout_structure(tiny_policy, variant):
-    task, config = make_task(tiny_policy, variant)
+    task, _config = make_task(tiny_policy, variant)
     chunks, truncated = task.chunks(DOCUMENT)
     assert len(chunks) == 3 and truncated  # the text needs more than 3 x 16 tokens: its tail is dropped
     rollout = task.rollout([DOCUMENT, DOCUMENT], np.random.default_rng(0))

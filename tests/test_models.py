@@ -127,7 +127,7 @@ def test_folder_without_config(tmp_path, broken_dir):
 @pytest.mark.parametrize("damage", [b"", b"not a safetensors file" * 10, "truncated"])
 def test_corrupt_safetensors(tmp_path, broken_dir, damage):
     weights = broken_dir / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2] if damage == "truncated" else damage)
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2] if damage == "truncated" else damage)
     with pytest.raises(InputError, match="cannot load a causal language model") as error:
         models.prepare_policy("tiny", {"path": str(broken_dir)}, False, tmp_path / "out")
     assert error.value.file == str(broken_dir) and error.value.field == "backbones.tiny"
@@ -150,8 +150,16 @@ def test_checkpoint_with_missing_weights_is_refused(tmp_path, broken_dir):
 def test_not_a_causal_lm(tmp_path, broken_dir):
     from transformers import ViTConfig, ViTModel
 
-    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                       image_size=32, patch_size=16)).save_pretrained(broken_dir)  # overwrites config + weights
+    ViTModel(
+        ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=32,
+            patch_size=16,
+        )
+    ).save_pretrained(broken_dir)  # overwrites config + weights
     with pytest.raises(InputError, match="cannot load a causal language model") as error:
         models.prepare_policy("tiny", {"path": str(broken_dir)}, False, tmp_path / "out")
     assert error.value.field == "backbones.tiny"
@@ -199,6 +207,7 @@ def test_gguf_backbone_becomes_a_plain_model(tmp_path):
     assert tokenizer.chat_template and tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|im_end|>"
     assert tokenizer.bos_token == "<|im_start|>" and tokenizer.model_max_length == 8192
     assert tokenizer.clean_up_tokenization_spaces is False  # the GGUF converter turns it on; it corrupts BPE text
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False,
-                                           add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert prompt.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")

@@ -74,10 +74,14 @@ def test_comparison_answers_are_yes_no_or_one_of_the_compared_entities(questions
         titles = [s["title"] for s in q["supporting"]]
         if q["answer"] in ("yes", "no"):
             continue
-        assert (normalize(q["answer"]) in {normalize(bare_title(t)) for t in titles}
-                or any(contains(summaries[t].text, q["answer"]) for t in titles)), q["id"]
-        assert all(normalize(bare_title(t)) in normalize(q["question"]) or
-                   normalize(bare_title(t)).split()[0] in normalize(q["question"]) for t in titles), q["id"]
+        assert normalize(q["answer"]) in {normalize(bare_title(t)) for t in titles} or any(
+            contains(summaries[t].text, q["answer"]) for t in titles
+        ), q["id"]
+        assert all(
+            normalize(bare_title(t)) in normalize(q["question"])
+            or normalize(bare_title(t)).split()[0] in normalize(q["question"])
+            for t in titles
+        ), q["id"]
 
 
 def test_yes_and_no_are_both_answers(questions):
@@ -100,7 +104,8 @@ def test_sentences_concatenate_back_and_keep_abbreviations_whole(summaries):
 def test_records_are_hotpotqa_distractor_records(built, questions, summaries):
     by_id = {q["id"]: q for q in questions}
     assert [len(built[split]) for split in offline_qa.SPLITS] == [
-        sum(q["split"] == split for q in questions) for split in offline_qa.SPLITS]
+        sum(q["split"] == split for q in questions) for split in offline_qa.SPLITS
+    ]
     for split, records in built.items():
         for record in records:
             question = by_id[record["_id"]]
@@ -109,7 +114,7 @@ def test_records_are_hotpotqa_distractor_records(built, questions, summaries):
             assert record["answer"] == question["answer"] and record["question"] == question["question"]
             titles = [title for title, _ in record["context"]]
             assert len(titles) == 2 + 8 and len(set(titles)) == len(titles)
-            context = dict((title, sentences) for title, sentences in record["context"])
+            context = {title: sentences for title, sentences in record["context"]}
             for title, sentences in context.items():
                 assert all(isinstance(s, str) for s in sentences)
                 assert "".join(sentences) == summaries[title].text
@@ -123,9 +128,11 @@ def test_records_are_hotpotqa_distractor_records(built, questions, summaries):
 
 
 def test_supporting_paragraphs_are_not_always_first(built):
-    positions = Counter(min(i for i, (title, _) in enumerate(r["context"])
-                            if title in {t for t, _ in r["supporting_facts"]})
-                        for records in built.values() for r in records)
+    positions = Counter(
+        min(i for i, (title, _) in enumerate(r["context"]) if title in {t for t, _ in r["supporting_facts"]})
+        for records in built.values()
+        for r in records
+    )
     assert len(positions) > 3
 
 
@@ -191,10 +198,17 @@ def test_write_is_atomic_and_reproducible(tmp_path):
         assert all(len(r["context"]) == 4 for r in records)
 
 
-GOOD = {"id": "oqa-x01", "question": "In which city was the author of the Critique of Pure Reason born?",
-        "answer": "Königsberg", "type": "bridge", "split": "train",
-        "supporting": [{"title": "Critique of Pure Reason", "evidence": "German philosopher Immanuel Kant"},
-                       {"title": "Immanuel Kant", "evidence": "Born in Königsberg"}]}
+GOOD = {
+    "id": "oqa-x01",
+    "question": "In which city was the author of the Critique of Pure Reason born?",
+    "answer": "Königsberg",
+    "type": "bridge",
+    "split": "train",
+    "supporting": [
+        {"title": "Critique of Pure Reason", "evidence": "German philosopher Immanuel Kant"},
+        {"title": "Immanuel Kant", "evidence": "Born in Königsberg"},
+    ],
+}
 
 
 def _with(**changes):
@@ -213,19 +227,22 @@ def _support(index, **changes):
     return supporting
 
 
-@pytest.mark.parametrize("entries, field", [
-    ([_with(answer=None)], "answer"),
-    ([_with(question="")], "question"),
-    ([_with(type="multi-hop")], "type"),
-    ([_with(split="test")], "split"),
-    ([_with(alias=["x"])], "alias"),
-    ([_with(aliases="Konigsberg")], "aliases"),
-    ([_with(supporting=GOOD["supporting"][:1])], "supporting"),
-    ([_with(supporting=_support(0, title="No Such Article"))], "supporting[0].title"),
-    ([_with(supporting=_support(1, evidence="Born in Berlin"))], "supporting[1].evidence"),
-    ([_with(supporting=[GOOD["supporting"][0], {"title": "Immanuel Kant"}])], "supporting[1].evidence"),
-    ([GOOD, GOOD], "id"),
-])
+@pytest.mark.parametrize(
+    "entries, field",
+    [
+        ([_with(answer=None)], "answer"),
+        ([_with(question="")], "question"),
+        ([_with(type="multi-hop")], "type"),
+        ([_with(split="test")], "split"),
+        ([_with(alias=["x"])], "alias"),
+        ([_with(aliases="Konigsberg")], "aliases"),
+        ([_with(supporting=GOOD["supporting"][:1])], "supporting"),
+        ([_with(supporting=_support(0, title="No Such Article"))], "supporting[0].title"),
+        ([_with(supporting=_support(1, evidence="Born in Berlin"))], "supporting[1].evidence"),
+        ([_with(supporting=[GOOD["supporting"][0], {"title": "Immanuel Kant"}])], "supporting[1].evidence"),
+        ([GOOD, GOOD], "id"),
+    ],
+)
 def test_bad_entries_name_the_file_record_and_field(tmp_path, entries, field):
     path = tmp_path / "questions.yaml"
     path.write_text(yaml.safe_dump(entries, allow_unicode=True), encoding="utf-8")

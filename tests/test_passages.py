@@ -27,8 +27,13 @@ def test_short_tail_is_merged_back_when_it_fits():
 
 
 def test_short_articles_are_joined_and_ids_are_stable():
-    table = pa.table({"id": ["a", "b", "c", "d"], "title": ["A", "B", "C", "D"],
-                      "text": [words(30), words(40), words(300), words(10)]})
+    table = pa.table(
+        {
+            "id": ["a", "b", "c", "d"],
+            "title": ["A", "B", "C", "D"],
+            "text": [words(30), words(40), words(300), words(10)],
+        }
+    )
     result = passages(table, min_words=50, max_words=200)
     rows = result.to_pylist()
     assert rows[0]["passage_id"] == "a#0" and rows[0]["article_ids"] == ["a", "b"] and rows[0]["num_words"] == 70
@@ -46,7 +51,9 @@ def test_real_summaries_stay_inside_the_word_range(articles):
         if row["num_words"] < 60 and row is not result[-1]:  # the last pooled leftover may stay short
             # otherwise only where a paragraph boundary forces it: its neighbour could not absorb it within max_words
             siblings = by_article[row["article_ids"][0]]
-            assert len(siblings) > 1 and all(row["num_words"] + other > 160 for other in siblings if other != row["num_words"])
+            assert len(siblings) > 1 and all(
+                row["num_words"] + other > 160 for other in siblings if other != row["num_words"]
+            )
     assert sum(r["num_words"] < 60 for r in result) <= 0.05 * len(result)
     assert len({r["passage_id"] for r in result}) == len(result)
     assert sum(r["num_words"] for r in result) == sum(map(word_count, articles.column("text").to_pylist()))

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from memtrain import cli
 from memtrain import config as memtrain_config
+from memtrain import stages
 from memtrain.errors import InputError
 from memtrain.plan import dag, estimate, throughputs, work
 
@@ -19,8 +19,14 @@ TEST_CONFIG = ROOT / "config" / "test.yaml"
 PAPER_CONFIG = ROOT / "config" / "paper.yaml"
 TEST_PROFILE = ROOT / "tests" / "slurm"
 # Round CPU rates so that the expected seconds below can be worked out by hand.
-ROUND_RATES = {"cpu_prefill_tokens_per_s": 1000, "cpu_decode_tokens_per_s": 100, "cpu_train_tokens_per_s": 200,
-               "cpu_job_overhead_s": 10, "ner_words_per_s_per_process": 1000, "response_fill": 0.75}
+ROUND_RATES = {
+    "cpu_prefill_tokens_per_s": 1000,
+    "cpu_decode_tokens_per_s": 100,
+    "cpu_train_tokens_per_s": 200,
+    "cpu_job_overhead_s": 10,
+    "ner_words_per_s_per_process": 1000,
+    "response_fill": 0.75,
+}
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +104,17 @@ def test_paper_jobs_are_sized_by_backbone(paper_jobs):
     for backbone in ("qwen3-4b", "qwen2.5-7b"):
         job = _job(paper_jobs, "memtrain_train", backbone=backbone, variant="full")
         assert (job.gpus, job.cpus) == (8, 8)
-        hours[backbone] = estimate.seconds(work.job_work(job, config, numbers), job, numbers) - numbers["gpu_job_overhead_s"]
+        hours[backbone] = (
+            estimate.seconds(work.job_work(job, config, numbers), job, numbers) - numbers["gpu_job_overhead_s"]
+        )
     assert hours["qwen2.5-7b"] / hours["qwen3-4b"] == pytest.approx(7.6 / 4.0)
     # base models read whole contexts, cut to the window: Qwen2.5-7B's 32k against Qwen3-4B's 262k
-    base = {b: work.job_work(_job(paper_jobs, "eval_long_context", backbone=b, trained="none", init="base"), config, numbers)
-            for b in ("qwen3-4b", "qwen2.5-7b")}
+    base = {
+        b: work.job_work(
+            _job(paper_jobs, "eval_long_context", backbone=b, trained="none", init="base"), config, numbers
+        )
+        for b in ("qwen3-4b", "qwen2.5-7b")
+    }
     assert base["qwen2.5-7b"].prefill < base["qwen3-4b"].prefill
 
 
@@ -133,20 +145,45 @@ def test_calibration_from_benchmarks(test_run, tmp_path, capsys):
     assert list(calibration) == ["memtrain_train"] and calibration["memtrain_train"].factor == pytest.approx(2.0)
     assert calibration["memtrain_train"].rate == pytest.approx(works[job.jobid].tokens / (2 * predicted))
 
-    assert cli.main(["plan", "--config", str(TEST_CONFIG), "--profile", str(TEST_PROFILE), "--format", "json",
-                     "--calibrate", str(results), "--calibrate-config", str(TEST_CONFIG)]) == 0
+    assert (
+        stages.main(
+            [
+                "plan",
+                "--config",
+                str(TEST_CONFIG),
+                "--profile",
+                str(TEST_PROFILE),
+                "--format",
+                "json",
+                "--calibrate",
+                str(results),
+                "--calibrate-config",
+                str(TEST_CONFIG),
+            ]
+        )
+        == 0
+    )
     plan = json.loads(capsys.readouterr().out)
     planned = next(j for j in plan["jobs"] if j["rule"] == "memtrain_train" and j["wildcards"]["variant"] == "full")
     assert planned["hours"] == pytest.approx(2 * predicted / 3600)
     assert plan["totals"]["jobs"] == 40 and plan["calibration"]["memtrain_train"]["jobs"] == 1
 
 
-@pytest.mark.parametrize("entry, field", [
-    ({"throughputs": {"gpu_decode_tokens_per_s": {"value": -1, "source": "x"}}}, "throughputs.gpu_decode_tokens_per_s.value"),
-    ({"throughputs": {"gpu_decode_tokens_per_s": {"value": 10}}}, "throughputs.gpu_decode_tokens_per_s"),
-    ({"throughputs": {"gpu_decode_tokens_per_sec": {"value": 10, "source": "x"}}}, "throughputs.gpu_decode_tokens_per_sec"),
-    ({"models": {"Mine-1B": {"source": "x"}}}, "models.Mine-1B.params_b"),
-])
+@pytest.mark.parametrize(
+    "entry, field",
+    [
+        (
+            {"throughputs": {"gpu_decode_tokens_per_s": {"value": -1, "source": "x"}}},
+            "throughputs.gpu_decode_tokens_per_s.value",
+        ),
+        ({"throughputs": {"gpu_decode_tokens_per_s": {"value": 10}}}, "throughputs.gpu_decode_tokens_per_s"),
+        (
+            {"throughputs": {"gpu_decode_tokens_per_sec": {"value": 10, "source": "x"}}},
+            "throughputs.gpu_decode_tokens_per_sec",
+        ),
+        ({"models": {"Mine-1B": {"source": "x"}}}, "models.Mine-1B.params_b"),
+    ],
+)
 def test_bad_throughput_files_name_the_field(tmp_path, entry, field):
     path = tmp_path / "rates.yaml"
     path.write_text(yaml.safe_dump(entry))
@@ -157,9 +194,9 @@ def test_bad_throughput_files_name_the_field(tmp_path, entry, field):
 
 def test_bad_inputs_are_reported(tmp_path, capsys):
     missing = tmp_path / "missing.yaml"
-    assert cli.main(["plan", "--config", str(missing)]) == 2
+    assert stages.main(["plan", "--config", str(missing)]) == 2
     assert str(missing) in capsys.readouterr().err
-    assert cli.main(["plan", "--config", str(TEST_CONFIG), "--profile", str(tmp_path)]) == 2
+    assert stages.main(["plan", "--config", str(TEST_CONFIG), "--profile", str(tmp_path)]) == 2
     assert "not a snakemake profile" in capsys.readouterr().err
     broken = tmp_path / "broken.tsv"
     broken.write_text("seconds\n1\n")

@@ -24,10 +24,25 @@ def predictions(rows):
     return pd.DataFrame(rows, columns=["id", "num_docs", "em", "prediction"])
 
 
-BASELINE = predictions([("q1", 100, 0.0, "Paris"), ("q2", 50, 0.0, "Rome"), ("q3", 50, 1.0, "Oslo"),
-                        ("q4", 50, 0.0, None), ("q5", 50, 0.0, "Bern")])
-OURS = predictions([("q1", 100, 1.0, "London"), ("q2", 50, 0.0, "Milan"), ("q3", 50, 1.0, "Oslo"),
-                    ("q4", 50, 0.0, None), ("q5", 50, 1.0, "Berne"), ("q0", 50, 1.0, "Bern")])
+BASELINE = predictions(
+    [
+        ("q1", 100, 0.0, "Paris"),
+        ("q2", 50, 0.0, "Rome"),
+        ("q3", 50, 1.0, "Oslo"),
+        ("q4", 50, 0.0, None),
+        ("q5", 50, 0.0, "Bern"),
+    ]
+)
+OURS = predictions(
+    [
+        ("q1", 100, 1.0, "London"),
+        ("q2", 50, 0.0, "Milan"),
+        ("q3", 50, 1.0, "Oslo"),
+        ("q4", 50, 0.0, None),
+        ("q5", 50, 1.0, "Berne"),
+        ("q0", 50, 1.0, "Bern"),
+    ]
+)
 
 
 def test_pick_prefers_ours_right_and_baseline_wrong_then_the_shortest_context():
@@ -60,14 +75,37 @@ def test_pick_errors_name_the_field():
 
 # --- trace and renderings -----------------------------------------------------------------------------------
 
-DOCUMENTS = [Paragraph("Eiffel Tower", ("The Eiffel Tower is a lattice tower in Paris.", " It was designed by the "
-                                        "company of Gustave Eiffel and completed in 1889 for the World's Fair.")),
-             Paragraph("Big Ben", ("Big Ben is the nickname of the Great Bell of the clock at the north end of the",
-                                   " Palace of Westminster in London, cast in 1858.")),
-             Paragraph("Gustave Eiffel", ("Alexandre Gustave Eiffel was a French civil engineer born in Dijon in",
-                                          " 1832, whose company built many bridges and towers in Europe."))]
-ITEM = LongContextItem("hp-7", "Where was the designer of the Eiffel Tower born?", ("Dijon",),
-                       format_documents(DOCUMENTS), 3, ("Eiffel Tower", "Gustave Eiffel"))
+DOCUMENTS = [
+    Paragraph(
+        "Eiffel Tower",
+        (
+            "The Eiffel Tower is a lattice tower in Paris.",
+            " It was designed by the company of Gustave Eiffel and completed in 1889 for the World's Fair.",
+        ),
+    ),
+    Paragraph(
+        "Big Ben",
+        (
+            "Big Ben is the nickname of the Great Bell of the clock at the north end of the",
+            " Palace of Westminster in London, cast in 1858.",
+        ),
+    ),
+    Paragraph(
+        "Gustave Eiffel",
+        (
+            "Alexandre Gustave Eiffel was a French civil engineer born in Dijon in",
+            " 1832, whose company built many bridges and towers in Europe.",
+        ),
+    ),
+]
+ITEM = LongContextItem(
+    "hp-7",
+    "Where was the designer of the Eiffel Tower born?",
+    ("Dijon",),
+    format_documents(DOCUMENTS),
+    3,
+    ("Eiffel Tower", "Gustave Eiffel"),
+)
 
 
 class ScriptedEngine:
@@ -84,7 +122,7 @@ class ScriptedEngine:
         for prompt in prompts:
             text = self.tokenizer.decode(prompt)
             reply = f"so \\boxed{{{self.answer}}}" if "Your answer" in text else memory_for(text)
-            ids = self.tokenizer(reply, add_special_tokens=False)["input_ids"][:sampling.max_new_tokens - 1]
+            ids = self.tokenizer(reply, add_special_tokens=False)["input_ids"][: sampling.max_new_tokens - 1]
             out.append(Generation(tuple(ids) + (self.stop,), (0.0,) * (len(ids) + 1), True))
         return out
 
@@ -97,8 +135,9 @@ def memory_for(text: str) -> str:
 @pytest.fixture
 def agent(tokenizer, test_config):
     budgets = Budgets(instruction=320, chunk=24, memory=64, response=64, max_chunks=2)
-    return MemoryAgent(ScriptedEngine(tokenizer, "Dijon"), tokenizer, load_templates(test_config["agent"]), budgets,
-                       temperature=0.0)
+    return MemoryAgent(
+        ScriptedEngine(tokenizer, "Dijon"), tokenizer, load_templates(test_config["agent"]), budgets, temperature=0.0
+    )
 
 
 def test_trace_reads_every_chunk_and_keeps_each_memory_with_its_gold_evidence(agent, tokenizer):
@@ -114,8 +153,14 @@ def test_trace_reads_every_chunk_and_keeps_each_memory_with_its_gold_evidence(ag
 
     # The real tokenizer cuts this context into 6 chunks, one boundary inside the title "Gust|ave Eiffel".
     assert len(chunks) == 6 and chunks[3].text.endswith("Document 3:\nGust")
-    assert [c.gold_titles for c in case.chunks] == [("Eiffel Tower",), ("Eiffel Tower",), (), ("Gustave Eiffel",),
-                                                     ("Gustave Eiffel",), ("Gustave Eiffel",)]
+    assert [c.gold_titles for c in case.chunks] == [
+        ("Eiffel Tower",),
+        ("Eiffel Tower",),
+        (),
+        ("Gustave Eiffel",),
+        ("Gustave Eiffel",),
+        ("Gustave Eiffel",),
+    ]
     assert case.chunks[0].evidence == "Eiffel Tower\nThe Eiffel Tower is a lattice tower in Paris. It was designed by"
     assert case.chunks[1].evidence == "the company of Gustave Eiffel and completed in 1889 for the World's Fair."
     assert case.chunks[2].evidence == ""
@@ -152,8 +197,9 @@ def test_markdown_and_json_show_every_memory_side_by_side(agent, tokenizer):
     assert record["models"]["MemAgent"]["chunks"][0]["gold_titles"] == ["Eiffel Tower"]
 
     with pytest.raises(InputError, match="other chunks") as error:
-        case_study.to_markdown(ITEM, {"MemAgent": baseline,
-                                      "other": case_study.CaseTrace(ours.chunks[1:], "", None, 0.0)})
+        case_study.to_markdown(
+            ITEM, {"MemAgent": baseline, "other": case_study.CaseTrace(ours.chunks[1:], "", None, 0.0)}
+        )
     assert error.value.field == "chunks"
     with pytest.raises(InputError, match="no model traces"):
         case_study.to_markdown(ITEM, {})

@@ -16,8 +16,20 @@ BACKBONE = "qwen3-4b"
 
 
 def long_rows(trained, init, seed, scores, backbone=BACKBONE):
-    return [{"backbone": backbone, "trained": trained, "init": init, "seed": seed, "num_docs": docs,
-             "em": em, "sub_em": 99.0, "f1": 99.0, "path": "x.parquet"} for docs, em in scores.items()]
+    return [
+        {
+            "backbone": backbone,
+            "trained": trained,
+            "init": init,
+            "seed": seed,
+            "num_docs": docs,
+            "em": em,
+            "sub_em": 99.0,
+            "f1": 99.0,
+            "path": "x.parquet",
+        }
+        for docs, em in scores.items()
+    ]
 
 
 def long_context():
@@ -27,7 +39,8 @@ def long_context():
         + long_rows("memagent", "memtrain-full", 2, {4: 82.0, 50: 72.0, 100: 62.0})
         + long_rows("memagent", "memtrain-e2e", 1, {4: 75.0, 50: 65.0, 100: 55.0})
         + long_rows("memagent", "memtrain-decoupled", 1, {50: 1.0}, backbone="other")
-        + long_rows("none", "base", 1, {50: 10.0}))
+        + long_rows("none", "base", 1, {50: 10.0})
+    )
 
 
 def legend_labels(axis):
@@ -48,8 +61,12 @@ def test_ablation_figure_lines_legend_paper_marks_and_png(tmp_path):
     (axis,) = figure.axes
     labels = legend_labels(axis)
     # Full: averages per length 81, 71, 61 -> 71.00; End-to-End 75, 65, 55 -> 65.00.
-    assert labels == ["Full (avg 71.00)", "Full paper avg (70.31)",
-                      "End-to-End (avg 65.00)", "End-to-End paper avg (63.28)"]
+    assert labels == [
+        "Full (avg 71.00)",
+        "Full paper avg (70.31)",
+        "End-to-End (avg 65.00)",
+        "End-to-End paper avg (63.28)",
+    ]
     dashed = [line for line in axis.get_lines() if line.get_linestyle() == "--"]
     assert sorted(line.get_ydata()[0] for line in dashed) == [63.28, 70.31]
     assert "no data: Decoupled" in axis.get_title()
@@ -84,8 +101,10 @@ def scaling_points():
     for seed, shift in ((1, -1.0), (2, 1.0)):
         for step, em in ((500, 60.0), (600, 62.0), (700, 64.0), (800, 63.0)):
             rows.append({"series": "memagent", "step": step, "seed": seed, "em": em + shift})
-    rows += [{"series": "memtrain+memagent", "step": 500, "seed": 1, "em": 66.5},
-             {"series": "memtrain+memagent", "step": 500, "seed": 2, "em": 65.5}]
+    rows += [
+        {"series": "memtrain+memagent", "step": 500, "seed": 1, "em": 66.5},
+        {"series": "memtrain+memagent", "step": 500, "seed": 2, "em": 65.5},
+    ]
     return pd.DataFrame(rows)
 
 
@@ -116,13 +135,17 @@ def test_scaling_figure_single_series_and_empty():
 
 
 def test_training_curves_one_axis_per_kind_with_nan_gaps(tmp_path):
-    histories = pd.DataFrame([
-        {"run": "memtrain/full/seed1", "kind": "memtrain", "step": s, "value": v}
-        for s, v in ((1, 0.1), (2, math.nan), (3, 0.3))
-    ] + [
-        {"run": f"memagent/base/seed{seed}", "kind": "memagent", "step": s, "value": 0.5 + s / 10}
-        for seed in (1, 2) for s in (2, 1)
-    ])
+    histories = pd.DataFrame(
+        [
+            {"run": "memtrain/full/seed1", "kind": "memtrain", "step": s, "value": v}
+            for s, v in ((1, 0.1), (2, math.nan), (3, 0.3))
+        ]
+        + [
+            {"run": f"memagent/base/seed{seed}", "kind": "memagent", "step": s, "value": 0.5 + s / 10}
+            for seed in (1, 2)
+            for s in (2, 1)
+        ]
+    )
     figure = figures.training_curves(histories)
     memtrain_axis, memagent_axis = figure.axes
     assert memtrain_axis.get_title() == "memtrain: e2e_reward"
@@ -147,9 +170,11 @@ def test_training_histories_from_mlflow(tmp_path):
     client.log_metric(memtrain_run, "reward", 9.0, step=0)  # not the memtrain metric
     client.log_metric(memagent_run, "reward", 0.5, step=3, timestamp=1000)
     client.log_metric(memagent_run, "reward", 0.7, step=3, timestamp=2000)  # resumed: the latest wins
-    labels = {"memtrain/full/seed1": (memtrain_run, "memtrain"),
-              "memagent/base/seed1": (memagent_run, "memagent"),
-              "mem1/base/seed1": (empty_run, "mem1")}
+    labels = {
+        "memtrain/full/seed1": (memtrain_run, "memtrain"),
+        "memagent/base/seed1": (memagent_run, "memagent"),
+        "mem1/base/seed1": (empty_run, "mem1"),
+    }
     frame = figures.training_histories(client, labels, figures.METRIC_BY_KIND)
     assert list(frame.columns) == ["run", "kind", "step", "value"]
     memtrain = frame[frame["run"] == "memtrain/full/seed1"]

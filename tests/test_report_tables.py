@@ -16,8 +16,19 @@ SHARED = Path("/work/shared/paper")
 
 
 def long_rows(trained, init, seed, scores, backbone="qwen3-4b"):
-    return [{"backbone": backbone, "trained": trained, "init": init, "seed": seed, "num_docs": docs,
-             "em": em, "sub_em": 99.0, "f1": 99.0} for docs, em in scores.items()]
+    return [
+        {
+            "backbone": backbone,
+            "trained": trained,
+            "init": init,
+            "seed": seed,
+            "num_docs": docs,
+            "em": em,
+            "sub_em": 99.0,
+            "f1": 99.0,
+        }
+        for docs, em in scores.items()
+    ]
 
 
 def long_context():
@@ -25,7 +36,8 @@ def long_context():
     return pd.DataFrame(
         long_rows("none", "base", 0, {50: 50.0, 100: 40.0, 4: 30.0})
         + long_rows("memagent", "memtrain-full", 1, {50: 70.0, 100: 60.0, 4: 20.0})
-        + long_rows("memagent", "memtrain-full", 2, {50: 72.0, 100: 66.0, 4: 30.0}))
+        + long_rows("memagent", "memtrain-full", 2, {50: 72.0, 100: 66.0, 4: 30.0})
+    )
 
 
 def cell(table, variant, column, backbone="qwen3-4b"):
@@ -57,8 +69,10 @@ def test_avg_is_taken_per_seed_then_over_seeds():
 
 
 def test_paper_avg_is_compared_when_all_paper_lengths_are_there():
-    frame = pd.DataFrame(long_rows("memagent", "memtrain-full", 0, {docs: 70.0 for docs in tables.LENGTHS})
-                         + long_rows("memagent", "memtrain-full", 1, {docs: 72.0 for docs in tables.LENGTHS}))
+    frame = pd.DataFrame(
+        long_rows("memagent", "memtrain-full", 0, {docs: 70.0 for docs in tables.LENGTHS})
+        + long_rows("memagent", "memtrain-full", 1, {docs: 72.0 for docs in tables.LENGTHS})
+    )
     row = cell(tables.table1(frame, QWEN, metric="em"), "memtrain+memagent", "avg")
     assert row["mean"] == pytest.approx(71.0) and row["paper"] == pytest.approx(70.31)
     assert row["diff"] == pytest.approx(0.69)
@@ -75,12 +89,24 @@ def test_lengths_and_backbones_without_paper_values_give_nan():
 
 def search():
     rows = []
-    for (trained, init), seeds in {("none", "base"): [0], ("none", "memtrain-full"): [0, 1],
-                                   ("mem1", "memtrain-full"): [0, 1]}.items():
+    for (trained, init), seeds in {
+        ("none", "base"): [0],
+        ("none", "memtrain-full"): [0, 1],
+        ("mem1", "memtrain-full"): [0, 1],
+    }.items():
         for seed in seeds:
             for dataset, em in {"nq": 30.0 + seed, "2wikimultihopqa": 20.0 + 2 * seed}.items():
-                rows.append({"backbone": "qwen3-4b", "trained": trained, "init": init, "seed": seed,
-                             "dataset": dataset, "em": em, "em_sum": 1.0})
+                rows.append(
+                    {
+                        "backbone": "qwen3-4b",
+                        "trained": trained,
+                        "init": init,
+                        "seed": seed,
+                        "dataset": dataset,
+                        "em": em,
+                        "em_sum": 1.0,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -128,8 +154,12 @@ def test_write_tables_writes_three_files(tmp_path):
 
 def test_provenance_lists_the_runs_of_each_cell():
     table = tables.table1(long_context(), QWEN, metric="em")
-    runs = {("qwen3-4b", "none", "base", 0): "r0", ("qwen3-4b", "memagent", "memtrain-full", 1): "r1",
-            ("qwen3-4b", "memagent", "memtrain-full", 2): "r2", ("qwen3-4b", "memagent", "base", 0): "other"}
+    runs = {
+        ("qwen3-4b", "none", "base", 0): "r0",
+        ("qwen3-4b", "memagent", "memtrain-full", 1): "r1",
+        ("qwen3-4b", "memagent", "memtrain-full", 2): "r2",
+        ("qwen3-4b", "memagent", "base", 0): "other",
+    }
     sources = tables.provenance(table, runs)
     assert len(sources) == len(table)
     by_cell = sources.set_index(["variant", "column"])["run_ids"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import json
 import socket
 import subprocess
@@ -29,6 +30,7 @@ from memtrain.retriever import (
     split_contents,
 )
 from memtrain.retriever import server as retriever_server
+from memtrain.retriever.protocol import check_host
 
 
 @pytest.fixture
@@ -59,6 +61,7 @@ def accepts_connections(port: int) -> bool:
 
 # --------------------------------------------------------------------------- serving
 
+
 def test_health_reports_the_corpus_size(client):
     assert client.url.startswith("http://127.0.0.1:")
     assert client.health() == {"status": "ok", "passages": 30}
@@ -66,8 +69,9 @@ def test_health_reports_the_corpus_size(client):
 
 def test_the_answer_passage_is_the_top_hit(client, corpus_files):
     _, _, table = corpus_files
-    hits = client.search(["Who wrote the novel about Huckleberry Finn?",
-                          "palace and fortress complex in Granada, Spain"])
+    hits = client.search(
+        ["Who wrote the novel about Huckleberry Finn?", "palace and fortress complex in Granada, Spain"]
+    )
     assert [query_hits[0].title for query_hits in hits] == ["Adventures of Huckleberry Finn", "Alhambra"]
     top = hits[0][0]
     row = table.to_pylist()[table.column("id").to_pylist().index(top.id)]
@@ -77,34 +81,36 @@ def test_the_answer_passage_is_the_top_hit(client, corpus_files):
 
 def test_top_k_default_and_requested_and_scores_sorted(client):
     query = ["famous paintings and art movements"]
-    assert len(client.search(query)[0]) == 3                             # the server's default top_k
+    assert len(client.search(query)[0]) == 3  # the server's default top_k
     for k in (1, 7, 30):
         hits = client.search(query, top_k=k)[0]
         assert len(hits) == k and len({hit.id for hit in hits}) == k
-        assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
-    assert len(client.search(query, top_k=MAX_TOP_K)[0]) == 30           # capped by the corpus size
+        assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
+    assert len(client.search(query, top_k=MAX_TOP_K)[0]) == 30  # capped by the corpus size
     many = client.search(["music", "film", "architecture", "poetry"], top_k=2)
     assert [len(hits) for hits in many] == [2, 2, 2, 2]
 
 
 def test_wire_format_is_search_r1s(client):
     """MEM1/Search-R1 agents post {queries, topk, return_scores} and read result[i][j]['document']['contents']."""
-    status, reply = post(client.url, json.dumps({"queries": ["Alhambra Granada"], "topk": 2,
-                                                 "return_scores": True}).encode())
+    status, reply = post(
+        client.url, json.dumps({"queries": ["Alhambra Granada"], "topk": 2, "return_scores": True}).encode()
+    )
     assert status == 200 and set(reply) == {"result"}
     item = reply["result"][0][0]
     assert set(item) == {"document", "score"} and set(item["document"]) >= {"id", "contents"}
     assert item["document"]["contents"] == '"Alhambra"\n' + item["document"]["text"]
     status, reply = post(client.url, json.dumps({"queries": ["Alhambra Granada"], "topk": 2}).encode())
-    assert status == 200 and reply["result"][0][0]["id"] == "Alhambra"   # without scores: bare documents
+    assert status == 200 and reply["result"][0][0]["id"] == "Alhambra"  # without scores: bare documents
     status, reply = post(client.url, json.dumps({"queries": ["Alhambra"], "topk": None}).encode())
-    assert status == 200 and len(reply["result"][0]) == 3                 # null topk -> default, as in Search-R1
+    assert status == 200 and len(reply["result"][0]) == 3  # null topk -> default, as in Search-R1
 
 
 def test_agent_observation_text_matches_search_r1():
     hits = [Hit("a", "Alhambra", "A palace in Granada.", 0.9), Hit("b", "Aladdin", "A folk tale.\nSecond line.", 0.5)]
-    assert passages_to_string(hits) == ('Doc 1(Title: "Alhambra") A palace in Granada.\n'
-                                        'Doc 2(Title: "Aladdin") A folk tale.\nSecond line.\n')
+    assert passages_to_string(hits) == (
+        'Doc 1(Title: "Alhambra") A palace in Granada.\nDoc 2(Title: "Aladdin") A folk tale.\nSecond line.\n'
+    )
     assert format_contents("Alhambra", "A palace.") == '"Alhambra"\nA palace.'
     assert split_contents(format_contents("Alhambra", "A palace.\nMore.")) == ("Alhambra", "A palace.\nMore.")
 
@@ -135,14 +141,17 @@ def test_malformed_bodies_get_400_with_a_reason(client, body, status, reason):
     assert got_status == status and reason in reply["error"]
 
 
-@pytest.mark.parametrize("method, path, status, reason", [
-    ("GET", "/nope", 404, "unknown path"),
-    ("POST", "/nope", 404, "unknown path"),
-    ("GET", "/retrieve", 405, "accepts POST"),
-    ("POST", "/health", 405, "accepts GET"),
-    ("PUT", "/retrieve", 405, "accepts POST"),
-    ("DELETE", "/health", 405, "accepts GET"),
-])
+@pytest.mark.parametrize(
+    "method, path, status, reason",
+    [
+        ("GET", "/nope", 404, "unknown path"),
+        ("POST", "/nope", 404, "unknown path"),
+        ("GET", "/retrieve", 405, "accepts POST"),
+        ("POST", "/health", 405, "accepts GET"),
+        ("PUT", "/retrieve", 405, "accepts POST"),
+        ("DELETE", "/health", 405, "accepts GET"),
+    ],
+)
 def test_unknown_paths_and_wrong_methods(client, method, path, status, reason):
     got_status, reply = post(client.url, b'{"queries": ["q"]}' if method != "GET" else None, path, method)
     assert got_status == status and reason in reply["error"]
@@ -168,7 +177,7 @@ def test_oversized_missing_and_chunked_bodies_are_refused(client):
     assert status == 411 and "Content-Length" in reply["error"]
     status, reply = raw_request(client.url, {"Transfer-Encoding": "chunked"}, b"0\r\n\r\n")
     assert status == 411 and "chunked" in reply["error"]
-    assert client.health()["status"] == "ok"                            # and it keeps serving
+    assert client.health()["status"] == "ok"  # and it keeps serving
 
 
 def test_client_raises_the_servers_reason(client):
@@ -181,19 +190,36 @@ def test_client_raises_the_servers_reason(client):
 
 # --------------------------------------------------------------------------- binding and lifecycle
 
+
 def test_non_loopback_hosts_are_refused_unless_allowed(corpus_files, encoder_ref):
     for host in ("127.0.0.1", "::1", "localhost"):
-        retriever_server.check_host(host, allow_remote=False)
+        check_host(host, allow_remote=False)
     for host in ("0.0.0.0", "", "::", "10.1.2.3"):
         with pytest.raises(InputError, match="not a loopback address"):
-            retriever_server.check_host(host, allow_remote=False)
-    retriever_server.check_host("0.0.0.0", allow_remote=True)
+            check_host(host, allow_remote=False)
+    check_host("0.0.0.0", allow_remote=True)
     corpus, index, _ = corpus_files
-    with pytest.raises(InputError, match="not a loopback"):
-        with serve(corpus, index, encoder_ref, host="0.0.0.0"):
-            pass
-    done = subprocess.run([sys.executable, "-m", "memtrain.retriever", "--corpus", str(corpus), "--index", str(index),
-                           "--encoder", encoder_ref, "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60)
+    with pytest.raises(InputError, match="not a loopback"), serve(corpus, index, encoder_ref, host="0.0.0.0"):
+        pass
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "memtrain.retriever",
+            "--corpus",
+            str(corpus),
+            "--index",
+            str(index),
+            "--encoder",
+            encoder_ref,
+            "--host",
+            "0.0.0.0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2 and "not a loopback address" in done.stderr
 
 
@@ -204,31 +230,38 @@ def test_server_is_stopped_when_the_block_ends(corpus_files, encoder_ref, body_r
     class Boom(Exception):
         pass
 
-    with pytest.raises(Boom) if body_raises else contextlib.nullcontext():
-        with serve(corpus, index, encoder_ref, threads=1, startup_timeout=120) as served:
-            process, port = served.process, port_of(served.url)
-            assert served.search(["Alhambra"], top_k=1)[0][0].title == "Alhambra"
-            if body_raises:
-                raise Boom
-    assert process.poll() == 0                                           # SIGTERM -> clean exit
+    with (
+        pytest.raises(Boom) if body_raises else contextlib.nullcontext(),
+        serve(corpus, index, encoder_ref, threads=1, startup_timeout=120) as served,
+    ):
+        process, port = served.process, port_of(served.url)
+        assert served.search(["Alhambra"], top_k=1)[0][0].title == "Alhambra"
+        if body_raises:
+            raise Boom
+    assert process.poll() == 0  # SIGTERM -> clean exit
     assert not accepts_connections(port)
 
 
 # --------------------------------------------------------------------------- bad inputs
 
+
 def test_corpus_index_size_mismatch_is_a_clear_error(tmp_path, corpus_files, encoder_ref):
-    corpus, index, table = corpus_files
+    _corpus, index, table = corpus_files
     pq.write_table(table.slice(0, 29), tmp_path / "short.parquet")
     with pytest.raises(InputError, match="index holds 30 vectors but the corpus .* has 29 passages") as caught:
         retriever_server.open_retriever(tmp_path / "short.parquet", index, encoder_ref)
     assert caught.value.file == index
-    with pytest.raises(RetrieverError, match="(?s)exited with code 2 .*index holds 30 vectors but the corpus .* has 29 passages"):
-        with serve(tmp_path / "short.parquet", index, encoder_ref, startup_timeout=60):
-            pass
+    with (
+        pytest.raises(
+            RetrieverError, match="(?s)exited with code 2 .*index holds 30 vectors but the corpus .* has 29 passages"
+        ),
+        serve(tmp_path / "short.parquet", index, encoder_ref, startup_timeout=60),
+    ):
+        pass
 
 
 def test_missing_or_corrupt_files_name_the_file(tmp_path, corpus_files, encoder_ref):
-    corpus, index, _ = corpus_files
+    corpus, _index, _ = corpus_files
     with pytest.raises(InputError, match="corpus file does not exist") as caught:
         retriever_server.load_corpus(tmp_path / "missing.parquet")
     assert caught.value.file == tmp_path / "missing.parquet"
@@ -249,19 +282,24 @@ def test_missing_or_corrupt_files_name_the_file(tmp_path, corpus_files, encoder_
 def test_corpus_layouts_memtrain_passages_wiki18_contents_and_arrow_ipc(tmp_path, encoder):
     passages = pa.table({"passage_id": ["p0"], "article_ids": [["a"]], "title": ["T"], "text": ["x"], "num_words": [1]})
     pq.write_table(passages, tmp_path / "passages.parquet")
-    assert retriever_server.load_corpus(tmp_path / "passages.parquet").to_pylist() == [{"id": "p0", "title": "T", "text": "x"}]
+    assert retriever_server.load_corpus(tmp_path / "passages.parquet").to_pylist() == [
+        {"id": "p0", "title": "T", "text": "x"}
+    ]
     wiki = pa.table({"id": ["0"], "contents": ['"Aaron"\nAaron is a prophet.']})
     with pa.OSFile(str(tmp_path / "wiki.arrow"), "wb") as sink, pa.ipc.new_file(sink, wiki.schema) as writer:
         writer.write_table(wiki)
     assert retriever_server.load_corpus(tmp_path / "wiki.arrow").to_pylist() == wiki.to_pylist()
     texts = ["Aaron is a prophet.", "Paris is the capital of France."]
-    wiki = pa.table({"id": ["0", "1"], "contents": [format_contents("Aaron", texts[0]), format_contents("Paris", texts[1])]})
+    wiki = pa.table(
+        {"id": ["0", "1"], "contents": [format_contents("Aaron", texts[0]), format_contents("Paris", texts[1])]}
+    )
     retriever = retriever_server.Retriever(wiki, retrieval.build_index(retrieval.embed(encoder, texts), FLAT), encoder)
-    [[(document, score)]] = retriever.search(["capital of France"], 1)
+    [[(document, _score)]] = retriever.search(["capital of France"], 1)
     assert document == {"id": "1", "title": "Paris", "text": texts[1], "contents": wiki.column("contents")[1].as_py()}
 
 
 # --------------------------------------------------------------------------- the MEM1 agent against it
+
 
 @pytest.mark.slow
 def test_mem1_rollout_with_real_smollm2_against_the_running_server(client, smollm2_policy, test_config):
@@ -272,8 +310,9 @@ def test_mem1_rollout_with_real_smollm2_against_the_running_server(client, smoll
     from memtrain.rl import launch
     from memtrain.rl.mem1_task import Mem1Task
 
-    cfg = memtrain_config.deep_merge(test_config, {"posttrain": {"mem1": {"max_turns": 3, "response_tokens": 64,
-                                                                           "information_tokens": 96}}})
+    cfg = memtrain_config.deep_merge(
+        test_config, {"posttrain": {"mem1": {"max_turns": 3, "response_tokens": 64, "information_tokens": 96}}}
+    )
     sent = []
 
     def search(queries):
@@ -282,8 +321,15 @@ def test_mem1_rollout_with_real_smollm2_against_the_running_server(client, smoll
 
     policy = launch.load(smollm2_policy, cfg["rl"], seed=3)
     agent = launch.search_agent(policy, cfg, search)
-    item = type("Item", (), {"id": "q", "question": "Who wrote Adventures of Huckleberry Finn?; Where is the Alhambra?",
-                             "targets": (("Mark Twain",), ("Granada",))})
+    item = type(
+        "Item",
+        (),
+        {
+            "id": "q",
+            "question": "Who wrote Adventures of Huckleberry Finn?; Where is the Alhambra?",
+            "targets": (("Mark Twain",), ("Granada",)),
+        },
+    )
     rollout = Mem1Task(agent, group_size=4).rollout([item], np.random.default_rng(0))
     (group,) = rollout.groups
     assert len(group.members) == 4 and all(0.0 <= r <= 1.0 for r in group.rewards)

@@ -7,14 +7,21 @@ from memtrain.rl.grpo import document_weights, is_informative, policy_objective,
 from memtrain.rl.rewards import end_to_end_rewards
 from memtrain.rl.samples import Group, Member, Rollout, Sample
 
-LOSS = {"clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "clip_ratio_c": 3.0, "kl_coef": 0.0,
-        "kl_type": "low_var_kl", "aggregation": "seq-mean-token-sum"}
+LOSS = {
+    "clip_ratio_low": 0.2,
+    "clip_ratio_high": 0.28,
+    "clip_ratio_c": 3.0,
+    "kl_coef": 0.0,
+    "kl_type": "low_var_kl",
+    "aggregation": "seq-mean-token-sum",
+}
 
 
 def test_three_reward_modes():
     # full: EM + 0.5 x mean IMR; 1 + 0.5 x 3/4 = 1.375, 0 + 0.5 x 1 = 0.5
-    assert end_to_end_rewards([1.0, 0.0], [[1.0, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]], "full", 0.5) == \
-        pytest.approx([1.375, 0.5])
+    assert end_to_end_rewards([1.0, 0.0], [[1.0, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]], "full", 0.5) == pytest.approx(
+        [1.375, 0.5]
+    )
     # a trajectory without a recall question: the whole group by EM alone, never 1.0 beside 1.5 for the same EM
     assert end_to_end_rewards([1.0, 1.0], [[], [1.0, 1.0]], "full", 0.5) == [1.0, 1.0]
     assert end_to_end_rewards([0.0, 1.0], [[1.0, 1.0], [0.0, 1.0]], "decoupled", 0.5) == [0.0, 1.0]
@@ -34,8 +41,9 @@ def test_filter_keeps_only_groups_with_different_rewards():
 
 
 def test_dr_grpo_advantages_are_group_centred_unscaled_and_broadcast_to_turns():
-    e2e = Group(0, "e2e", (Member(1.5, _sample(1, turns=3)), Member(0.0, _sample(2, turns=3)),
-                           Member(0.0, _sample(3, turns=3))))
+    e2e = Group(
+        0, "e2e", (Member(1.5, _sample(1, turns=3)), Member(0.0, _sample(2, turns=3)), Member(0.0, _sample(3, turns=3)))
+    )
     recall = Group(0, "recall", (Member(1.0, _sample(4)), Member(0.0, _sample(5))))
     scored = scored_samples([e2e, recall])
     assert len(scored) == 3 * 3 + 2

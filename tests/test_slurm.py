@@ -15,17 +15,42 @@ from dag_runs import ROOT, SLURM_PROFILE, job_counts, runs, snakemake
 from memtrain.plan.dag import parse_jobs
 
 PAPER_JOBS = {  # config/paper.yaml: 2 backbones, 3 variants, 2 inits x 3 seeds, 8 lengths, 7 benchmarks
-    "wiki_download": 1, "passages": 1, "ner": 64, "embed": 16, "index": 1, "tokenizer": 1, "assemble": 1,
-    "dataset_card": 1, "prepare_model": 2, "memtrain_train": 6, "qa_long_context": 1, "qa_search": 1,
-    "search_corpus": 1, "search_index": 1, "posttrain_train": 36, "eval_long_context": 28, "eval_search_qa": 14,
-    "posttrain_continue": 6, "eval_scaling": 36, "case_study": 2, "figures": 1, "report": 1, "all": 1,
+    "wiki_download": 1,
+    "passages": 1,
+    "ner": 64,
+    "embed": 16,
+    "index": 1,
+    "tokenizer": 1,
+    "assemble": 1,
+    "dataset_card": 1,
+    "prepare_model": 2,
+    "memtrain_train": 6,
+    "qa_long_context": 1,
+    "qa_search": 1,
+    "search_corpus": 1,
+    "search_index": 1,
+    "posttrain_train": 36,
+    "eval_long_context": 28,
+    "eval_search_qa": 14,
+    "posttrain_continue": 6,
+    "eval_scaling": 36,
+    "case_study": 2,
+    "figures": 1,
+    "report": 1,
+    "all": 1,
 }
 
 
 def paper_plan(*args: str, env: dict[str, str] | None = None) -> str:
     """`snakemake --profile slurm -n ...` from the repository root, as a user types it."""
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "slurm", "-n", *args], cwd=ROOT,
-                            capture_output=True, text=True, env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "slurm", "-n", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
@@ -48,8 +73,15 @@ def test_paper_profile_plans_the_whole_paper_dag_with_gpu_jobs_on_gpu_nodes():
 
 @pytest.mark.slow
 def test_partitions_account_and_gpu_model_come_from_the_environment():
-    plan = paper_plan("memtrain", env={"MEMTRAIN_GPU_PARTITION": "a100-long", "MEMTRAIN_CPU_PARTITION": "batch",
-                                       "MEMTRAIN_SLURM_ACCOUNT": "proj42", "MEMTRAIN_GPU_MODEL": "a100"})
+    plan = paper_plan(
+        "memtrain",
+        env={
+            "MEMTRAIN_GPU_PARTITION": "a100-long",
+            "MEMTRAIN_CPU_PARTITION": "batch",
+            "MEMTRAIN_SLURM_ACCOUNT": "proj42",
+            "MEMTRAIN_GPU_MODEL": "a100",
+        },
+    )
     train = job_resources(plan, "memtrain_train")[0]
     assert (train["slurm_partition"], train["gpu_model"], train["slurm_account"]) == ("a100-long", "a100", "proj42")
     assert job_resources(plan, "passages")[0]["slurm_partition"] == "batch"
@@ -58,9 +90,20 @@ def test_partitions_account_and_gpu_model_come_from_the_environment():
 @pytest.mark.slow
 def test_one_stage_replans_alone_through_the_profile():
     assert job_counts(paper_plan("ablations")) == {
-        "wiki_download": 1, "passages": 1, "ner": 64, "embed": 16, "index": 1, "tokenizer": 1, "assemble": 1,
-        "prepare_model": 2, "memtrain_train": 6, "qa_long_context": 1, "posttrain_train": 18,
-        "eval_long_context": 18, "ablations": 1}
+        "wiki_download": 1,
+        "passages": 1,
+        "ner": 64,
+        "embed": 16,
+        "index": 1,
+        "tokenizer": 1,
+        "assemble": 1,
+        "prepare_model": 2,
+        "memtrain_train": 6,
+        "qa_long_context": 1,
+        "posttrain_train": 18,
+        "eval_long_context": 18,
+        "ablations": 1,
+    }
 
 
 def slurm_job(job_id: str) -> dict[str, str]:
@@ -75,8 +118,10 @@ def test_data_jobs_ran_as_slurm_jobs_recorded_in_mlflow(data_rerun):
         pytest.skip("no local SLURM cluster here: the rerun of `data` ran locally")
     stages = [r for r in runs(data_rerun.workdir) if r.data.tags.get("memtrain.kind") == "stage"]
     assert len(stages) == 10
-    job_ids = {r.data.tags["memtrain.rule"] + r.data.tags["memtrain.wildcards"]: r.data.tags["memtrain.slurm_job_id"]
-               for r in stages}
+    job_ids = {
+        r.data.tags["memtrain.rule"] + r.data.tags["memtrain.wildcards"]: r.data.tags["memtrain.slurm_job_id"]
+        for r in stages
+    }
     assert len(set(job_ids.values())) == 10  # one SLURM job per snakemake job
     # The executor's own record of what it submitted: .snakemake/slurm_logs/rule_<rule>/<wildcards>/<job id>.log
     logged = {path.stem for path in (data_rerun.workdir / ".snakemake" / "slurm_logs").rglob("*.log")}
@@ -94,8 +139,15 @@ def test_data_jobs_ran_as_slurm_jobs_recorded_in_mlflow(data_rerun):
 def test_a_failing_slurm_job_is_reported_failed(slurm_cluster, tmp_path: Path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"id": "1", "title": "A", "text": "fine"}\n{"id": "2", "title": "B"}\n')
-    result = snakemake(tmp_path, "--profile", str(SLURM_PROFILE), "data",
-                       "--config", f"data={{'source': {{'kind': 'jsonl', 'path': '{corpus}'}}}}", check=False)
+    result = snakemake(
+        tmp_path,
+        "--profile",
+        str(SLURM_PROFILE),
+        "data",
+        "--config",
+        f"data={{'source': {{'kind': 'jsonl', 'path': '{corpus}'}}}}",
+        check=False,
+    )
     assert result.returncode != 0
     assert "Error in rule wiki_download" in result.stdout + result.stderr
     assert not (tmp_path / "results" / "data" / "articles.parquet").exists()

@@ -9,8 +9,15 @@ from memtrain.errors import InputError
 
 
 def source(**overrides) -> dict:
-    base = {"kind": "vital_articles", "path": None, "hf_repo": "wikimedia/wikipedia", "hf_config": "20231101.en",
-            "hf_num_shards": 3, "max_articles": None, "min_chars": 10}
+    base = {
+        "kind": "vital_articles",
+        "path": None,
+        "hf_repo": "wikimedia/wikipedia",
+        "hf_config": "20231101.en",
+        "hf_num_shards": 3,
+        "max_articles": None,
+        "min_chars": 10,
+    }
     return {**base, **overrides}
 
 
@@ -23,21 +30,32 @@ def test_bundled_vital_articles_are_real_wikipedia_summaries():
 
 def test_jsonl_source_reads_records_and_skips_short_ones(tmp_path):
     path = tmp_path / "corpus.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in [
-        {"id": 1, "title": "A", "text": "  Alpha text that is long enough.  "},
-        {"id": "2", "title": "B", "text": "short"},
-    ]) + "\n\n")
+    path.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"id": 1, "title": "A", "text": "  Alpha text that is long enough.  "},
+                {"id": "2", "title": "B", "text": "short"},
+            ]
+        )
+        + "\n\n"
+    )
     table = sources.articles(source(kind="jsonl", path=str(path)), allow_downloads=False)
     assert table.to_pylist() == [{"id": "1", "title": "A", "text": "Alpha text that is long enough."}]
 
 
-@pytest.mark.parametrize("content, expected", [
-    ('{"id": "1", "title": "A", "text": "x"}\n{"id": 2, "title": "B"\n', "record line 2"),
-    ('{"id": "1", "title": "A"}\n', "field text"),
-    ('[1, 2]\n', "expected a JSON object"),
-    ('{"id": "1", "title": "A", "text": "long enough text"}\n{"id": "1", "title": "B", "text": "long enough text"}\n',
-     "duplicate article id"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ('{"id": "1", "title": "A", "text": "x"}\n{"id": 2, "title": "B"\n', "record line 2"),
+        ('{"id": "1", "title": "A"}\n', "field text"),
+        ("[1, 2]\n", "expected a JSON object"),
+        (
+            '{"id": "1", "title": "A", "text": "long enough text"}\n{"id": "1", "title": "B", "text": "long enough text"}\n',
+            "duplicate article id",
+        ),
+    ],
+)
 def test_malformed_jsonl_names_file_line_and_field(tmp_path, content, expected):
     path = tmp_path / "bad.jsonl"
     path.write_text(content)
@@ -71,8 +89,14 @@ def write_wikipedia_shards(folder, per_shard: int, num_shards: int) -> None:
     """Local shards in the wikimedia/wikipedia layout and schema ({id, url, title, text})."""
     for shard in range(num_shards):
         ids = [str(shard * per_shard + i) for i in range(per_shard)]
-        table = pa.table({"id": ids, "url": [f"https://en.wikipedia.org/wiki?curid={i}" for i in ids],
-                          "title": [f"Title {i}" for i in ids], "text": [f"Article {i} body text." for i in ids]})
+        table = pa.table(
+            {
+                "id": ids,
+                "url": [f"https://en.wikipedia.org/wiki?curid={i}" for i in ids],
+                "title": [f"Title {i}" for i in ids],
+                "text": [f"Article {i} body text." for i in ids],
+            }
+        )
         pq.write_table(table, folder / sources.hf_shard_name("20231101.en", shard, num_shards).split("/")[-1])
 
 
@@ -119,7 +143,10 @@ def test_dataset_files_are_local_paths_or_hub_files_fetched_only_when_allowed(tm
     with pytest.raises(InputError, match="not hf://datasets"):
         dataset_file("hf://datasets/only-owner", allow_downloads=True, field="qa.x")
     fetched = []
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
-                        lambda repo, name, repo_type: fetched.append((repo, name, repo_type)) or str(local))
+    monkeypatch.setattr(
+        huggingface_hub,
+        "hf_hub_download",
+        lambda repo, name, repo_type: fetched.append((repo, name, repo_type)) or str(local),
+    )
     assert dataset_file(reference, allow_downloads=True, field="qa.x") == local
     assert fetched == [("RUC-NLPIR/FlashRAG_datasets", "nq/test.jsonl", "dataset")]

@@ -66,7 +66,7 @@ def test_config_hash_and_flatten():
 
 def test_run_context_tags(results, monkeypatch, tmp_path):
     tags = tracking.run_context_tags()
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout
     assert tags["memtrain.git_commit"] == head.strip()
     assert tags["memtrain.git_dirty"] == "false"
     assert tags["memtrain.pid"] == str(os.getpid())
@@ -116,9 +116,7 @@ def test_invocation_with_stage(results: Path, tmp_path: Path):
     assert json.loads(Path(config_file).read_text()) == config
 
     stage_params = {"shard": 1, "model": {"name": "qwen"}}
-    with tracking.stage_run(
-        "ner", stage_params, results, EXPERIMENT, rule="ner", wildcards={"shard": "1-of-2"}
-    ) as run:
+    with tracking.stage_run("ner", stage_params, results, EXPERIMENT, rule="ner", wildcards={"shard": "1-of-2"}) as run:
         run.log_metrics({"f1": 0.5, "missing": None, "n": 3}, step=2)
         run.log_dict({"a": 1}, "out/summary.json")
         run.log_table(pd.DataFrame({"x": [1, 2]}), "table.json")
@@ -157,18 +155,15 @@ def test_invocation_with_stage(results: Path, tmp_path: Path):
 
 def test_failures(results: Path):
     parent_id = tracking.start_invocation(results, EXPERIMENT, ["all"], {})
-    with pytest.raises(ValueError, match="bad shard"):
-        with tracking.stage_run("ner", {}, results, EXPERIMENT) as run:
-            raise ValueError("bad shard")
+    with pytest.raises(ValueError, match="bad shard"), tracking.stage_run("ner", {}, results, EXPERIMENT) as run:
+        raise ValueError("bad shard")
     client = client_for(results)
     failed = client.get_run(run.run_id)
     assert failed.info.status == "FAILED"
     assert failed.info.run_name == "ner"
     assert failed.data.tags["memtrain.error"] == "ValueError: bad shard"
     # a job killed mid-way leaves its run RUNNING
-    cut_off = client.create_run(
-        failed.info.experiment_id, tags={"mlflow.parentRunId": parent_id}
-    ).info.run_id
+    cut_off = client.create_run(failed.info.experiment_id, tags={"mlflow.parentRunId": parent_id}).info.run_id
     tracking.end_invocation(parent_id, "FAILED", results)
     assert client.get_run(parent_id).info.status == "FAILED"
     assert client.get_run(cut_off).info.status == "FAILED"
@@ -213,13 +208,16 @@ def test_finished_job_runs_map_each_job_to_its_newest_finished_run(results: Path
     wildcards = {"backbone": "b", "trained": "none", "init": "base", "seed": "0"}
     ids = []
     for _ in range(2):  # a rerun job: the newer run made the file on disk
-        with tracking.stage_run("eval_long_context", {}, results, EXPERIMENT, rule="eval_long_context",
-                                wildcards=wildcards) as run:
+        with tracking.stage_run(
+            "eval_long_context", {}, results, EXPERIMENT, rule="eval_long_context", wildcards=wildcards
+        ) as run:
             ids.append(run.run_id)
-    with pytest.raises(RuntimeError):  # a failed run never backs a report cell
-        with tracking.stage_run("eval_long_context", {}, results, EXPERIMENT, rule="eval_long_context",
-                                wildcards={**wildcards, "seed": "1"}):
-            raise RuntimeError("boom")
+    failed = {**wildcards, "seed": "1"}  # a failed run never backs a report cell
+    with (
+        pytest.raises(RuntimeError),
+        tracking.stage_run("eval_long_context", {}, results, EXPERIMENT, rule="eval_long_context", wildcards=failed),
+    ):
+        raise RuntimeError("boom")
     with tracking.stage_run("posttrain", {}, results, EXPERIMENT, rule="posttrain_train", wildcards=wildcards):
         pass
     found = tracking.finished_job_runs(results, EXPERIMENT, "eval_long_context")

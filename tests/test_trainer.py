@@ -31,7 +31,7 @@ class FirstTokenTask:
         rollout = Rollout()
         for i in range(len(items)):
             members = []
-            for g in generations[i * self.group_size:(i + 1) * self.group_size]:
+            for g in generations[i * self.group_size : (i + 1) * self.group_size]:
                 reward = float(g.token_ids[0] in self.targets)
                 members.append(Member(reward, (Sample(tuple(items[i]), g.token_ids),)))
                 rollout.values.setdefault("reward", []).append(reward)
@@ -50,10 +50,22 @@ def make_trainer(tiny_policy, tokenizer, tmp_path, steps, lr=2e-2, **rl_changes)
     prompts = [encode_user(tokenizer, f"Say something about the number {n}.") for n in range(12)]
     task = FirstTokenTask(policy.engine, len(tokenizer), group_size=8)
     history: list = []
-    logger = StepLogger(metrics=lambda values, step: history.append((step, dict(values))),
-                        rollouts=lambda records, step: None)
-    trainer = Trainer(policy.model, policy.reference, task, prompts, rl, Schedule(steps, 4, 2, lr, 5), policy.generator,
-                      policy.pad_token_id, tmp_path / "checkpoints", "toy", logger)
+    logger = StepLogger(
+        metrics=lambda values, step: history.append((step, dict(values))), rollouts=lambda records, step: None
+    )
+    trainer = Trainer(
+        policy.model,
+        policy.reference,
+        task,
+        prompts,
+        rl,
+        Schedule(steps, 4, 2, lr, 5),
+        policy.generator,
+        policy.pad_token_id,
+        tmp_path / "checkpoints",
+        "toy",
+        logger,
+    )
     return trainer, history
 
 
@@ -61,7 +73,7 @@ def test_data_cursor_walks_seeded_epochs_and_resumes():
     cursor = DataCursor(5, seed=1)
     taken = cursor.take(3) + cursor.take(4)
     assert sorted(taken[:5]) == list(range(5)) and cursor.state() == {"epoch": 1, "position": 2}
-    again = DataCursor(5, seed=1, **{"epoch": 1, "position": 2})
+    again = DataCursor(5, seed=1, epoch=1, position=2)
     assert again.take(3) == DataCursor(5, seed=1).take(10)[7:10]
 
 
@@ -85,7 +97,10 @@ def test_resumed_training_equals_an_uninterrupted_run(tiny_policy, tokenizer, tm
 
     first, _ = make_trainer(tiny_policy, tokenizer, tmp_path / "resumed", steps=4)
     first.fit(stop_after=2)
-    assert [p.name for p in checkpoint.checkpoints(tmp_path / "resumed" / "checkpoints")] == ["step_000001", "step_000002"]
+    assert [p.name for p in checkpoint.checkpoints(tmp_path / "resumed" / "checkpoints")] == [
+        "step_000001",
+        "step_000002",
+    ]
     second, history = make_trainer(tiny_policy, tokenizer, tmp_path / "resumed", steps=4)
     assert second.resume() and second.step == 2
     second.fit()
@@ -124,8 +139,19 @@ def continued_training(tiny_policy, tokenizer, root, steps, resume=False, contin
     schedule = {"steps": steps, "batch_size": 4, "mini_batch_size": 2, "lr": 2e-2, "seed": 5}
     steps_run: list[int] = []
     logger = StepLogger(metrics=lambda values, step: steps_run.append(step), rollouts=lambda records, step: None)
-    launch.train(policy, task, prompts, {"rl": rl, "agent": {}}, schedule, root / "checkpoints", root / f"step{steps}",
-                 logger, resume=resume, continue_from=continue_from, exports=exports)
+    launch.train(
+        policy,
+        task,
+        prompts,
+        {"rl": rl, "agent": {}},
+        schedule,
+        root / "checkpoints",
+        root / f"step{steps}",
+        logger,
+        resume=resume,
+        continue_from=continue_from,
+        exports=exports,
+    )
     return policy, steps_run
 
 
@@ -142,8 +168,9 @@ def test_a_continued_run_equals_one_run_of_all_the_steps(tiny_policy, tokenizer,
     continued_training(tiny_policy, tokenizer, tmp_path / "first", 2)
     source = checkpoint.checkpoints(tmp_path / "first" / "checkpoints")[-1]
     exports = {3: tmp_path / "more" / "step3"}
-    _, steps_run = continued_training(tiny_policy, tokenizer, tmp_path / "more", 4, resume=True, continue_from=source,
-                                      exports=exports)
+    _, steps_run = continued_training(
+        tiny_policy, tokenizer, tmp_path / "more", 4, resume=True, continue_from=source, exports=exports
+    )
     assert steps_run == [3, 4]
     final, at_three = weights(tmp_path / "more" / "step4"), weights(exports[3])
     for name, value in weights(tmp_path / "straight" / "step4").items():
@@ -158,16 +185,17 @@ def test_a_continued_run_equals_one_run_of_all_the_steps(tiny_policy, tokenizer,
     import shutil
 
     shutil.rmtree(exports[3])
-    _, steps_run = continued_training(tiny_policy, tokenizer, tmp_path / "more", 4, resume=True, continue_from=source,
-                                      exports=exports)
+    _, steps_run = continued_training(
+        tiny_policy, tokenizer, tmp_path / "more", 4, resume=True, continue_from=source, exports=exports
+    )
     assert steps_run == [3, 4] and (exports[3] / "model.safetensors").is_file()
     again = weights(tmp_path / "more" / "step4")
     assert all(torch.equal(again[name], value) for name, value in final.items())
 
 
 def test_pruning_a_finished_run_frees_its_checkpoints_and_keeps_its_logs(tiny_policy, tokenizer, tmp_path):
-    from memtrain.downstream import _finished_checkpoint
     from memtrain.errors import InputError
+    from memtrain.stages.downstream import _finished_checkpoint
 
     root = tmp_path / "run"
     continued_training(tiny_policy, tokenizer, root, 2)

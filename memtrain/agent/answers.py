@@ -28,7 +28,7 @@ def extract_boxed(text: str) -> str | None:
             depth += {"{": 1, "}": -1}.get(text[position], 0)
             position += 1
         if depth == 0:
-            return text[start + len(_BOXED):position - 1]
+            return text[start + len(_BOXED) : position - 1]
         start = text.rfind(_BOXED, 0, start)
     return None
 

@@ -29,9 +29,11 @@ def stop_token_ids(tokenizer, extra: Sequence[int] = ()) -> tuple[int, ...]:
     if tokenizer.eos_token_id is not None:
         stops.add(tokenizer.eos_token_id)
     for start in range(len(ids) - len(marker_ids), -1, -1):
-        if ids[start:start + len(marker_ids)] == marker_ids:
+        if ids[start : start + len(marker_ids)] == marker_ids:
             after = start + len(marker_ids)
-            if after < len(ids) and (ids[after] in tokenizer.all_special_ids or ids[after] in tokenizer.added_tokens_decoder):
+            if after < len(ids) and (
+                ids[after] in tokenizer.all_special_ids or ids[after] in tokenizer.added_tokens_decoder
+            ):
                 stops.add(ids[after])
             break
     return tuple(sorted(stops))

@@ -18,8 +18,9 @@ class Chunk:
     entities: tuple[str, ...]  # distinct entity strings whose whole span lies inside this chunk
 
 
-def chunk_document(tokenizer, text: str, chunk_tokens: int,
-                   entities: Sequence[tuple[str, int, int]] = ()) -> list[Chunk]:
+def chunk_document(
+    tokenizer, text: str, chunk_tokens: int, entities: Sequence[tuple[str, int, int]] = ()
+) -> list[Chunk]:
     """Cut `text` into consecutive chunks of at most `chunk_tokens` policy tokens.
 
     `entities` are (text, start, end) character spans of the document; an entity crossing a chunk

@@ -84,8 +84,13 @@ PLACEHOLDERS = {
     "full_context": ("problem", "document"),
     "search": ("problem", "history", "turns_left"),
 }
-DEFAULTS = {"memory_update": MEMORY_UPDATE, "final_answer": FINAL_ANSWER, "recall": RECALL,
-            "full_context": FULL_CONTEXT, "search": SEARCH}
+DEFAULTS = {
+    "memory_update": MEMORY_UPDATE,
+    "final_answer": FINAL_ANSWER,
+    "recall": RECALL,
+    "full_context": FULL_CONTEXT,
+    "search": SEARCH,
+}
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ class Templates:
     final_answer: str
     recall: str
     full_context: str  # the base model reading a whole document in one prompt (evaluation only)
-    search: str        # the MEM1 search agent's turn: its latest state, query and results, nothing older
+    search: str  # the MEM1 search agent's turn: its latest state, query and results, nothing older
     no_memory: str
 
     def update(self, problem: str, memory: str | None, section: str) -> str:
@@ -121,13 +126,19 @@ def _check(name: str, template: str, source: str | os.PathLike) -> str:
     try:
         rendered = template.format(**probe)
     except (KeyError, IndexError, ValueError) as error:
-        raise InputError(f"template does not format with placeholders {sorted(probe)} "
-                         f"(write literal braces as '{{{{' and '}}}}'): {error!r}", file=source,
-                         field=f"agent.prompts.{name}") from error
+        raise InputError(
+            f"template does not format with placeholders {sorted(probe)} "
+            f"(write literal braces as '{{{{' and '}}}}'): {error!r}",
+            file=source,
+            field=f"agent.prompts.{name}",
+        ) from error
     missing = [key for key, value in probe.items() if value not in rendered]
     if missing:
-        raise InputError(f"template lacks the placeholder(s) {', '.join('{' + m + '}' for m in missing)}",
-                         file=source, field=f"agent.prompts.{name}")
+        raise InputError(
+            f"template lacks the placeholder(s) {', '.join('{' + m + '}' for m in missing)}",
+            file=source,
+            field=f"agent.prompts.{name}",
+        )
     return template
 
 
@@ -142,6 +153,8 @@ def load_templates(settings: Mapping[str, Any]) -> Templates:
         try:
             text = Path(path).read_text()
         except OSError as error:
-            raise InputError(f"cannot read prompt template: {error}", file=path, field=f"agent.prompts.{name}") from error
+            raise InputError(
+                f"cannot read prompt template: {error}", file=path, field=f"agent.prompts.{name}"
+            ) from error
         chosen[name] = _check(name, text, path)
     return Templates(**chosen, no_memory=settings["no_memory"])

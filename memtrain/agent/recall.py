@@ -20,9 +20,9 @@ from memtrain.data.documents import mention_pattern
 @dataclass(frozen=True)
 class RecallQuestion:
     memory_index: int  # k, 1-based: the memory written after reading chunk k
-    chunk_index: int   # l, 1-based, l < k
-    target: str        # the hidden entity, the reward's reference answer
-    section: str       # chunk l with every occurrence of target replaced by the placeholder
+    chunk_index: int  # l, 1-based, l < k
+    target: str  # the hidden entity, the reward's reference answer
+    section: str  # chunk l with every occurrence of target replaced by the placeholder
 
 
 def mask_entity(text: str, entity: str, placeholder: str) -> str:
@@ -44,14 +44,23 @@ def candidates(chunk: Chunk, answer: str, mask_token: str, placeholder: str) -> 
     return found
 
 
-def choose(chunks: Sequence[Chunk], num_memories: int, answer: str, rng: np.random.Generator,
-           mask_token: str = "[MASK]", placeholder: str = "[TARGET]") -> RecallQuestion | None:
+def choose(
+    chunks: Sequence[Chunk],
+    num_memories: int,
+    answer: str,
+    rng: np.random.Generator,
+    mask_token: str = "[MASK]",
+    placeholder: str = "[TARGET]",
+) -> RecallQuestion | None:
     """Draw k, then l < k, then the entity, uniformly among the choices that admit a question.
 
     None when no memory k >= 2 has an earlier chunk with a usable entity (a short document, or
     one whose early chunks hold no entity but the answer): that trajectory gets no IMR group.
     """
-    usable = {l: candidates(chunks[l - 1], answer, mask_token, placeholder) for l in range(1, min(num_memories, len(chunks)) + 1)}
+    usable = {
+        l: candidates(chunks[l - 1], answer, mask_token, placeholder)
+        for l in range(1, min(num_memories, len(chunks)) + 1)
+    }
     memories = [k for k in range(2, num_memories + 1) if any(usable[l] for l in range(1, k) if l in usable)]
     if not memories:
         return None

@@ -35,7 +35,7 @@ class SearchBudgets:
 
 @dataclass(frozen=True)
 class Action:
-    kind: str     # "search", "answer" or "invalid" (no well-formed action: the episode ends unanswered)
+    kind: str  # "search", "answer" or "invalid" (no well-formed action: the episode ends unanswered)
     content: str
     state: str
 
@@ -69,16 +69,32 @@ class Episode:
 
 
 class SearchAgent:
-    def __init__(self, engine: Engine, tokenizer, templates: Templates, budgets: SearchBudgets, search: Search,
-                 temperature: float = 1.0, top_p: float = 1.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        tokenizer,
+        templates: Templates,
+        budgets: SearchBudgets,
+        search: Search,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+    ) -> None:
         self.engine, self.tokenizer, self.templates, self.budgets = engine, tokenizer, templates, budgets
         self.search = search
-        self.sampling = Sampling(max_new_tokens=budgets.response, temperature=temperature, top_p=top_p,
-                                 stop_token_ids=stop_token_ids(tokenizer))
+        self.sampling = Sampling(
+            max_new_tokens=budgets.response,
+            temperature=temperature,
+            top_p=top_p,
+            stop_token_ids=stop_token_ids(tokenizer),
+        )
 
     def _truncate(self, text: str) -> str:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return text if len(ids) <= self.budgets.information else decode_reply(self.tokenizer, ids[:self.budgets.information])
+        return (
+            text
+            if len(ids) <= self.budgets.information
+            else decode_reply(self.tokenizer, ids[: self.budgets.information])
+        )
 
     def history(self, episode: Episode) -> str:
         """What the next turn sees of the past: the latest reply and the results of its search, if any."""
@@ -96,8 +112,12 @@ class SearchAgent:
             if not active:
                 break
             turns_left = self.budgets.max_turns - turn
-            prompts = [encode_user(self.tokenizer, self.templates.search_turn(
-                questions[q], self.history(episodes[q][g]), turns_left)) for q, g in active]
+            prompts = [
+                encode_user(
+                    self.tokenizer, self.templates.search_turn(questions[q], self.history(episodes[q][g]), turns_left)
+                )
+                for q, g in active
+            ]
             generations = self.engine.generate(prompts, self.sampling)
             searching = []
             for (q, g), prompt, generation in zip(active, prompts, generations, strict=True):

@@ -14,9 +14,16 @@ def _distribution(values: np.ndarray) -> dict[str, float]:
     if len(values) == 0:
         return {}
     quantiles = np.percentile(values, [5, 25, 50, 75, 95])
-    return {"min": float(values.min()), "p5": float(quantiles[0]), "p25": float(quantiles[1]),
-            "median": float(quantiles[2]), "p75": float(quantiles[3]), "p95": float(quantiles[4]),
-            "max": float(values.max()), "mean": float(values.mean())}
+    return {
+        "min": float(values.min()),
+        "p5": float(quantiles[0]),
+        "p25": float(quantiles[1]),
+        "median": float(quantiles[2]),
+        "p75": float(quantiles[3]),
+        "p95": float(quantiles[4]),
+        "max": float(values.max()),
+        "mean": float(values.mean()),
+    }
 
 
 def split_summary(documents: pa.Table) -> dict[str, Any]:
@@ -29,14 +36,21 @@ def split_summary(documents: pa.Table) -> dict[str, Any]:
         "masks_per_document": _distribution(np.asarray(documents.column("num_masks").to_pylist(), dtype=float)),
         "passage_roles": dict(sorted(roles.items())),
         "answer_labels": dict(Counter(documents.column("answer_label").to_pylist()).most_common()),
-        "recall_entities_per_document": _distribution(np.asarray(
-            [sum(len(p["entities"]) for p in doc) for doc in passages], dtype=float)),
+        "recall_entities_per_document": _distribution(
+            np.asarray([sum(len(p["entities"]) for p in doc) for doc in passages], dtype=float)
+        ),
     }
 
 
-def card(train: pa.Table, heldout: pa.Table, assembly: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    return {"train": split_summary(train), "heldout": split_summary(heldout),
-            "assembly": dict(assembly), "settings": dict(settings)}
+def card(
+    train: pa.Table, heldout: pa.Table, assembly: Mapping[str, Any], settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    return {
+        "train": split_summary(train),
+        "heldout": split_summary(heldout),
+        "assembly": dict(assembly),
+        "settings": dict(settings),
+    }
 
 
 def histogram(train: pa.Table, heldout: pa.Table, min_tokens: int, max_tokens: int):

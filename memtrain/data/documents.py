@@ -25,24 +25,28 @@ import pyarrow as pa
 from memtrain.data.entities import ENTITY_TYPE
 from memtrain.errors import InputError
 
-PASSAGE_TYPE = pa.struct([
-    ("passage_id", pa.string()),
-    ("role", pa.string()),
-    ("start", pa.int32()),
-    ("end", pa.int32()),
-    ("entities", pa.list_(ENTITY_TYPE)),
-])
-DOCUMENT_SCHEMA = pa.schema([
-    ("doc_id", pa.string()),
-    ("split", pa.string()),
-    ("pivot_id", pa.string()),
-    ("answer", pa.string()),
-    ("answer_label", pa.string()),
-    ("text", pa.string()),
-    ("num_tokens", pa.int32()),
-    ("num_masks", pa.int32()),
-    ("passages", pa.list_(PASSAGE_TYPE)),
-])
+PASSAGE_TYPE = pa.struct(
+    [
+        ("passage_id", pa.string()),
+        ("role", pa.string()),
+        ("start", pa.int32()),
+        ("end", pa.int32()),
+        ("entities", pa.list_(ENTITY_TYPE)),
+    ]
+)
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("split", pa.string()),
+        ("pivot_id", pa.string()),
+        ("answer", pa.string()),
+        ("answer_label", pa.string()),
+        ("text", pa.string()),
+        ("num_tokens", pa.int32()),
+        ("num_masks", pa.int32()),
+        ("passages", pa.list_(PASSAGE_TYPE)),
+    ]
+)
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
 
@@ -62,15 +66,16 @@ class MaskedPassage:
     num_masks: int
 
 
-def mask_passage(index: int, text: str, entities: Sequence[Mapping[str, Any]], pattern: re.Pattern[str],
-                 answer: str, mask_token: str) -> MaskedPassage | None:
+def mask_passage(
+    index: int, text: str, entities: Sequence[Mapping[str, Any]], pattern: re.Pattern[str], answer: str, mask_token: str
+) -> MaskedPassage | None:
     """The passage with every mention replaced, its entities re-based; None if the answer still shows.
 
     Entities that overlap a replaced mention are dropped: they contain the answer.
     """
     pieces, spans, cursor = [], [], 0
     for match in pattern.finditer(text):
-        pieces.append(text[cursor:match.start()])
+        pieces.append(text[cursor : match.start()])
         spans.append((match.start(), match.end()))
         pieces.append(mask_token)
         cursor = match.end()
@@ -102,6 +107,7 @@ def answer_candidates(text: str, entities: Sequence[Mapping[str, Any]], mask_tok
 @dataclass
 class Corpus:
     """Passages in index order with their entities and embeddings, as the assembler needs them."""
+
     ids: list[str]
     texts: list[str]
     entities: list[list[dict]]
@@ -109,8 +115,10 @@ class Corpus:
 
     def __post_init__(self) -> None:
         if not (len(self.ids) == len(self.texts) == len(self.entities) == len(self.embeddings)):
-            raise InputError(f"passages ({len(self.ids)}), entities ({len(self.entities)}) and embeddings "
-                             f"({len(self.embeddings)}) are not aligned: rerun the ner and embed stages")
+            raise InputError(
+                f"passages ({len(self.ids)}), entities ({len(self.entities)}) and embeddings "
+                f"({len(self.embeddings)}) are not aligned: rerun the ner and embed stages"
+            )
 
 
 @dataclass
@@ -123,22 +131,31 @@ class AssemblyStats:
 class Assembler:
     """Builds documents one pivot at a time; all randomness comes from one seeded generator."""
 
-    def __init__(self, corpus: Corpus, neighbours: Callable[[np.ndarray], np.ndarray],
-                 count_tokens: TokenCounter, settings: Mapping[str, Any], rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        corpus: Corpus,
+        neighbours: Callable[[np.ndarray], np.ndarray],
+        count_tokens: TokenCounter,
+        settings: Mapping[str, Any],
+        rng: np.random.Generator,
+    ) -> None:
         self.corpus, self.neighbours, self.count_tokens = corpus, neighbours, count_tokens
         self.settings, self.rng = settings, rng
         self.stats = AssemblyStats()
         self.separator_tokens = count_tokens([settings["separator"]])[0] if settings["separator"] else 0
         if len(corpus.ids) < settings["num_passages"]:
-            raise InputError(f"the corpus has {len(corpus.ids)} passages but a document needs "
-                             f"num_passages = {settings['num_passages']}", field="data.documents.num_passages")
+            raise InputError(
+                f"the corpus has {len(corpus.ids)} passages but a document needs "
+                f"num_passages = {settings['num_passages']}",
+                field="data.documents.num_passages",
+            )
 
     def build(self, pivots: Sequence[int], count: int, banned: set[int], split: str) -> list[dict]:
         """Up to `count` documents from `pivots` (tried in order); passages in `banned` are never used."""
         documents: list[dict] = []
         batch = 256
         for start in range(0, len(pivots), batch):
-            chunk = [p for p in pivots[start:start + batch] if p not in banned]
+            chunk = [p for p in pivots[start : start + batch] if p not in banned]
             if not chunk:
                 continue
             for pivot, row in zip(chunk, self.neighbours(np.asarray(chunk))):
@@ -203,8 +220,11 @@ class Assembler:
             members.append(("random", masked))
             sizes.append(self.count_tokens([masked.text])[0])
         while total() > s["max_tokens"]:
-            droppable = [i for i, (role, _) in enumerate(members)
-                         if role == "random" and total() - sizes[i] - self.separator_tokens >= s["min_tokens"]]
+            droppable = [
+                i
+                for i, (role, _) in enumerate(members)
+                if role == "random" and total() - sizes[i] - self.separator_tokens >= s["min_tokens"]
+            ]
             if not droppable:
                 self.stats.skipped["length_out_of_range"] += 1
                 return None
@@ -229,8 +249,9 @@ class Assembler:
                 yield index
 
     def _mask(self, index: int, pattern: re.Pattern[str], answer: str) -> MaskedPassage | None:
-        return mask_passage(index, self.corpus.texts[index], self.corpus.entities[index], pattern, answer,
-                            self.settings["mask_token"])
+        return mask_passage(
+            index, self.corpus.texts[index], self.corpus.entities[index], pattern, answer, self.settings["mask_token"]
+        )
 
     def _next_random(self, pool: Iterator[int], pattern: re.Pattern[str], answer: str) -> MaskedPassage | None:
         for index in pool:
@@ -250,19 +271,34 @@ class Assembler:
                 parts.append(separator)
                 cursor += len(separator)
             parts.append(masked.text)
-            passages.append({
-                "passage_id": self.corpus.ids[masked.index], "role": role,
-                "start": cursor, "end": cursor + len(masked.text),
-                "entities": [{**e, "start": e["start"] + cursor, "end": e["end"] + cursor} for e in masked.entities],
-            })
+            passages.append(
+                {
+                    "passage_id": self.corpus.ids[masked.index],
+                    "role": role,
+                    "start": cursor,
+                    "end": cursor + len(masked.text),
+                    "entities": [
+                        {**e, "start": e["start"] + cursor, "end": e["end"] + cursor} for e in masked.entities
+                    ],
+                }
+            )
             cursor += len(masked.text)
         text = "".join(parts)
-        return {"text": text, "num_tokens": self.count_tokens([text])[0],
-                "num_masks": sum(m.num_masks for _, m in members), "passages": passages}
+        return {
+            "text": text,
+            "num_tokens": self.count_tokens([text])[0],
+            "num_masks": sum(m.num_masks for _, m in members),
+            "passages": passages,
+        }
 
 
-def assemble(corpus: Corpus, neighbours: Callable[[np.ndarray], np.ndarray], count_tokens: TokenCounter,
-             settings: Mapping[str, Any], seed: int) -> tuple[pa.Table, pa.Table, AssemblyStats]:
+def assemble(
+    corpus: Corpus,
+    neighbours: Callable[[np.ndarray], np.ndarray],
+    count_tokens: TokenCounter,
+    settings: Mapping[str, Any],
+    seed: int,
+) -> tuple[pa.Table, pa.Table, AssemblyStats]:
     """Held-out documents first, then training documents whose passages exclude every held-out pivot."""
     rng = np.random.default_rng(seed)
     assembler = Assembler(corpus, neighbours, count_tokens, settings, rng)
@@ -274,12 +310,16 @@ def assemble(corpus: Corpus, neighbours: Callable[[np.ndarray], np.ndarray], cou
     train = assembler.build(pivots, settings["num_train"], heldout_pivots, "train")
     wanted = settings["num_train"], settings["num_heldout"]
     if (len(train), len(heldout)) != wanted:
-        raise InputError(f"built {len(train)} train / {len(heldout)} held-out documents of the {wanted[0]} / "
-                         f"{wanted[1]} asked for (skips: {dict(assembler.stats.skipped)}): the corpus is too small "
-                         "for these settings", field="data.documents")
+        raise InputError(
+            f"built {len(train)} train / {len(heldout)} held-out documents of the {wanted[0]} / "
+            f"{wanted[1]} asked for (skips: {dict(assembler.stats.skipped)}): the corpus is too small "
+            "for these settings",
+            field="data.documents",
+        )
     return _table(train), _table(heldout), assembler.stats
 
 
 def _table(documents: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist([{name: d[name] for name in DOCUMENT_SCHEMA.names} for d in documents],
-                                schema=DOCUMENT_SCHEMA)
+    return pa.Table.from_pylist(
+        [{name: d[name] for name in DOCUMENT_SCHEMA.names} for d in documents], schema=DOCUMENT_SCHEMA
+    )

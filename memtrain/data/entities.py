@@ -29,17 +29,20 @@ def load_pipeline(model: str):
     return nlp
 
 
-def extract(nlp, texts: Iterable[str], labels: Sequence[str], min_chars: int,
-            batch_size: int = 256, n_process: int = 1) -> list[list[dict]]:
+def extract(
+    nlp, texts: Iterable[str], labels: Sequence[str], min_chars: int, batch_size: int = 256, n_process: int = 1
+) -> list[list[dict]]:
     """Per text, its entities with an eligible label and at least min_chars characters, as char spans."""
     eligible = set(labels)
     result = []
     for doc in nlp.pipe(texts, batch_size=batch_size, n_process=n_process):
-        result.append([
-            {"text": ent.text, "label": ent.label_, "start": ent.start_char, "end": ent.end_char}
-            for ent in doc.ents
-            if ent.label_ in eligible and len(ent.text.strip()) >= min_chars and ent.text == ent.text.strip()
-        ])
+        result.append(
+            [
+                {"text": ent.text, "label": ent.label_, "start": ent.start_char, "end": ent.end_char}
+                for ent in doc.ents
+                if ent.label_ in eligible and len(ent.text.strip()) >= min_chars and ent.text == ent.text.strip()
+            ]
+        )
     return result
 
 

@@ -50,12 +50,13 @@ LEVEL = "easy"
 REQUIRED_FIELDS = ("id", "question", "answer", "type", "split", "supporting")
 OPTIONAL_FIELDS = ("aliases",)
 SUPPORT_FIELDS = ("title", "evidence")
-POOL_FACTOR = 3          # distractors are drawn from the num_distractors * POOL_FACTOR most similar summaries
-TOPIC_BONUS = 2.0        # added to a candidate's similarity when it shares a (real) topic with a supporting article
+POOL_FACTOR = 3  # distractors are drawn from the num_distractors * POOL_FACTOR most similar summaries
+TOPIC_BONUS = 2.0  # added to a candidate's similarity when it shares a (real) topic with a supporting article
 GENERIC_TOPICS = frozenset({"", "Uncategorized"})
 
 
 # --- the summaries ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -78,8 +79,12 @@ def _read_summaries(path: str) -> Mapping[str, Summary]:
     for key, entry in raw.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("extract"), str):
             raise InputError("missing or non-string 'extract'", file=path, record=key, field="extract")
-        summaries[key] = Summary(title=key, text=entry["extract"].strip(), topic=str(entry.get("topic") or ""),
-                                 description=str(entry.get("description") or ""))
+        summaries[key] = Summary(
+            title=key,
+            text=entry["extract"].strip(),
+            topic=str(entry.get("topic") or ""),
+            description=str(entry.get("description") or ""),
+        )
     return MappingProxyType(summaries)  # cached and shared: read-only
 
 
@@ -93,9 +98,44 @@ def load_summaries(path: str | os.PathLike | None = None) -> Mapping[str, Summar
 # A sentence ends at . ! or ? (and any closing quotes or brackets) followed by whitespace and something
 # that can start a sentence; the whitespace goes to the next sentence, as in HotpotQA.
 _END = re.compile(r"[.!?][\"'”’)\]]*(?=\s+[\"'“‘(\[]?[A-Z0-9À-Ý])")
-_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "mt", "jr", "sr", "op", "no", "nos", "vs", "c", "ca",
-                            "approx", "fig", "vol", "gen", "col", "lt", "sgt", "rev", "fr", "prof", "inc", "ltd",
-                            "co", "corp", "dept", "est", "e.g", "i.e", "cf", "al"})
+_ABBREVIATIONS = frozenset(
+    {
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "st",
+        "mt",
+        "jr",
+        "sr",
+        "op",
+        "no",
+        "nos",
+        "vs",
+        "c",
+        "ca",
+        "approx",
+        "fig",
+        "vol",
+        "gen",
+        "col",
+        "lt",
+        "sgt",
+        "rev",
+        "fr",
+        "prof",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "dept",
+        "est",
+        "e.g",
+        "i.e",
+        "cf",
+        "al",
+    }
+)
 _INITIALS = re.compile(r"(?:[A-Za-z]\.)*[A-Za-z]")
 
 
@@ -113,7 +153,7 @@ def split_sentences(text: str) -> list[str]:
     for match in _END.finditer(text):
         if _is_abbreviation(text, match.start()):
             continue
-        sentences.append(text[start:match.end()])
+        sentences.append(text[start : match.end()])
         start = match.end()
     if start < len(text) or not sentences:
         sentences.append(text[start:])
@@ -141,8 +181,10 @@ def evidence_sentences(sentences: Sequence[str], evidence: str) -> list[int]:
 
 # --- the questions ---------------------------------------------------------------------------------
 
-def load_questions(path: str | os.PathLike | None = None, *,
-                   summaries_path: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+
+def load_questions(
+    path: str | os.PathLike | None = None, *, summaries_path: str | os.PathLike | None = None
+) -> list[dict[str, Any]]:
     """The hand-written questions, validated against the summaries, in file order.
 
     Each is {id, question, answer, type, split, supporting: [{title, evidence}, {title, evidence}],
@@ -210,19 +252,100 @@ def _question(entry: Any, position: int, path: Path, summaries: Mapping[str, Sum
             fail(f"{support['evidence']!r} is not in the summary of {support['title']!r}", f"{where}.evidence")
     if supporting[0]["title"] == supporting[1]["title"]:
         fail("the two supporting titles must differ", "supporting[1].title")
-    return {"id": entry["id"], "question": entry["question"].strip(), "answer": entry["answer"].strip(),
-            "type": entry["type"], "split": entry["split"],
-            "supporting": [{"title": s["title"], "evidence": s["evidence"]} for s in supporting],
-            "aliases": [alias.strip() for alias in aliases]}
+    return {
+        "id": entry["id"],
+        "question": entry["question"].strip(),
+        "answer": entry["answer"].strip(),
+        "type": entry["type"],
+        "split": entry["split"],
+        "supporting": [{"title": s["title"], "evidence": s["evidence"]} for s in supporting],
+        "aliases": [alias.strip() for alias in aliases],
+    }
 
 
 # --- distractors -----------------------------------------------------------------------------------
 
 _WORD = re.compile(r"[^\W_]+")
-_STOPWORDS = frozenset("""a an the and or but of in on at to for from by with as is was were be been are it its this
-that which who whom whose what when where why how than then there their they he she his her him them one two
-also into over after before about under during such these those not no yes both either more most first
-did does do has have had known called named""".split())
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "from",
+        "by",
+        "with",
+        "as",
+        "is",
+        "was",
+        "were",
+        "be",
+        "been",
+        "are",
+        "it",
+        "its",
+        "this",
+        "that",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "what",
+        "when",
+        "where",
+        "why",
+        "how",
+        "than",
+        "then",
+        "there",
+        "their",
+        "they",
+        "he",
+        "she",
+        "his",
+        "her",
+        "him",
+        "them",
+        "one",
+        "two",
+        "also",
+        "into",
+        "over",
+        "after",
+        "before",
+        "about",
+        "under",
+        "during",
+        "such",
+        "these",
+        "those",
+        "not",
+        "no",
+        "yes",
+        "both",
+        "either",
+        "more",
+        "most",
+        "first",
+        "did",
+        "does",
+        "do",
+        "has",
+        "have",
+        "had",
+        "known",
+        "called",
+        "named",
+    ]
+)
 
 
 def _words(text: str) -> set[str]:
@@ -250,8 +373,9 @@ def _index(path: str) -> _Index:
     return _Index(titles, {w: tuple(d) for w, d in postings.items()}, idf)
 
 
-def similar_titles(question: Mapping[str, Any], summaries: Mapping[str, Summary], index: _Index,
-                   count: int) -> list[str]:
+def similar_titles(
+    question: Mapping[str, Any], summaries: Mapping[str, Summary], index: _Index, count: int
+) -> list[str]:
     """The `count` summaries most similar to the question, best first, supporting articles excluded.
 
     Similarity: summed idf of the words a summary shares with the question and the supporting
@@ -259,8 +383,7 @@ def similar_titles(question: Mapping[str, Any], summaries: Mapping[str, Summary]
     (other than the catch-all 'Uncategorized'); ties are broken by title, so the ranking is stable.
     """
     supporting = [support["title"] for support in question["supporting"]]
-    query = _words(" ".join([question["question"], *supporting,
-                             *(summaries[t].description for t in supporting)]))
+    query = _words(" ".join([question["question"], *supporting, *(summaries[t].description for t in supporting)]))
     scores: dict[int, float] = defaultdict(float)
     for word in query:
         for number in index.postings.get(word, ()):
@@ -270,15 +393,19 @@ def similar_titles(question: Mapping[str, Any], summaries: Mapping[str, Summary]
         for number, title in enumerate(index.titles):
             if summaries[title].topic in topics:
                 scores[number] += TOPIC_BONUS
-    ranked = sorted((number for number in scores if index.titles[number] not in supporting),
-                    key=lambda number: (-scores[number], index.titles[number]))
+    ranked = sorted(
+        (number for number in scores if index.titles[number] not in supporting),
+        key=lambda number: (-scores[number], index.titles[number]),
+    )
     return [index.titles[number] for number in ranked[:count]]
 
 
 # --- HotpotQA and FlashRAG records -----------------------------------------------------------------
 
-def hotpot_record(question: Mapping[str, Any], summaries: Mapping[str, Summary], distractors: Sequence[str],
-                  rng: random.Random) -> dict[str, Any]:
+
+def hotpot_record(
+    question: Mapping[str, Any], summaries: Mapping[str, Summary], distractors: Sequence[str], rng: random.Random
+) -> dict[str, Any]:
     """One question as a HotpotQA distractor-setting record: supporting and distractor paragraphs shuffled."""
     titles = [support["title"] for support in question["supporting"]] + list(distractors)
     rng.shuffle(titles)
@@ -287,16 +414,26 @@ def hotpot_record(question: Mapping[str, Any], summaries: Mapping[str, Summary],
     for support in question["supporting"]:
         indices = evidence_sentences(paragraphs[support["title"]], support["evidence"])
         if not indices:  # the summaries changed since the questions were validated
-            raise InputError(f"evidence {support['evidence']!r} not found", record=question["id"],
-                             field="supporting")
+            raise InputError(f"evidence {support['evidence']!r} not found", record=question["id"], field="supporting")
         supporting_facts.extend([support["title"], index] for index in indices)
-    return {"_id": question["id"], "question": question["question"], "answer": question["answer"],
-            "type": question["type"], "level": LEVEL, "supporting_facts": supporting_facts,
-            "context": [[title, paragraphs[title]] for title in titles]}
+    return {
+        "_id": question["id"],
+        "question": question["question"],
+        "answer": question["answer"],
+        "type": question["type"],
+        "level": LEVEL,
+        "supporting_facts": supporting_facts,
+        "context": [[title, paragraphs[title]] for title in titles],
+    }
 
 
-def build(seed: int, num_distractors: int = 8, summaries_path: str | os.PathLike | None = None, *,
-          questions_path: str | os.PathLike | None = None) -> dict[str, list[dict[str, Any]]]:
+def build(
+    seed: int,
+    num_distractors: int = 8,
+    summaries_path: str | os.PathLike | None = None,
+    *,
+    questions_path: str | os.PathLike | None = None,
+) -> dict[str, list[dict[str, Any]]]:
     """{"train": [...], "dev": [...]} HotpotQA records, in question-file order; deterministic in `seed`.
 
     Each context holds the two supporting summaries and `num_distractors` others drawn (with a
@@ -304,8 +441,7 @@ def build(seed: int, num_distractors: int = 8, summaries_path: str | os.PathLike
     summaries most similar to the question.
     """
     _check_num_distractors(num_distractors)
-    return _build(load_questions(questions_path, summaries_path=summaries_path), seed, num_distractors,
-                  summaries_path)
+    return _build(load_questions(questions_path, summaries_path=summaries_path), seed, num_distractors, summaries_path)
 
 
 def _check_num_distractors(num_distractors: Any) -> None:
@@ -313,8 +449,9 @@ def _check_num_distractors(num_distractors: Any) -> None:
         raise InputError(f"expected a non-negative integer, got {num_distractors!r}", field="num_distractors")
 
 
-def _build(questions: Sequence[Mapping[str, Any]], seed: int, num_distractors: int,
-           summaries_path: str | os.PathLike | None) -> dict[str, list[dict[str, Any]]]:
+def _build(
+    questions: Sequence[Mapping[str, Any]], seed: int, num_distractors: int, summaries_path: str | os.PathLike | None
+) -> dict[str, list[dict[str, Any]]]:
     path = str(summaries_file(summaries_path))
     summaries, index = _read_summaries(path), _index(path)
     splits: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
@@ -326,8 +463,9 @@ def _build(questions: Sequence[Mapping[str, Any]], seed: int, num_distractors: i
     return splits
 
 
-def flashrag_records(records: Iterable[Mapping[str, Any]], dataset: str,
-                     aliases: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
+def flashrag_records(
+    records: Iterable[Mapping[str, Any]], dataset: str, aliases: Mapping[str, Sequence[str]] | None = None
+) -> list[dict[str, Any]]:
     """HotpotQA records in FlashRAG's jsonl form {id, question, golden_answers, metadata}.
 
     golden_answers is the answer followed by the question's aliases: `aliases` maps _id to them; by
@@ -341,14 +479,25 @@ def flashrag_records(records: Iterable[Mapping[str, Any]], dataset: str,
         answers = [record["answer"]]
         answers += [alias for alias in aliases.get(record["_id"], ()) if alias not in answers]
         titles = list(dict.fromkeys(title for title, _ in record["supporting_facts"]))
-        converted.append({"id": record["_id"], "question": record["question"], "golden_answers": answers,
-                          "metadata": {"type": record["type"], "supporting_titles": titles, "dataset": dataset}})
+        converted.append(
+            {
+                "id": record["_id"],
+                "question": record["question"],
+                "golden_answers": answers,
+                "metadata": {"type": record["type"], "supporting_titles": titles, "dataset": dataset},
+            }
+        )
     return converted
 
 
-def write(out_dir: str | os.PathLike, seed: int, num_distractors: int = 8, *,
-          questions_path: str | os.PathLike | None = None,
-          summaries_path: str | os.PathLike | None = None) -> dict[str, int]:
+def write(
+    out_dir: str | os.PathLike,
+    seed: int,
+    num_distractors: int = 8,
+    *,
+    questions_path: str | os.PathLike | None = None,
+    summaries_path: str | os.PathLike | None = None,
+) -> dict[str, int]:
     """Write hotpot_{train,dev}.json and flashrag_{train,dev}.jsonl (FlashRAG dataset name 'offline'),
     each atomically; returns the number of questions per split."""
     out_dir = Path(out_dir)
@@ -360,6 +509,11 @@ def write(out_dir: str | os.PathLike, seed: int, num_distractors: int = 8, *,
         with atomic_path(out_dir / f"hotpot_{split}.json") as tmp:
             tmp.write_text(json.dumps(records, ensure_ascii=False) + "\n", encoding="utf-8")
         with atomic_path(out_dir / f"flashrag_{split}.jsonl") as tmp:
-            tmp.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n"
-                                   for line in flashrag_records(records, "offline", aliases)), encoding="utf-8")
+            tmp.write_text(
+                "".join(
+                    json.dumps(line, ensure_ascii=False) + "\n"
+                    for line in flashrag_records(records, "offline", aliases)
+                ),
+                encoding="utf-8",
+            )
     return {split: len(records) for split, records in splits.items()}

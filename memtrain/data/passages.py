@@ -15,13 +15,15 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-PASSAGE_SCHEMA = pa.schema([
-    ("passage_id", pa.string()),
-    ("article_ids", pa.list_(pa.string())),
-    ("title", pa.string()),
-    ("text", pa.string()),
-    ("num_words", pa.int32()),
-])
+PASSAGE_SCHEMA = pa.schema(
+    [
+        ("passage_id", pa.string()),
+        ("article_ids", pa.list_(pa.string())),
+        ("title", pa.string()),
+        ("text", pa.string()),
+        ("num_words", pa.int32()),
+    ]
+)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
@@ -41,7 +43,7 @@ def _units(text: str, max_words: int) -> Iterator[str]:
         for sentence in _SENTENCE_END.split(paragraph):
             words = sentence.split()
             for start in range(0, len(words), max_words):
-                yield " ".join(words[start:start + max_words])
+                yield " ".join(words[start : start + max_words])
 
 
 def split_article(text: str, min_words: int, max_words: int) -> list[str]:

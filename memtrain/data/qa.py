@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from memtrain.errors import InputError
 from memtrain.io import read_json, read_jsonl, write_parquet
-from memtrain.retriever.client import split_contents
+from memtrain.retriever.protocol import split_contents
 
 PathLike = str | os.PathLike
 
@@ -60,6 +60,7 @@ class HotpotQuestion:
 @dataclass(frozen=True)
 class QAItem:
     """One search-QA question (FlashRAG, verl or plain list); `answers` are its golden answers (any one counts)."""
+
     id: str
     question: str
     answers: tuple[str, ...]
@@ -69,6 +70,7 @@ class QAItem:
 @dataclass(frozen=True)
 class LongContextItem:
     """A question over numbered documents; gold_titles is empty where the source does not say (MemAgent files)."""
+
     id: str
     question: str
     answers: tuple[str, ...]
@@ -138,8 +140,11 @@ class _Record:
         which composing again would garble: it is refused rather than flattened.
         """
         if isinstance(value, (list, tuple)) and any(isinstance(item, (list, tuple)) for item in value):
-            self.fail("a list of answer lists, as in MEM1's already composed multi-objective files; "
-                      "give the single-question file", field)
+            self.fail(
+                "a list of answer lists, as in MEM1's already composed multi-objective files; "
+                "give the single-question file",
+                field,
+            )
         return self.string_list([value] if isinstance(value, str) else value, field)
 
     def optional_text(self, value: Any, field: str) -> str | None:
@@ -168,14 +173,18 @@ def _jsonl_records(path: PathLike) -> Iterator[_Record]:
     first = True
     for line_number, value in read_jsonl(path):
         if first and isinstance(value, list):
-            raise InputError("holds a JSON list, expected JSON lines (one JSON object per line)", file=path,
-                             record=f"line {line_number}")
+            raise InputError(
+                "holds a JSON list, expected JSON lines (one JSON object per line)",
+                file=path,
+                record=f"line {line_number}",
+            )
         first = False
         yield _Record(value, path, f"line {line_number}")
 
 
-def _parquet_rows(path: PathLike, columns: Sequence[str],
-                  optional: Sequence[str] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
+def _parquet_rows(
+    path: PathLike, columns: Sequence[str], optional: Sequence[str] = ()
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """(row number, row) of the named columns, streamed in batches; other columns are never read.
 
     `optional` columns are read where the file has them; a row of a file without one has no such key.
@@ -189,8 +198,9 @@ def _parquet_rows(path: PathLike, columns: Sequence[str],
     if missing:
         raise InputError(f"missing column(s) {', '.join(missing)}", file=path)
     row = 0
-    for batch in parquet.iter_batches(batch_size=1024,
-                                      columns=[*columns, *(name for name in optional if name in names)]):
+    for batch in parquet.iter_batches(
+        batch_size=1024, columns=[*columns, *(name for name in optional if name in names)]
+    ):
         for record in batch.to_pylist():
             yield row, record
             row += 1
@@ -206,8 +216,13 @@ def _pairs(record: _Record, field: str, first: type, second: type) -> list[tuple
     if not isinstance(value, (list, tuple)) or not value:
         record.fail("missing, empty or not a list", field)
     for pair in value:
-        if (not isinstance(pair, (list, tuple)) or len(pair) != 2 or not isinstance(pair[0], first)
-                or isinstance(pair[1], bool) or not isinstance(pair[1], second)):
+        if (
+            not isinstance(pair, (list, tuple))
+            or len(pair) != 2
+            or not isinstance(pair[0], first)
+            or isinstance(pair[1], bool)
+            or not isinstance(pair[1], second)
+        ):
             record.fail(f"every entry must be a [{first.__name__}, {second.__name__}] pair, got {pair!r}", field)
     return [tuple(pair) for pair in value]
 
@@ -220,8 +235,10 @@ def _hotpot_question(record: _Record, id_field: str) -> HotpotQuestion:
     """
     question_id = record.name(id_field)
     if not isinstance(record.value.get("answer"), str) or not record.value["answer"].strip():
-        record.fail("no answer: HotpotQA test-set records are unlabelled and cannot be scored; "
-                    "use the train or dev files", "answer")
+        record.fail(
+            "no answer: HotpotQA test-set records are unlabelled and cannot be scored; use the train or dev files",
+            "answer",
+        )
     for field in ("type", "level"):
         if not isinstance(record.value.get(field), str):
             record.fail("missing or not a string", field)
@@ -231,9 +248,15 @@ def _hotpot_question(record: _Record, id_field: str) -> HotpotQuestion:
         if not all(isinstance(sentence, str) for sentence in sentences):
             record.fail(f"paragraph {title!r} has a non-string sentence", "context")
         context.append(Paragraph(title, tuple(sentences)))
-    return HotpotQuestion(id=question_id, question=record.text("question"), answer=record.value["answer"],
-                          type=record.value["type"], level=record.value["level"],
-                          supporting_facts=tuple(supporting), context=tuple(context))
+    return HotpotQuestion(
+        id=question_id,
+        question=record.text("question"),
+        answer=record.value["answer"],
+        type=record.value["type"],
+        level=record.value["level"],
+        supporting_facts=tuple(supporting),
+        context=tuple(context),
+    )
 
 
 def _hotpot_json(path: PathLike) -> Iterator[HotpotQuestion]:
@@ -247,8 +270,11 @@ def _hotpot_parquet(path: PathLike) -> Iterator[HotpotQuestion]:
         record = _Record(row, path, f"row {row_number}")
         for field, keys in (("supporting_facts", ("title", "sent_id")), ("context", ("title", "sentences"))):
             value = row[field]
-            if (not isinstance(value, Mapping) or not all(isinstance(value.get(key), list) for key in keys)
-                    or len(value[keys[0]]) != len(value[keys[1]])):
+            if (
+                not isinstance(value, Mapping)
+                or not all(isinstance(value.get(key), list) for key in keys)
+                or len(value[keys[0]]) != len(value[keys[1]])
+            ):
                 record.fail(f"expected a struct of equally long lists {keys}", field)
             row[field] = list(zip(value[keys[0]], value[keys[1]]))
         yield _hotpot_question(record, "id")
@@ -289,11 +315,21 @@ def read_memagent_eval(path: PathLike) -> list[LongContextItem]:
         index = record.integer("index")
         record.where = f"{record.where} (id {index})"
         if isinstance(record.value.get("context"), list):
-            record.fail("context is a list of document numbers (MemAgent's index-only format for "
-                        "more than 10,000 documents); build the items with qa_builders.ruler_hotpotqa", "context")
-        items.append(LongContextItem(id=str(index), question=record.text("input"), answers=record.strings("answers"),
-                                     context=record.text("context"), num_docs=record.integer("num_docs"),
-                                     gold_titles=()))
+            record.fail(
+                "context is a list of document numbers (MemAgent's index-only format for "
+                "more than 10,000 documents); build the items with qa_builders.ruler_hotpotqa",
+                "context",
+            )
+        items.append(
+            LongContextItem(
+                id=str(index),
+                question=record.text("input"),
+                answers=record.strings("answers"),
+                context=record.text("context"),
+                num_docs=record.integer("num_docs"),
+                gold_titles=(),
+            )
+        )
     return items
 
 
@@ -319,8 +355,13 @@ def read_memagent_train(path: PathLike) -> list[LongContextItem]:
             record.fail("missing or not an integer", "extra_info.index")
         record.where = f"{record.where} (id {index})"
         prompt = row["prompt"]
-        if (not isinstance(prompt, list) or not prompt or not isinstance(prompt[0], Mapping)
-                or not isinstance(prompt[0].get("content"), str) or not prompt[0]["content"].strip()):
+        if (
+            not isinstance(prompt, list)
+            or not prompt
+            or not isinstance(prompt[0], Mapping)
+            or not isinstance(prompt[0].get("content"), str)
+            or not prompt[0]["content"].strip()
+        ):
             record.fail("expected a chat list whose first message has a non-empty content", "prompt")
         reward = row["reward_model"]
         if not isinstance(reward, Mapping):
@@ -332,17 +373,33 @@ def read_memagent_train(path: PathLike) -> list[LongContextItem]:
             num_docs = len(DOCUMENT_HEADER.findall(context))
         elif isinstance(num_docs, bool) or not isinstance(num_docs, int):
             record.fail("not an integer", "extra_info.num_docs")
-        items.append(LongContextItem(id=str(index), question=prompt[0]["content"], answers=answers,
-                                     context=context, num_docs=num_docs, gold_titles=()))
+        items.append(
+            LongContextItem(
+                id=str(index),
+                question=prompt[0]["content"],
+                answers=answers,
+                context=context,
+                num_docs=num_docs,
+                gold_titles=(),
+            )
+        )
     return items
 
 
 # --- FlashRAG questions and corpora -----------------------------------------------------------
 
+
 def read_flashrag(path: PathLike, dataset: str) -> list[QAItem]:
     """A FlashRAG split jsonl ({id, question, golden_answers, metadata?}), tagged with its dataset name."""
-    return [QAItem(id=record.name("id"), question=record.text("question"), answers=record.strings("golden_answers"),
-                   dataset=dataset) for record in _jsonl_records(path)]
+    return [
+        QAItem(
+            id=record.name("id"),
+            question=record.text("question"),
+            answers=record.strings("golden_answers"),
+            dataset=dataset,
+        )
+        for record in _jsonl_records(path)
+    ]
 
 
 def read_corpus(path: PathLike) -> Iterator[CorpusPassage]:
@@ -407,16 +464,22 @@ def _verl_item(record: _Record, position: int, dataset: str) -> QAItem:
     truth, field = reward.get("ground_truth"), "reward_model.ground_truth"
     if isinstance(truth, Mapping):
         truth, field = truth.get("target"), f"{field}.target"
-    return QAItem(id=f"{source}-{index}", question=_verl_question(record, extra), answers=record.answers(truth, field),
-                  dataset=dataset)
+    return QAItem(
+        id=f"{source}-{index}",
+        question=_verl_question(record, extra),
+        answers=record.answers(truth, field),
+        dataset=dataset,
+    )
 
 
 def read_verl(path: PathLike, dataset: str) -> list[QAItem]:
     """A verl-format question file, parquet as Search-R1 and MEM1 publish it or jsonl, tagged with `dataset`
     (the name the config gives it, as for FlashRAG files; each record's data_source goes into its id)."""
     if str(path).endswith(".parquet"):
-        records = (_Record(row, path, f"row {number}")
-                   for number, row in _parquet_rows(path, VERL_COLUMNS, VERL_OPTIONAL_COLUMNS))
+        records = (
+            _Record(row, path, f"row {number}")
+            for number, row in _parquet_rows(path, VERL_COLUMNS, VERL_OPTIONAL_COLUMNS)
+        )
     else:
         records = _jsonl_records(path)
     return [_verl_item(record, position, dataset) for position, record in enumerate(records)]
@@ -430,8 +493,14 @@ def read_qa_list(path: PathLike, dataset: str) -> list[QAItem]:
     items = []
     for index, value in enumerate(_json_list(path)):
         record = _Record(value, path, f"index {index}")
-        items.append(QAItem(id=str(index), question=record.text("question"),
-                            answers=record.answers(record.value.get("answer"), "answer"), dataset=dataset))
+        items.append(
+            QAItem(
+                id=str(index),
+                question=record.text("question"),
+                answers=record.answers(record.value.get("answer"), "answer"),
+                dataset=dataset,
+            )
+        )
     return items
 
 
@@ -462,20 +531,24 @@ def read_qa_file(path: PathLike, dataset: str) -> list[QAItem]:
 
 # --- Our stage-boundary tables ----------------------------------------------------------------
 
-LONG_CONTEXT_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("question", pa.string()),
-    ("answers", pa.list_(pa.string())),
-    ("context", pa.string()),
-    ("num_docs", pa.int32()),
-    ("gold_titles", pa.list_(pa.string())),
-])
-QA_ITEM_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("question", pa.string()),
-    ("answers", pa.list_(pa.string())),
-    ("dataset", pa.string()),
-])
+LONG_CONTEXT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("question", pa.string()),
+        ("answers", pa.list_(pa.string())),
+        ("context", pa.string()),
+        ("num_docs", pa.int32()),
+        ("gold_titles", pa.list_(pa.string())),
+    ]
+)
+QA_ITEM_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("question", pa.string()),
+        ("answers", pa.list_(pa.string())),
+        ("dataset", pa.string()),
+    ]
+)
 
 
 def write_records(rows: Iterable[Any], schema: pa.Schema, path: PathLike) -> None:
@@ -504,9 +577,17 @@ def write_long_context(items: Iterable[LongContextItem], path: PathLike) -> None
 
 
 def read_long_context(path: PathLike) -> list[LongContextItem]:
-    return [LongContextItem(id=row["id"], question=row["question"], answers=tuple(row["answers"]),
-                            context=row["context"], num_docs=row["num_docs"], gold_titles=tuple(row["gold_titles"]))
-            for row in read_records(path, LONG_CONTEXT_SCHEMA)]
+    return [
+        LongContextItem(
+            id=row["id"],
+            question=row["question"],
+            answers=tuple(row["answers"]),
+            context=row["context"],
+            num_docs=row["num_docs"],
+            gold_titles=tuple(row["gold_titles"]),
+        )
+        for row in read_records(path, LONG_CONTEXT_SCHEMA)
+    ]
 
 
 def write_qa_items(items: Iterable[QAItem], path: PathLike) -> None:
@@ -514,5 +595,7 @@ def write_qa_items(items: Iterable[QAItem], path: PathLike) -> None:
 
 
 def read_qa_items(path: PathLike) -> list[QAItem]:
-    return [QAItem(id=row["id"], question=row["question"], answers=tuple(row["answers"]), dataset=row["dataset"])
-            for row in read_records(path, QA_ITEM_SCHEMA)]
+    return [
+        QAItem(id=row["id"], question=row["question"], answers=tuple(row["answers"]), dataset=row["dataset"])
+        for row in read_records(path, QA_ITEM_SCHEMA)
+    ]

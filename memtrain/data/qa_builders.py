@@ -17,21 +17,23 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from memtrain.data.qa import (HotpotQuestion, LongContextItem, Paragraph, PathLike, QAItem, read_records,
-                              write_records)
+from memtrain.data.qa import HotpotQuestion, LongContextItem, Paragraph, PathLike, QAItem, read_records, write_records
 from memtrain.errors import InputError
 
-MULTI_OBJECTIVE_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("question", pa.string()),
-    ("targets", pa.list_(pa.list_(pa.string()))),
-    ("dataset", pa.string()),
-])
+MULTI_OBJECTIVE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("question", pa.string()),
+        ("targets", pa.list_(pa.list_(pa.string()))),
+        ("dataset", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True)
 class MultiObjectiveQuestion:
     """k questions asked at once (MEM1's multi-objective task); targets[i] are the answers to the i-th."""
+
     id: str
     question: str
     targets: tuple[tuple[str, ...], ...]
@@ -58,8 +60,12 @@ def gold_paragraphs(question: HotpotQuestion) -> list[Paragraph]:
     gold = set(question.gold_titles)
     missing = gold - {p.title for p in question.context}
     if missing:
-        raise InputError(f"supporting title(s) {sorted(missing)} are not among the context paragraphs "
-                         "(use the distractor-setting files)", record=question.id, field="supporting_facts")
+        raise InputError(
+            f"supporting title(s) {sorted(missing)} are not among the context paragraphs "
+            "(use the distractor-setting files)",
+            record=question.id,
+            field="supporting_facts",
+        )
     return [p for p in question.context if p.title in gold]
 
 
@@ -83,22 +89,29 @@ class ParagraphPool:
         excluded = sum(self.title_counts[title] for title in exclude_titles)
         available = len(self.paragraphs) - excluded
         if count > available:
-            raise InputError(f"needs {count} random paragraphs but the pool has only {available} outside this "
-                             "question's own titles; lower num_docs or pass a larger pool",
-                             record=question_id, field="num_docs")
+            raise InputError(
+                f"needs {count} random paragraphs but the pool has only {available} outside this "
+                "question's own titles; lower num_docs or pass a larger pool",
+                record=question_id,
+                field="num_docs",
+            )
         drawn = (self.paragraphs[i] for i in rng.sample(range(len(self.paragraphs)), count + excluded))
         return [p for p in drawn if p.title not in exclude_titles][:count]
 
 
-def _long_context(question: HotpotQuestion, num_docs: int, seed: int, pool: ParagraphPool,
-                  own_distractors_first: bool) -> LongContextItem:
+def _long_context(
+    question: HotpotQuestion, num_docs: int, seed: int, pool: ParagraphPool, own_distractors_first: bool
+) -> LongContextItem:
     """The question's gold paragraphs, then (optionally) its own HotpotQA distractors, then random
     pool paragraphs excluding every title already used, up to num_docs, shuffled."""
     rng = derived_rng(seed, num_docs, question.id)
     chosen = gold_paragraphs(question)
     if num_docs < len(chosen):
-        raise InputError(f"num_docs {num_docs} is smaller than the question's {len(chosen)} gold paragraphs",
-                         record=question.id, field="num_docs")
+        raise InputError(
+            f"num_docs {num_docs} is smaller than the question's {len(chosen)} gold paragraphs",
+            record=question.id,
+            field="num_docs",
+        )
     used_titles = set(question.gold_titles)
     if own_distractors_first:
         own = [p for p in question.context if p.title not in used_titles]
@@ -106,20 +119,36 @@ def _long_context(question: HotpotQuestion, num_docs: int, seed: int, pool: Para
         used_titles |= {p.title for p in question.context}
     chosen += pool.sample(rng, num_docs - len(chosen), used_titles, question.id)
     rng.shuffle(chosen)
-    return LongContextItem(id=question.id, question=question.question, answers=(question.answer,),
-                           context=format_documents(chosen), num_docs=num_docs, gold_titles=question.gold_titles)
+    return LongContextItem(
+        id=question.id,
+        question=question.question,
+        answers=(question.answer,),
+        context=format_documents(chosen),
+        num_docs=num_docs,
+        gold_titles=question.gold_titles,
+    )
 
 
-def _build(questions: Sequence[HotpotQuestion], num_docs: int, seed: int, pool: Sequence[Paragraph] | None,
-           own_distractors_first: bool) -> list[LongContextItem]:
+def _build(
+    questions: Sequence[HotpotQuestion],
+    num_docs: int,
+    seed: int,
+    pool: Sequence[Paragraph] | None,
+    own_distractors_first: bool,
+) -> list[LongContextItem]:
     if num_docs < 1:
         raise InputError(f"num_docs must be at least 1, got {num_docs}", field="num_docs")
     paragraphs = ParagraphPool(pool if pool is not None else (p for q in questions for p in q.context))
     return [_long_context(question, num_docs, seed, paragraphs, own_distractors_first) for question in questions]
 
 
-def ruler_hotpotqa(questions: Sequence[HotpotQuestion], num_docs: int, seed: int,
-                   pool: Sequence[Paragraph] | None = None, own_distractors: bool = True) -> list[LongContextItem]:
+def ruler_hotpotqa(
+    questions: Sequence[HotpotQuestion],
+    num_docs: int,
+    seed: int,
+    pool: Sequence[Paragraph] | None = None,
+    own_distractors: bool = True,
+) -> list[LongContextItem]:
     """RULER-HotpotQA eval items of num_docs documents: each question's gold paragraphs among random
     ones from `pool` (pass every paragraph of the split; default: those of `questions`).
 
@@ -131,8 +160,9 @@ def ruler_hotpotqa(questions: Sequence[HotpotQuestion], num_docs: int, seed: int
     return _build(questions, num_docs, seed, pool, own_distractors_first=own_distractors)
 
 
-def memagent_training(questions: Sequence[HotpotQuestion], num_docs: int, seed: int,
-                      pool: Sequence[Paragraph] | None = None) -> list[LongContextItem]:
+def memagent_training(
+    questions: Sequence[HotpotQuestion], num_docs: int, seed: int, pool: Sequence[Paragraph] | None = None
+) -> list[LongContextItem]:
     """MemAgent's construction (processing.py; 200 documents at paper scale): gold paragraphs, then the
     question's own HotpotQA distractors, then random pool paragraphs with none of the question's titles."""
     return _build(questions, num_docs, seed, pool, own_distractors_first=True)
@@ -161,13 +191,15 @@ def compose_multi_objective(items: Sequence[QAItem], k: int, seed: int | None) -
         if seed is not None:
             derived_rng(seed, k, dataset).shuffle(group)
         for start in range(0, len(group) - len(group) % k, k):
-            chunk = group[start:start + k]
-            composed.append(MultiObjectiveQuestion(
-                id="+".join(item.id for item in chunk),
-                question="; ".join(as_question(item.question) for item in chunk),
-                targets=tuple(item.answers for item in chunk),
-                dataset=dataset,
-            ))
+            chunk = group[start : start + k]
+            composed.append(
+                MultiObjectiveQuestion(
+                    id="+".join(item.id for item in chunk),
+                    question="; ".join(as_question(item.question) for item in chunk),
+                    targets=tuple(item.answers for item in chunk),
+                    dataset=dataset,
+                )
+            )
     return composed
 
 
@@ -176,6 +208,12 @@ def write_multi_objective(questions: Iterable[MultiObjectiveQuestion], path: Pat
 
 
 def read_multi_objective(path: PathLike) -> list[MultiObjectiveQuestion]:
-    return [MultiObjectiveQuestion(id=row["id"], question=row["question"],
-                                   targets=tuple(tuple(target) for target in row["targets"]), dataset=row["dataset"])
-            for row in read_records(path, MULTI_OBJECTIVE_SCHEMA)]
+    return [
+        MultiObjectiveQuestion(
+            id=row["id"],
+            question=row["question"],
+            targets=tuple(tuple(target) for target in row["targets"]),
+            dataset=row["dataset"],
+        )
+        for row in read_records(path, MULTI_OBJECTIVE_SCHEMA)
+    ]

@@ -24,12 +24,19 @@ def load_encoder(reference: str, *, allow_downloads: bool, device: str = "cpu"):
     try:
         return SentenceTransformer(path, device=device, local_files_only=not allow_downloads)
     except (OSError, ValueError) as error:
-        raise InputError(f"cannot load sentence-transformers model {path!r}: {error}", field="data.embed.model") from error
+        raise InputError(
+            f"cannot load sentence-transformers model {path!r}: {error}", field="data.embed.model"
+        ) from error
 
 
 def embed(encoder, texts: Sequence[str], prefix: str = "", batch_size: int = 64) -> np.ndarray:
-    vectors = encoder.encode([prefix + text for text in texts], batch_size=batch_size,
-                             normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    vectors = encoder.encode(
+        [prefix + text for text in texts],
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )
     return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), -1)
 
 
@@ -85,8 +92,11 @@ def join_index_parts(parts: Sequence[str | os.PathLike], path: str | os.PathLike
         except RuntimeError as error:
             raise InputError(f"the concatenated parts are not a FAISS index: {error}", file=parts[0]) from error
         if vectors != expected_vectors:
-            raise InputError(f"the index holds {vectors} vectors but the corpus has {expected_vectors} passages",
-                             file=parts[0], field="qa.index")
+            raise InputError(
+                f"the index holds {vectors} vectors but the corpus has {expected_vectors} passages",
+                file=parts[0],
+                field="qa.index",
+            )
 
 
 def load_index(path: str | os.PathLike, settings: Mapping[str, Any]):

@@ -69,8 +69,9 @@ def hf_shard_paths(source: Mapping[str, Any], allow_downloads: bool) -> Iterator
             yield local
         return
     if not allow_downloads:
-        raise InputError("the huggingface source needs data.source.path (local shards) or allow_downloads: true",
-                         field="data.source")
+        raise InputError(
+            "the huggingface source needs data.source.path (local shards) or allow_downloads: true", field="data.source"
+        )
     from huggingface_hub import hf_hub_download
 
     for name in names:
@@ -118,6 +119,7 @@ def articles(source: Mapping[str, Any], allow_downloads: bool) -> pa.Table:
         if source["max_articles"] and len(rows["id"]) >= source["max_articles"]:
             break
     if not rows["id"]:
-        raise InputError(f"the {kind} source gave no article with at least {source['min_chars']} characters",
-                         file=source["path"])
+        raise InputError(
+            f"the {kind} source gave no article with at least {source['min_chars']} characters", file=source["path"]
+        )
     return pa.table(rows, schema=ARTICLE_SCHEMA)

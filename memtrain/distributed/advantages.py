@@ -67,7 +67,10 @@ def row_advantages(keys: Sequence[str], extras: Sequence[Mapping], norm_by_std: 
         return []
     rewards = torch.tensor([[members[name][1]] for name in names], dtype=torch.float32)
     advantages, _ = core_algos.compute_grpo_outcome_advantage(
-        token_level_rewards=rewards, response_mask=torch.ones_like(rewards),
-        index=np.array([members[name][0] for name in names], dtype=object), norm_adv_by_std_in_grpo=norm_by_std)
+        token_level_rewards=rewards,
+        response_mask=torch.ones_like(rewards),
+        index=np.array([members[name][0] for name in names], dtype=object),
+        norm_adv_by_std_in_grpo=norm_by_std,
+    )
     by_member = dict(zip(names, advantages[:, 0].tolist(), strict=True))
     return [by_member[member] for member in row_members]

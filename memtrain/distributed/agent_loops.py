@@ -57,22 +57,29 @@ class ServerEngine:
         self.weight_versions: list[int] = []
 
     def _params(self, sampling: Sampling) -> dict[str, Any]:
-        return {**self.base, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "max_tokens": sampling.max_new_tokens, "stop_token_ids": list(sampling.stop_token_ids),
-                "logprobs": True}
+        return {
+            **self.base,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_new_tokens,
+            "stop_token_ids": list(sampling.stop_token_ids),
+            "logprobs": True,
+        }
 
     async def _generate(self, prompt: Sequence[int], sampling: Sampling) -> Generation:
-        output = await self.server.generate(request_id=uuid4().hex, prompt_ids=list(prompt),
-                                            sampling_params=self._params(sampling))
-        ids = tuple(output.token_ids[:sampling.max_new_tokens])
+        output = await self.server.generate(
+            request_id=uuid4().hex, prompt_ids=list(prompt), sampling_params=self._params(sampling)
+        )
+        ids = tuple(output.token_ids[: sampling.max_new_tokens])
         if output.log_probs is None or len(output.log_probs) < len(ids):
             raise RuntimeError("the rollout server returned no log-probs for its tokens: it must honour logprobs=True")
         for key in ("min_global_steps", "max_global_steps"):
             if output.extra_fields.get(key) is None:
                 raise RuntimeError(f"the rollout server reported no weight version ({key}): veRL's metrics need it")
             self.weight_versions.append(int(output.extra_fields[key]))
-        return Generation(ids, tuple(output.log_probs[:len(ids)]),
-                          stopped=bool(ids) and ids[-1] in sampling.stop_token_ids)
+        return Generation(
+            ids, tuple(output.log_probs[: len(ids)]), stopped=bool(ids) and ids[-1] in sampling.stop_token_ids
+        )
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling) -> list[Generation]:
         """One Generation per prompt, in order; all prompts are in flight at once."""
@@ -114,24 +121,47 @@ def outputs(rollout: Rollout, session: int, seconds: float, weight_versions: Seq
     session_groups = [g for g in rollout.groups if g.kind in SESSION_GROUPS]
     trajectories = [g for g in rollout.groups if g.kind not in SESSION_GROUPS]
     if len(trajectories) != 1 or len(trajectories[0].members) != 1:
-        raise ValueError(f"a session rolls out one trajectory; got groups {[(g.kind, len(g.members)) for g in trajectories]}")
+        raise ValueError(
+            f"a session rolls out one trajectory; got groups {[(g.kind, len(g.members)) for g in trajectories]}"
+        )
     trajectory = trajectories[0]
     rows = []
     for number, group in enumerate(session_groups):
         for m, member in enumerate(group.members):
-            rows += [(member.reward, sample, {advantages.SCOPE: advantages.SESSION,
-                                              advantages.GROUP: f"{group.kind}{number}", advantages.MEMBER: m})
-                     for sample in member.samples]
+            rows += [
+                (
+                    member.reward,
+                    sample,
+                    {
+                        advantages.SCOPE: advantages.SESSION,
+                        advantages.GROUP: f"{group.kind}{number}",
+                        advantages.MEMBER: m,
+                    },
+                )
+                for sample in member.samples
+            ]
     reward = trajectory.members[0].reward
-    rows += [(reward, sample, {advantages.SCOPE: advantages.PROMPT, advantages.GROUP: trajectory.kind,
-                               advantages.MEMBER: 0}) for sample in trajectory.members[0].samples]
-    result = [AgentLoopOutput(prompt_ids=list(sample.prompt_ids), response_ids=list(sample.response_ids),
-                              response_mask=[1] * len(sample.response_ids), reward_score=row_reward,
-                              num_turns=2, metrics=AgentLoopMetrics(generate_sequences=seconds),
-                              extra_fields={**extra, advantages.REWARD: row_reward,
-                                            "min_global_steps": min(weight_versions),
-                                            "max_global_steps": max(weight_versions)})
-              for row_reward, sample, extra in rows]
+    rows += [
+        (reward, sample, {advantages.SCOPE: advantages.PROMPT, advantages.GROUP: trajectory.kind, advantages.MEMBER: 0})
+        for sample in trajectory.members[0].samples
+    ]
+    result = [
+        AgentLoopOutput(
+            prompt_ids=list(sample.prompt_ids),
+            response_ids=list(sample.response_ids),
+            response_mask=[1] * len(sample.response_ids),
+            reward_score=row_reward,
+            num_turns=2,
+            metrics=AgentLoopMetrics(generate_sequences=seconds),
+            extra_fields={
+                **extra,
+                advantages.REWARD: row_reward,
+                "min_global_steps": min(weight_versions),
+                "max_global_steps": max(weight_versions),
+            },
+        )
+        for row_reward, sample, extra in rows
+    ]
     result[-1].extra_fields["reward_extra_info"] = {FILTER_METRIC: dapo_signal(reward, session_groups, session)}
     return result
 
@@ -173,5 +203,7 @@ def loop_registry(settings_path: str | Path) -> list[dict[str, str]]:
     of this module in a worker, replace these entries with ones that lack settings_path.
     """
     target = f"{TaskAgentLoop.__module__}.{TaskAgentLoop.__qualname__}"
-    return [{"name": kind.agent_loop, "_target_": target, "settings_path": str(settings_path)}
-            for kind in kinds.KINDS.values()]
+    return [
+        {"name": kind.agent_loop, "_target_": target, "settings_path": str(settings_path)}
+        for kind in kinds.KINDS.values()
+    ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed
@@ -32,7 +32,7 @@ def device_count() -> int:
 class _DeviceModule(ModuleType):
     """What veRL calls through get_torch_device(): torch.cpu, and the torch.cuda calls it lacks as CPU answers."""
 
-    _ANSWERS: dict[str, Any] = {
+    _ANSWERS: ClassVar[dict[str, Any]] = {
         "is_available": lambda: True,
         "device_count": device_count,
         "current_device": lambda: "cpu",

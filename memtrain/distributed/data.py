@@ -21,10 +21,15 @@ from memtrain.rl import kinds
 def rows(kind: str, items: Sequence[Any]) -> list[dict[str, Any]]:
     """veRL rows: chat prompt, the kind's agent loop, and the item under extra_info (its index is veRL's sample index)."""
     spec = kinds.get(kind)
-    return [{"data_source": f"memtrain/{kind}", "agent_name": spec.agent_loop,
-             "prompt": [{"role": "user", "content": spec.question(item)}],
-             "extra_info": {"index": index, "item": spec.encode(item)}}
-            for index, item in enumerate(items)]
+    return [
+        {
+            "data_source": f"memtrain/{kind}",
+            "agent_name": spec.agent_loop,
+            "prompt": [{"role": "user", "content": spec.question(item)}],
+            "extra_info": {"index": index, "item": spec.encode(item)},
+        }
+        for index, item in enumerate(items)
+    ]
 
 
 def write(kind: str, items: Sequence[Any], path: str | os.PathLike) -> int:
@@ -32,4 +37,3 @@ def write(kind: str, items: Sequence[Any], path: str | os.PathLike) -> int:
     table = pa.Table.from_pylist(rows(kind, items))
     write_parquet(table, path)
     return table.num_rows
-

@@ -27,13 +27,22 @@ class _DtypeKeepingMerger(FSDPModelMerger):
         super().__init__(config)
         self.dtype = dtype
 
-    def _load_and_merge_state_dicts(self, world_size: int, total_shards: int, mesh_shape: tuple[int, ...],
-                                    mesh_dim_names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    def _load_and_merge_state_dicts(
+        self, world_size: int, total_shards: int, mesh_shape: tuple[int, ...], mesh_dim_names: tuple[str, ...]
+    ) -> dict[str, torch.Tensor]:
         if len(mesh_shape) != 1:
-            raise NotImplementedError(f"FSDP checkpoints with tensor parallelism (mesh {mesh_dim_names}) are not "
-                                      "supported, as in veRL's merger")
-        shards = [torch.load(Path(self.config.local_dir) / f"model_world_size_{world_size}_rank_{rank}.pt",
-                             map_location="cpu", weights_only=False) for rank in range(total_shards)]
+            raise NotImplementedError(
+                f"FSDP checkpoints with tensor parallelism (mesh {mesh_dim_names}) are not "
+                "supported, as in veRL's merger"
+            )
+        shards = [
+            torch.load(
+                Path(self.config.local_dir) / f"model_world_size_{world_size}_rank_{rank}.pt",
+                map_location="cpu",
+                weights_only=False,
+            )
+            for rank in range(total_shards)
+        ]
         merged = {}
         for key, first in shards[0].items():
             pieces = [shard[key] for shard in shards]
@@ -64,14 +73,19 @@ class _DtypeKeepingMerger(FSDPModelMerger):
         AutoTokenizer.from_pretrained(self.hf_model_config_path).save_pretrained(self.config.target_dir)
 
 
-def export_policy(actor: str | os.PathLike, output: str | os.PathLike, summary: Mapping[str, Any],
-                  dtype: str) -> None:
+def export_policy(actor: str | os.PathLike, output: str | os.PathLike, summary: Mapping[str, Any], dtype: str) -> None:
     """The actor checkpoint as a policy folder: merged Hugging Face weights in `dtype`, tokenizer, training.json."""
     actor = Path(actor)
     with atomic_dir(output) as tmp:
-        merger = _DtypeKeepingMerger(ModelMergerConfig(operation="merge", backend="fsdp", local_dir=str(actor),
-                                                       target_dir=str(tmp),
-                                                       hf_model_config_path=str(actor / "huggingface")),
-                                     getattr(torch, dtype))
+        merger = _DtypeKeepingMerger(
+            ModelMergerConfig(
+                operation="merge",
+                backend="fsdp",
+                local_dir=str(actor),
+                target_dir=str(tmp),
+                hf_model_config_path=str(actor / "huggingface"),
+            ),
+            getattr(torch, dtype),
+        )
         merger.merge_and_save()
         write_json(dict(summary), Path(tmp) / "training.json")

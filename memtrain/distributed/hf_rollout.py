@@ -56,20 +56,28 @@ class HFRolloutServer:
             raise ValueError(f"the hf rollout samples with temperature and top_p only; got top_k={params['top_k']}")
         room = self.max_model_len - prompt_length
         if room < 1:
-            raise ValueError(f"a prompt of {prompt_length} tokens leaves no room under max_model_len {self.max_model_len}")
+            raise ValueError(
+                f"a prompt of {prompt_length} tokens leaves no room under max_model_len {self.max_model_len}"
+            )
         wanted = params.get("max_tokens") or params.get("max_new_tokens") or room
         stop = tuple(dict.fromkeys([*(params.get("stop_token_ids") or []), self.eos]))
-        return Sampling(min(int(wanted), room), float(params.get("temperature", 1.0)), float(params.get("top_p", 1.0)),
-                        stop)
+        return Sampling(
+            min(int(wanted), room), float(params.get("temperature", 1.0)), float(params.get("top_p", 1.0)), stop
+        )
 
-    async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str,
-                       **kwargs) -> TokenOutput:
+    async def generate(
+        self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str, **kwargs
+    ) -> TokenOutput:
         sampling = self._sampling(dict(sampling_params), len(prompt_ids))
         async with self.lock:
             (generation,) = await asyncio.to_thread(self.engine.generate, [list(prompt_ids)], sampling)
             steps = self.global_steps
-        return TokenOutput(token_ids=list(generation.token_ids), log_probs=list(generation.logprobs),
-                           stop_reason="completed", extra_fields={"global_steps": steps})
+        return TokenOutput(
+            token_ids=list(generation.token_ids),
+            log_probs=list(generation.logprobs),
+            stop_reason="completed",
+            extra_fields={"global_steps": steps},
+        )
 
     async def load_weights(self, named: dict[str, torch.Tensor], global_steps: int | None) -> int:
         """Take the trained weights; every name must be one of the model's (a mismatch would sample stale weights)."""
@@ -94,7 +102,9 @@ class HFReplica(RolloutReplica):
     """veRL's replica interface: launches the server actor beside the hybrid workers."""
 
     def get_ray_class_with_init_args(self):
-        raise NotImplementedError("the hf rollout runs in hybrid mode only (rollout.mode async, colocated with the actor)")
+        raise NotImplementedError(
+            "the hf rollout runs in hybrid mode only (rollout.mode async, colocated with the actor)"
+        )
 
     def rollout_worker_use_gpu(self) -> bool:
         return False
@@ -102,8 +112,10 @@ class HFReplica(RolloutReplica):
     async def launch_servers(self) -> None:
         path = self.model_config.path if hasattr(self.model_config, "path") else self.model_config["path"]
         server = HFRolloutServer.options(name=server_name(self.replica_rank)).remote(
-            path, self.config.max_model_len or self.config.prompt_length + self.config.response_length,
-            self.config.seed + self.replica_rank)
+            path,
+            self.config.max_model_len or self.config.prompt_length + self.config.response_length,
+            self.config.seed + self.replica_rank,
+        )
         self._server_address = await server.get_server_address.remote()
         self.servers, self._server_handle = [server], server
 
@@ -113,8 +125,11 @@ class HFServerAdapter(BaseRollout):
 
     def __init__(self, config, model_config, device_mesh, *args, **kwargs) -> None:
         super().__init__(config, model_config, device_mesh)
-        world = (self.config.tensor_model_parallel_size * self.config.data_parallel_size
-                 * self.config.pipeline_model_parallel_size)
+        world = (
+            self.config.tensor_model_parallel_size
+            * self.config.data_parallel_size
+            * self.config.pipeline_model_parallel_size
+        )
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         self.replica_rank, self.leader = rank // world, rank % world == 0
 
@@ -124,8 +139,9 @@ class HFServerAdapter(BaseRollout):
     async def release(self) -> None:
         return None
 
-    async def update_weights(self, weights: Iterable[tuple[str, torch.Tensor]], wire_format: str = "named_tensors",
-                             **kwargs) -> None:
+    async def update_weights(
+        self, weights: Iterable[tuple[str, torch.Tensor]], wire_format: str = "named_tensors", **kwargs
+    ) -> None:
         if wire_format != "named_tensors":
             raise ValueError(f"the hf rollout takes full named tensors, not {wire_format!r}")
         named = {}

@@ -24,8 +24,10 @@ def item_minibatches(keys: Sequence[str], mini_batch_size: int) -> list[list[int
     for index, key in enumerate(keys):
         rows_of.setdefault(key.split("_", 1)[0], []).append(index)
     items = list(rows_of.values())
-    return [[row for item in items[start:start + mini_batch_size] for row in item]
-            for start in range(0, len(items), mini_batch_size)]
+    return [
+        [row for item in items[start : start + mini_batch_size] for row in item]
+        for start in range(0, len(items), mini_batch_size)
+    ]
 
 
 def trained_rows(keys: Sequence[str], extras: Sequence[Mapping], filter_groups: bool) -> list[bool]:

@@ -78,18 +78,40 @@ def layout(job_id: str, nodes: Sequence[str], this_host: str, head_ip: str, port
 
 
 def head_command(plan: Layout, num_cpus: int | None = None) -> list[str]:
-    command = [RAY, "start", "--head", "--block", "--disable-usage-stats", f"--node-ip-address={plan.head_ip}",
-               f"--port={plan.port}", f"--num-gpus={plan.gpus_per_node}", "--include-dashboard=false"]
+    command = [
+        RAY,
+        "start",
+        "--head",
+        "--block",
+        "--disable-usage-stats",
+        f"--node-ip-address={plan.head_ip}",
+        f"--port={plan.port}",
+        f"--num-gpus={plan.gpus_per_node}",
+        "--include-dashboard=false",
+    ]
     return command + ([f"--num-cpus={num_cpus}"] if num_cpus is not None else [])
 
 
 def workers_command(plan: Layout) -> list[str]:
     """One srun step over the other nodes, one task each, that joins them to the head and stays up."""
     count = str(len(plan.workers))
-    return ["srun", f"--jobid={plan.job_id}", "--overlap", f"--nodes={count}", f"--ntasks={count}",
-            "--ntasks-per-node=1", f"--nodelist={','.join(plan.workers)}", f"--gpus-per-node={plan.gpus_per_node}",
-            "--kill-on-bad-exit=1", RAY, "start", "--block", "--disable-usage-stats", f"--address={plan.address}",
-            f"--num-gpus={plan.gpus_per_node}"]
+    return [
+        "srun",
+        f"--jobid={plan.job_id}",
+        "--overlap",
+        f"--nodes={count}",
+        f"--ntasks={count}",
+        "--ntasks-per-node=1",
+        f"--nodelist={','.join(plan.workers)}",
+        f"--gpus-per-node={plan.gpus_per_node}",
+        "--kill-on-bad-exit=1",
+        RAY,
+        "start",
+        "--block",
+        "--disable-usage-stats",
+        f"--address={plan.address}",
+        f"--num-gpus={plan.gpus_per_node}",
+    ]
 
 
 @dataclass(frozen=True)
@@ -114,55 +136,78 @@ def job_token() -> dict[str, str]:
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
-_RESOURCES = ("import json, sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); "
-              "print(json.dumps(ray.cluster_resources()))")
+_RESOURCES = (
+    "import json, sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); "
+    "print(json.dumps(ray.cluster_resources()))"
+)
 
 
 def cluster_resources(cluster: Cluster, timeout: float = 60.0) -> dict[str, float]:
     """What the cluster offers now ({} while it cannot be reached), asked from a child process: Ray keeps its
     authentication state per process, fixed at first use, so this process stays out of it."""
     try:
-        result = subprocess.run([sys.executable, "-c", _RESOURCES, cluster.address], env=cluster.driver_env(),
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [sys.executable, "-c", _RESOURCES, cluster.address],
+            env=cluster.driver_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:  # ray.init keeps retrying an address where nothing answers yet
         return {}
     return json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else {}
 
 
-def wait_for_resources(cluster: Cluster, needed: Mapping[str, float], timeout: float, poll: float = 2.0,
-                       alive: Callable[[], bool] = lambda: True) -> dict[str, float]:
+def wait_for_resources(
+    cluster: Cluster,
+    needed: Mapping[str, float],
+    timeout: float,
+    poll: float = 2.0,
+    alive: Callable[[], bool] = lambda: True,
+) -> dict[str, float]:
     """Block until the cluster offers `needed` (e.g. {'GPU': nodes x gpus}); its resources then."""
     deadline = time.monotonic() + timeout
     last: dict[str, float] = {}
     while time.monotonic() < deadline:
         if not alive():
-            raise RuntimeError(f"a Ray process exited before the cluster at {cluster.address} was complete (had {last})")
+            raise RuntimeError(
+                f"a Ray process exited before the cluster at {cluster.address} was complete (had {last})"
+            )
         last = cluster_resources(cluster)
         if all(last.get(name, 0) >= amount for name, amount in needed.items()):
             return last
         time.sleep(poll)
-    raise TimeoutError(f"the Ray cluster at {cluster.address} offers {last} after {timeout:.0f} s, needs {dict(needed)}")
+    raise TimeoutError(
+        f"the Ray cluster at {cluster.address} offers {last} after {timeout:.0f} s, needs {dict(needed)}"
+    )
 
 
 @contextlib.contextmanager
-def ray_cluster(plan: Layout, timeout: float, log_dir: str | os.PathLike, num_cpus: int | None = None) -> Iterator[Cluster]:
+def ray_cluster(
+    plan: Layout, timeout: float, log_dir: str | os.PathLike, num_cpus: int | None = None
+) -> Iterator[Cluster]:
     """Start head and workers, wait for all GPUs (or the head's CPU when no GPU is asked), yield the cluster."""
     os.makedirs(log_dir, exist_ok=True)
     cluster = Cluster(plan.address, job_token())
     processes: list[subprocess.Popen] = []
     with contextlib.ExitStack() as stack:  # on the way out: workers, then head (`ray start --block` stops its
         for name, command in [("head", head_command(plan, num_cpus))] + (  # own daemons), each before its log
-                [("workers", workers_command(plan))] if plan.workers else []):
+            [("workers", workers_command(plan))] if plan.workers else []
+        ):
             log = stack.enter_context(open(os.path.join(log_dir, f"ray_{name}.log"), "a"))
-            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                              env={**os.environ, **cluster.env}))
+            processes.append(
+                subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **cluster.env})
+            )
             stack.callback(stop, processes[-1], grace=30.0)
         needed = {"GPU": plan.nodes * plan.gpus_per_node} if plan.gpus_per_node else {"CPU": 1}
         wait_for_resources(cluster, needed, timeout, alive=lambda: all(p.poll() is None for p in processes))
         yield cluster
 
 
-def this_job(job_id: str | None = None, nodelist: str | None = None, run: Runner = run_command) -> tuple[str, list[str]]:
+def this_job(
+    job_id: str | None = None, nodelist: str | None = None, run: Runner = run_command
+) -> tuple[str, list[str]]:
     """The running job's id and host names: given, or from SLURM_JOB_ID (kept by the jobstep plugin) and scontrol."""
     job_id = job_id or os.environ.get("SLURM_JOB_ID")
     if not job_id:

@@ -20,9 +20,14 @@ from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 class BoundedRefillReplayBuffer(ReplayBuffer):
     def __init__(self, *, sampler_kwargs, **kwargs) -> None:
         self.max_refill_rounds = int(sampler_kwargs["max_refill_rounds"])
-        super().__init__(sampler_kwargs=sampler_kwargs, filter_groups_metric=sampler_kwargs["metric"],
-                         train_batch_size=int(sampler_kwargs["train_batch_size"]), gen_batch_size=1,
-                         max_inflight_gen_batches=1, **kwargs)
+        super().__init__(
+            sampler_kwargs=sampler_kwargs,
+            filter_groups_metric=sampler_kwargs["metric"],
+            train_batch_size=int(sampler_kwargs["train_batch_size"]),
+            gen_batch_size=1,
+            max_inflight_gen_batches=1,
+            **kwargs,
+        )
 
     def _wait_for_generation(self, partition_id: str) -> None:
         """Poll until every prompt sent for this step has finished or failed."""
@@ -52,8 +57,10 @@ class BoundedRefillReplayBuffer(ReplayBuffer):
         if surplus:
             self._clear_groups(partition_id, surplus)
         prefix = self._metrics_prefix(partition_id)
-        metrics = {f"{prefix}/filter_groups/rollout_rounds": rounds,
-                   f"{prefix}/filter_groups/informative_items": len(informative),
-                   f"{prefix}/filter_groups/filtered_item_fraction": 1 - len(informative) / max(len(terminal), 1),
-                   f"{prefix}/filter_groups/skipped": float(not informative)}
+        metrics = {
+            f"{prefix}/filter_groups/rollout_rounds": rounds,
+            f"{prefix}/filter_groups/informative_items": len(informative),
+            f"{prefix}/filter_groups/filtered_item_fraction": 1 - len(informative) / max(len(terminal), 1),
+            f"{prefix}/filter_groups/skipped": float(not informative),
+        }
         return self._materialize_batch(partition_id, selected, snapshot), metrics

@@ -40,11 +40,13 @@ def _filter_settings(rl: Mapping[str, Any], schedule: Mapping[str, Any]) -> dict
     """DAPO group filtering with the local trainer's bounded refill (memtrain.distributed.replay)."""
     if not rl["filter"]["enabled"]:
         return {}
-    return {"trainer.v1.sampler.custom_sampler.path": "pkg://memtrain.distributed.replay",
-            "trainer.v1.sampler.custom_sampler.name": "BoundedRefillReplayBuffer",
-            "+trainer.v1.sampler.sampler_kwargs.metric": FILTER_METRIC,
-            "+trainer.v1.sampler.sampler_kwargs.train_batch_size": schedule["batch_size"],
-            "+trainer.v1.sampler.sampler_kwargs.max_refill_rounds": rl["filter"]["max_refill_rounds"]}
+    return {
+        "trainer.v1.sampler.custom_sampler.path": "pkg://memtrain.distributed.replay",
+        "trainer.v1.sampler.custom_sampler.name": "BoundedRefillReplayBuffer",
+        "+trainer.v1.sampler.sampler_kwargs.metric": FILTER_METRIC,
+        "+trainer.v1.sampler.sampler_kwargs.train_batch_size": schedule["batch_size"],
+        "+trainer.v1.sampler.sampler_kwargs.max_refill_rounds": rl["filter"]["max_refill_rounds"],
+    }
 
 
 def _device_settings(rl: Mapping[str, Any], cluster: Mapping[str, Any]) -> dict[str, Any]:
@@ -53,29 +55,39 @@ def _device_settings(rl: Mapping[str, Any], cluster: Mapping[str, Any]) -> dict[
     settings: dict[str, Any] = {"+ray_kwargs.ray_init.runtime_env.env_vars": environment(cluster)}
     if rl["dtype"] == "float32":  # veRL's default computes in bf16 with fp32 master weights; ours asks for fp32
         precision = {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
-        settings.update({f"+{actor}.fsdp_config.mixed_precision": precision,
-                         f"+{ref}.fsdp_config.mixed_precision": precision})
+        settings.update(
+            {f"+{actor}.fsdp_config.mixed_precision": precision, f"+{ref}.fsdp_config.mixed_precision": precision}
+        )
     if cluster["device"] == "cpu":
         if cluster["nodes"] != 1 or cluster["gpus_per_node"] != 1 or cluster["rollout_engine"] != "hf":
-            raise InputError("trainer.verl.device cpu runs one worker on one node with the hf rollout: set nodes 1, "
-                             "gpus_per_node 1 and rollout_engine hf", field="trainer.verl")
+            raise InputError(
+                "trainer.verl.device cpu runs one worker on one node with the hf rollout: set nodes 1, "
+                "gpus_per_node 1 and rollout_engine hf",
+                field="trainer.verl",
+            )
         if cluster["param_offload"] or cluster["optimizer_offload"]:
-            raise InputError("offloading moves state off a GPU: it has no meaning with trainer.verl.device cpu",
-                             field="trainer.verl.param_offload")
-        settings.update({
-            "trainer.device": "cpu",
-            f"{actor}.strategy": "fsdp2", f"{ref}.strategy": "fsdp2",
-            f"{actor}.fsdp_config.use_torch_compile": False, f"{ref}.fsdp_config.use_torch_compile": False,
-            "+actor_rollout_ref.model.override_config.attn_implementation": "sdpa",
-            "transfer_queue.backend.SimpleStorage.num_data_storage_units": 1,
-            "reward.num_workers": 1,
-            "data.dataloader_num_workers": 0,
-            # a private Ray instance, never one found through RAY_ADDRESS or a stale /tmp/ray/ray_current_cluster
-            "+ray_kwargs.ray_init.address": "local",
-            "ray_kwargs.ray_init.num_cpus": 16,  # Ray's scheduling units, not cores: veRL's actors each ask for some
-            "+ray_kwargs.ray_init.num_gpus": 1,  # the CPU platform schedules its one worker on Ray's "GPU" resource
-            "+ray_kwargs.ray_init.include_dashboard": False,
-        })
+            raise InputError(
+                "offloading moves state off a GPU: it has no meaning with trainer.verl.device cpu",
+                field="trainer.verl.param_offload",
+            )
+        settings.update(
+            {
+                "trainer.device": "cpu",
+                f"{actor}.strategy": "fsdp2",
+                f"{ref}.strategy": "fsdp2",
+                f"{actor}.fsdp_config.use_torch_compile": False,
+                f"{ref}.fsdp_config.use_torch_compile": False,
+                "+actor_rollout_ref.model.override_config.attn_implementation": "sdpa",
+                "transfer_queue.backend.SimpleStorage.num_data_storage_units": 1,
+                "reward.num_workers": 1,
+                "data.dataloader_num_workers": 0,
+                # a private Ray instance, never one found through RAY_ADDRESS or a stale /tmp/ray/ray_current_cluster
+                "+ray_kwargs.ray_init.address": "local",
+                "ray_kwargs.ray_init.num_cpus": 16,  # Ray's scheduling units, not cores: veRL's actors each ask for some
+                "+ray_kwargs.ray_init.num_gpus": 1,  # the CPU platform schedules its one worker on Ray's "GPU" resource
+                "+ray_kwargs.ray_init.include_dashboard": False,
+            }
+        )
     return settings
 
 
@@ -83,10 +95,10 @@ def _device_settings(rl: Mapping[str, Any], cluster: Mapping[str, Any]) -> dict[
 class Paths:
     """Files and folders a veRL run reads and writes."""
 
-    policy: str        # HF folder of the initial policy
-    train_file: str    # veRL-format parquet of the training items (memtrain.distributed.data)
-    checkpoints: str   # veRL's default_local_dir: global_step_N/actor/... and the latest-step marker
-    agent_loops: str   # YAML that registers our agent loops in every agent-loop worker
+    policy: str  # HF folder of the initial policy
+    train_file: str  # veRL-format parquet of the training items (memtrain.distributed.data)
+    checkpoints: str  # veRL's default_local_dir: global_step_N/actor/... and the latest-step marker
+    agent_loops: str  # YAML that registers our agent loops in every agent-loop worker
     resume_from: str | None = None  # another run's global_step_N folder to start from (post-training scaling)
 
 
@@ -107,8 +119,9 @@ def _value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as a hydra override")
 
 
-def overrides(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], paths: Paths, num_items: int,
-              experiment: str) -> list[str]:
+def overrides(
+    params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], paths: Paths, num_items: int, experiment: str
+) -> list[str]:
     """hydra overrides of veRL's ppo_trainer for one training.
 
     `params` holds the `agent`, `rl` and `trainer` config sections; `schedule` the training's own section
@@ -119,8 +132,11 @@ def overrides(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any],
     rl, cluster = params["rl"], params["trainer"]["verl"]
     loss, optim, sampling = rl["loss"], rl["optimizer"], rl["sampling"]
     if loss["normaliser"] != "mini_batch":  # veRL's KL term takes no per-row weights
-        raise InputError("veRL's loss divides by the mini-batch's samples: rl.loss.normaliser document runs on the "
-                         "local trainer only", field="rl.loss.normaliser")
+        raise InputError(
+            "veRL's loss divides by the mini-batch's samples: rl.loss.normaliser document runs on the "
+            "local trainer only",
+            field="rl.loss.normaliser",
+        )
     prompt_length, response_length = kinds.get(kind).lengths(params["agent"], schedule)
     epochs = math.ceil(schedule["steps"] * schedule["batch_size"] / num_items)
     actor, rollout = "actor_rollout_ref.actor", "actor_rollout_ref.rollout"
@@ -229,8 +245,9 @@ def validate(config) -> None:
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
 
 
-def build(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], paths: Paths, num_items: int,
-          experiment: str):
+def build(
+    params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], paths: Paths, num_items: int, experiment: str
+):
     """The complete, validated veRL config of one training."""
     config = compose(overrides(params, kind, schedule, paths, num_items, experiment))
     validate(config)

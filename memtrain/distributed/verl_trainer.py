@@ -54,9 +54,12 @@ class MemTrainSyncTrainer(PPOTrainerSync):
         mixing items across optimizer steps; here every later stage (old and reference log-probs,
         advantages, the update) sees the step as consecutive mini-batches whose sizes are remembered.
         """
-        parts = [super(MemTrainSyncTrainer, self)._balance_batch(batch.select_keys([batch.keys[i] for i in rows]),
-                                                                 metrics, logging_prefix)
-                 for rows in minibatches.item_minibatches(batch.keys, self._items_per_update())]
+        parts = [
+            super(MemTrainSyncTrainer, self)._balance_batch(
+                batch.select_keys([batch.keys[i] for i in rows]), metrics, logging_prefix
+            )
+            for rows in minibatches.item_minibatches(batch.keys, self._items_per_update())
+        ]
         self._minibatch_sizes = [len(part) for part in parts]
         merged = KVBatchMeta.concat(parts)
         merged.extra_info = batch.extra_info
@@ -77,7 +80,7 @@ class MemTrainSyncTrainer(PPOTrainerSync):
             raise ValueError("the MemTrain trainer does not distil: distillation.enabled must be false")
         start, parts = 0, []
         for size in self._minibatch_sizes:
-            parts.append(batch.select_keys(batch.keys[start:start + size]))
+            parts.append(batch.select_keys(batch.keys[start : start + size]))
             start += size
         if start != len(batch):
             raise RuntimeError(f"the step has {len(batch)} rows, its mini-batches {self._minibatch_sizes}")
@@ -88,12 +91,18 @@ class MemTrainSyncTrainer(PPOTrainerSync):
         for _ in range(actor.ppo_epochs):
             for part in parts:
                 trained = sum(key in self._trained_keys for key in part.keys)
-                part.extra_info = {**batch.extra_info,
-                                   "calculate_entropy": bool(actor.calculate_entropy or actor.entropy_coeff != 0.0),
-                                   "distillation_use_topk": False, "distillation_only": False,
-                                   "global_batch_size": max(trained, 1), "mini_batch_size": len(part), "epochs": 1,
-                                   "seed": actor.data_loader_seed, "dataloader_kwargs": {"shuffle": False},
-                                   "temperature": self.config.actor_rollout_ref.rollout.temperature}
+                part.extra_info = {
+                    **batch.extra_info,
+                    "calculate_entropy": bool(actor.calculate_entropy or actor.entropy_coeff != 0.0),
+                    "distillation_use_topk": False,
+                    "distillation_only": False,
+                    "global_batch_size": max(trained, 1),
+                    "mini_batch_size": len(part),
+                    "epochs": 1,
+                    "seed": actor.data_loader_seed,
+                    "dataloader_kwargs": {"shuffle": False},
+                    "temperature": self.config.actor_rollout_ref.rollout.temperature,
+                }
                 output = rename_dict(self.actor_rollout_wg.update_actor(part)["metrics"], "actor/")
                 output["perf/mfu/actor"] = output.pop("actor/mfu")
                 for name, values in output.items():
@@ -108,18 +117,22 @@ class MemTrainSyncTrainer(PPOTrainerSync):
 
         With group filtering, rows of uninformative groups get an empty response mask: they are not trained.
         """
-        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
-                               select_fields=["response_mask", "extra_fields"])
+        data = tq.kv_batch_get(
+            keys=batch.keys, partition_id=batch.partition_id, select_fields=["response_mask", "extra_fields"]
+        )
         extras = [getattr(extra, "data", extra) for extra in data["extra_fields"]]
         values = row_advantages(batch.keys, extras, self.config.algorithm.norm_adv_by_std_in_grpo)
         padding = [tag.get("is_padding", False) for tag in batch.tags]
         trained = minibatches.trained_rows(batch.keys, extras, self.config.algorithm.filter_groups.enable)
         trained = [row and not pad for row, pad in zip(trained, padding, strict=True)]
         self._trained_keys = {key for key, row in zip(batch.keys, trained, strict=True) if row}
-        masks = [mask if row else torch.zeros_like(mask)
-                 for mask, row in zip(data["response_mask"].unbind(0), trained, strict=True)]
+        masks = [
+            mask if row else torch.zeros_like(mask)
+            for mask, row in zip(data["response_mask"].unbind(0), trained, strict=True)
+        ]
         advantages = torch.nested.as_nested_tensor(
-            [value * mask.float() for value, mask in zip(values, masks, strict=True)], layout=torch.jagged)
+            [value * mask.float() for value, mask in zip(values, masks, strict=True)], layout=torch.jagged
+        )
         # veRL's padding rows (_balance_batch) copy a real row's fields into a group of their own: no loss
         # tokens, but a value of their own, so the metric leaves them out as veRL's _compute_metrics does.
         real = [abs(v) for v, pad in zip(values, padding, strict=True) if not pad]
@@ -128,10 +141,15 @@ class MemTrainSyncTrainer(PPOTrainerSync):
         # veRL's rollout stores a copy of each row's mask as loss_mask, from which its worker counts the mini-batch's
         # tokens (token-mean's divisor): both must leave the untrained rows out.
         response_mask = torch.nested.as_nested_tensor(masks, layout=torch.jagged)
-        fields = {"advantages": advantages, "returns": advantages.clone(), "response_mask": response_mask,
-                  "loss_mask": response_mask.clone()}
-        return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
-                               fields=TensorDict(fields, batch_size=len(batch)))
+        fields = {
+            "advantages": advantages,
+            "returns": advantages.clone(),
+            "response_mask": response_mask,
+            "loss_mask": response_mask.clone(),
+        }
+        return tq.kv_batch_put(
+            keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(fields, batch_size=len(batch))
+        )
 
 
 @ray.remote
@@ -143,7 +161,7 @@ class MemTrainTaskRunner(TaskRunnerV1.__ray_actor_class__):
     """
 
     def __init__(self) -> None:
-        import memtrain.distributed.verl_trainer  # noqa: F401  (registers MemTrainSyncTrainer here)
+        import memtrain.distributed.verl_trainer  # noqa: F401, PLW0406  (registers MemTrainSyncTrainer here)
 
         super().__init__()
 

@@ -25,13 +25,14 @@ class Sampling:
     def __post_init__(self) -> None:
         # A bad value would otherwise surface deep inside a batched decode (or silently sample garbage
         # from a NaN distribution), far from the config that caused it.
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
-                or self.max_new_tokens < 1:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f"Sampling.max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
-                and self.temperature >= 0):
-            raise ValueError(f"Sampling.temperature must be a finite number >= 0 (0 = greedy), "
-                             f"got {self.temperature!r}")
+        if not (
+            isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature >= 0
+        ):
+            raise ValueError(
+                f"Sampling.temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}"
+            )
         if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
             raise ValueError(f"Sampling.top_p must be in (0, 1], got {self.top_p!r}")
         # Stored as a tuple even when given a list, so that Sampling stays hashable and immutable.

@@ -32,8 +32,14 @@ class EngineError(RuntimeError):
 class CompletionsEngine:
     """The Engine protocol over POST {url}/v1/completions."""
 
-    def __init__(self, url: str, model: str, generator: torch.Generator, timeout: float = 600.0,
-                 describe_failure: Callable[[], str] = lambda: "") -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        generator: torch.Generator,
+        timeout: float = 600.0,
+        describe_failure: Callable[[], str] = lambda: "",
+    ) -> None:
         self.url, self.model, self.generator, self.timeout = url.rstrip("/"), model, generator, timeout
         # What the owner of the server process knows when a request fails (its exit code, its log tail).
         self.describe_failure = describe_failure
@@ -43,12 +49,20 @@ class CompletionsEngine:
         if not prompts:
             return []
         seed = int(torch.randint(0, 2**31 - 1, (), generator=self.generator))
-        body = {"model": self.model, "prompt": [list(map(int, prompt)) for prompt in prompts],
-                "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "stop_token_ids": list(sampling.stop_token_ids), "seed": seed, "logprobs": 0,
-                "return_token_ids": True, "skip_special_tokens": False,
-                # Servers stop at the model's EOS by default; here only the caller's stop ids end a sequence.
-                "ignore_eos": True}
+        body = {
+            "model": self.model,
+            "prompt": [list(map(int, prompt)) for prompt in prompts],
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "stop_token_ids": list(sampling.stop_token_ids),
+            "seed": seed,
+            "logprobs": 0,
+            "return_token_ids": True,
+            "skip_special_tokens": False,
+            # Servers stop at the model's EOS by default; here only the caller's stop ids end a sequence.
+            "ignore_eos": True,
+        }
         choices = sorted(self._post("/v1/completions", body).get("choices") or [], key=lambda c: c.get("index", 0))
         if len(choices) != len(prompts):
             raise self._error(f"answered {len(choices)} choices for {len(prompts)} prompts")
@@ -65,19 +79,30 @@ class CompletionsEngine:
         tokens = choice.get("token_ids")
         logprobs = (choice.get("logprobs") or {}).get("token_logprobs")
         if not isinstance(tokens, list) or not isinstance(logprobs, list) or len(tokens) != len(logprobs):
-            raise self._error(f"choice {choice.get('index')} lacks token_ids and matching logprobs.token_logprobs "
-                              f"(a server without return_token_ids support?)")
+            raise self._error(
+                f"choice {choice.get('index')} lacks token_ids and matching logprobs.token_logprobs "
+                f"(a server without return_token_ids support?)"
+            )
         stopped = choice.get("finish_reason") == "stop"
         if stopped and (not tokens or tokens[-1] not in sampling.stop_token_ids):
             # The rollout code reads the stop token to know a turn ended; a server that strips it breaks that.
-            raise self._error(f"choice {choice.get('index')} stopped ({choice.get('stop_reason')!r}) "
-                              f"without its stop token at the end of token_ids")
-        return Generation(token_ids=tuple(int(t) for t in tokens),
-                          logprobs=tuple(math.nan if p is None else float(p) for p in logprobs), stopped=stopped)
+            raise self._error(
+                f"choice {choice.get('index')} stopped ({choice.get('stop_reason')!r}) "
+                f"without its stop token at the end of token_ids"
+            )
+        return Generation(
+            token_ids=tuple(int(t) for t in tokens),
+            logprobs=tuple(math.nan if p is None else float(p) for p in logprobs),
+            stopped=stopped,
+        )
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        request = urllib.request.Request(f"{self.url}{path}", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())

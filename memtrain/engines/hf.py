@@ -40,16 +40,24 @@ class HFEngine:
     `linear` picks the kernel of the linear layers while decoding (memtrain.engines.linear_kernels).
     """
 
-    def __init__(self, model: torch.nn.Module, pad_token_id: int, generator: torch.Generator,
-                 max_batch_size: int = 64, linear: str = "auto") -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        pad_token_id: int,
+        generator: torch.Generator,
+        max_batch_size: int = 64,
+        linear: str = "auto",
+    ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         device = _device_of(model)
         if not _same_device(generator.device, device):
             # Uniforms drawn on another device would be copied every step; failing here names the
             # cause before any compute is spent.
-            raise ValueError(f"the generator is on {generator.device} but the model is on {device}: "
-                             f"create it with torch.Generator(device={str(device)!r})")
+            raise ValueError(
+                f"the generator is on {generator.device} but the model is on {device}: "
+                f"create it with torch.Generator(device={str(device)!r})"
+            )
         self.model = model
         self.pad_token_id = pad_token_id
         self.generator = generator
@@ -57,17 +65,22 @@ class HFEngine:
         self.linear = linear_kernels.resolve(linear, device, next(model.parameters()).dtype)
         # Only the last position's logits are ever used; without this the prefill would materialise
         # a (batch, prompt length, vocabulary) tensor, by far the largest activation for long prompts.
-        self._logits_kwargs = ({"logits_to_keep": 1}
-                               if "logits_to_keep" in inspect.signature(model.forward).parameters else {})
+        self._logits_kwargs = (
+            {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+        )
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling) -> list[Generation]:
         """One Generation per prompt, in the prompts' order."""
         check_prompts(prompts)
         if not prompts:
             return []
-        uniforms = (None if sampling.temperature == 0 else
-                    torch.rand((len(prompts), sampling.max_new_tokens), generator=self.generator,
-                               device=self.generator.device))
+        uniforms = (
+            None
+            if sampling.temperature == 0
+            else torch.rand(
+                (len(prompts), sampling.max_new_tokens), generator=self.generator, device=self.generator.device
+            )
+        )
         # Per module, not model.train(flag): a trainer may keep some submodules in eval on purpose.
         modes = [(module, module.training) for module in self.model.modules()]
         self.model.eval()
@@ -84,8 +97,9 @@ class _Call:
     sequences finish. Slot bookkeeping lives on the host (one sync per step reads the sampled tokens,
     which deciding what stopped needs anyway); columns, masks and logits stay on the model's device."""
 
-    def __init__(self, engine: HFEngine, prompts: Sequence[Sequence[int]], sampling: Sampling,
-                 uniforms: torch.Tensor | None) -> None:
+    def __init__(
+        self, engine: HFEngine, prompts: Sequence[Sequence[int]], sampling: Sampling, uniforms: torch.Tensor | None
+    ) -> None:
         self.engine, self.prompts, self.sampling, self.uniforms = engine, prompts, sampling, uniforms
         self.model, self.device = engine.model, _device_of(engine.model)
         self.dtype = next(engine.model.parameters()).dtype
@@ -118,12 +132,14 @@ class _Call:
                 if not self.waiting and len(running) <= len(self.prompt_of) // 2:
                     self._compact(running)
                 self._decode()
-        return [Generation(token_ids=tuple(tokens), logprobs=tuple(logprobs), stopped=stopped)
-                for tokens, logprobs, stopped in zip(self.tokens, self.logprobs, self.stopped)]
+        return [
+            Generation(token_ids=tuple(tokens), logprobs=tuple(logprobs), stopped=stopped)
+            for tokens, logprobs, stopped in zip(self.tokens, self.logprobs, self.stopped)
+        ]
 
     def _admit(self) -> None:
         """Prefill free slots with the shortest waiting prompts, as one left-padded group."""
-        free = [slot for slot, prompt in enumerate(self.prompt_of) if prompt is None][:len(self.waiting)]
+        free = [slot for slot, prompt in enumerate(self.prompt_of) if prompt is None][: len(self.waiting)]
         if not free:
             return
         group = [self.waiting.popleft() for _ in free]
@@ -131,7 +147,7 @@ class _Call:
         width = max(lengths)
         input_ids = torch.full((len(group), width), self.engine.pad_token_id, dtype=torch.long)
         for row, index in enumerate(group):
-            input_ids[row, width - lengths[row]:] = torch.as_tensor(self.prompts[index], dtype=torch.long)
+            input_ids[row, width - lengths[row] :] = torch.as_tensor(self.prompts[index], dtype=torch.long)
         rows = torch.as_tensor(free, device=self.device)
         start = width - torch.as_tensor(lengths, device=self.device)
         columns = self.columns[:width]
@@ -142,9 +158,14 @@ class _Call:
         allowed = ((keys >= start[:, None, None]) & (keys <= queries)) | (keys == queries)
         self.cache.prefill(rows)
         # Explicit positions: a padded prompt must see the positions it sees alone.
-        output = self.model(input_ids=input_ids.to(self.device), attention_mask=self._mask(allowed),
-                            position_ids=(columns[None, :] - start[:, None]).clamp(min=0),
-                            past_key_values=self.cache, use_cache=True, **self.engine._logits_kwargs)
+        output = self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=self._mask(allowed),
+            position_ids=(columns[None, :] - start[:, None]).clamp(min=0),
+            past_key_values=self.cache,
+            use_cache=True,
+            **self.engine._logits_kwargs,
+        )
         logits = output.logits[:, -1]
         if self.logits is None:
             self.logits = logits.new_empty((len(self.prompt_of), logits.shape[-1]))
@@ -183,16 +204,20 @@ class _Call:
     def _decode(self) -> None:
         """One token for every slot: the live ones feed what they just sampled, free ones a pad at column 0."""
         live = torch.as_tensor([prompt is not None for prompt in self.prompt_of], device=self.device)
-        input_ids = torch.full((len(self.prompt_of), 1), self.engine.pad_token_id, dtype=torch.long,
-                               device=self.device)
+        input_ids = torch.full((len(self.prompt_of), 1), self.engine.pad_token_id, dtype=torch.long, device=self.device)
         input_ids[torch.as_tensor(self.live, device=self.device), 0] = self.next_token
         # A free slot's columns are garbage until its next prefill overwrites them from column 0.
         start, write = self.start.masked_fill(~live, 0), self.write.masked_fill(~live, 0)
         allowed = (self.columns[None, :] >= start[:, None]) & (self.columns[None, :] <= write[:, None])
         self.cache.decode(write)
-        output = self.model(input_ids=input_ids, attention_mask=self._mask(allowed[:, None, :]),
-                            position_ids=(write - start)[:, None], past_key_values=self.cache,
-                            use_cache=True, **self.engine._logits_kwargs)
+        output = self.model(
+            input_ids=input_ids,
+            attention_mask=self._mask(allowed[:, None, :]),
+            position_ids=(write - start)[:, None],
+            past_key_values=self.cache,
+            use_cache=True,
+            **self.engine._logits_kwargs,
+        )
         self.logits = output.logits[:, -1]
         self.write += live
 
@@ -202,7 +227,8 @@ class _Call:
         if self.model.config._attn_implementation == "sdpa":
             return allowed[:, None]
         return torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill_(
-            ~allowed, torch.finfo(self.dtype).min)[:, None]
+            ~allowed, torch.finfo(self.dtype).min
+        )[:, None]
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

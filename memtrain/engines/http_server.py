@@ -35,27 +35,43 @@ class CompletionsServer(ThreadingHTTPServer):
         prompts = body.get("prompt")
         if isinstance(prompts, list) and prompts and all(isinstance(t, int) for t in prompts):
             prompts = [prompts]
-        if not (isinstance(prompts, list) and prompts
-                and all(isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in prompts)):
+        if not (
+            isinstance(prompts, list)
+            and prompts
+            and all(isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in prompts)
+        ):
             raise ValueError("prompt must be a non-empty list of token ids, or a list of such lists")
-        sampling = Sampling(max_new_tokens=body.get("max_tokens", 16), temperature=body.get("temperature", 1.0),
-                            top_p=body.get("top_p", 1.0), stop_token_ids=tuple(body.get("stop_token_ids") or ()))
+        sampling = Sampling(
+            max_new_tokens=body.get("max_tokens", 16),
+            temperature=body.get("temperature", 1.0),
+            top_p=body.get("top_p", 1.0),
+            stop_token_ids=tuple(body.get("stop_token_ids") or ()),
+        )
         with self.lock:
             if body.get("seed") is not None:
                 self.engine.generator.manual_seed(int(body["seed"]))
             generations = self.engine.generate(prompts, sampling)
-        return {"object": "text_completion", "model": self.model_name, "choices": [
-            {"index": index, "text": "", "token_ids": list(g.token_ids),
-             "logprobs": {"token_logprobs": list(g.logprobs)},
-             "finish_reason": "stop" if g.stopped else "length",
-             "stop_reason": g.token_ids[-1] if g.stopped else None}
-            for index, g in enumerate(generations)]}
+        return {
+            "object": "text_completion",
+            "model": self.model_name,
+            "choices": [
+                {
+                    "index": index,
+                    "text": "",
+                    "token_ids": list(g.token_ids),
+                    "logprobs": {"token_logprobs": list(g.logprobs)},
+                    "finish_reason": "stop" if g.stopped else "length",
+                    "stop_reason": g.token_ids[-1] if g.stopped else None,
+                }
+                for index, g in enumerate(generations)
+            ],
+        }
 
 
 class CompletionsHandler(BaseHTTPRequestHandler):
     server: CompletionsServer
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         if self.path == "/health":
             self._send(200, {"status": "ok"})
         elif self.path == "/v1/models":
@@ -63,14 +79,14 @@ class CompletionsHandler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": f"no route {self.path}"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if self.path != "/v1/completions":
             self._send(404, {"error": f"no route {self.path}"})
             return
         try:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             if not isinstance(body, dict):
-                raise ValueError("the request body must be a JSON object")
+                raise TypeError("the request body must be a JSON object")
             self._send(200, self.server.complete(body))
         except (ValueError, TypeError) as error:
             self._send(400, {"error": str(error)})
@@ -83,7 +99,7 @@ class CompletionsHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per request would drown the job's log
 
 
@@ -106,8 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     model = load_policy(args.model, device=device, dtype=args.dtype)
     tokenizer = load_saved_tokenizer(args.model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    engine = HFEngine(model, pad_token_id=pad, generator=torch.Generator(device=device),
-                      max_batch_size=args.max_batch_size, linear=args.linear)
+    engine = HFEngine(
+        model,
+        pad_token_id=pad,
+        generator=torch.Generator(device=device),
+        max_batch_size=args.max_batch_size,
+        linear=args.linear,
+    )
     # Loopback only: the server has no authentication, and the stage that starts it is its only client.
     server = CompletionsServer((LOOPBACK, args.port), engine, args.served_model_name or args.model)
     try:

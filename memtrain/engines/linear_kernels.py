@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,22 +40,31 @@ class OneDNNLinear(TorchFunctionMode):
         super().__init__()
         self.linear = _onednn_linear()
         if self.linear is None:
-            raise RuntimeError("rl.engine_linear: onednn needs torch.ops.mkldnn._linear_pointwise, which this "
-                               f"torch {torch.__version__} build lacks (use blas or auto)")
+            raise RuntimeError(
+                "rl.engine_linear: onednn needs torch.ops.mkldnn._linear_pointwise, which this "
+                f"torch {torch.__version__} build lacks (use blas or auto)"
+            )
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.linear:
             inputs, weight = args[0], args[1]
             bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            if (inputs.device.type == "cpu" and inputs.dtype == weight.dtype == torch.float32 and weight.dim() == 2
-                    and not torch.is_grad_enabled()):
+            if (
+                inputs.device.type == "cpu"
+                and inputs.dtype == weight.dtype == torch.float32
+                and weight.dim() == 2
+                and not torch.is_grad_enabled()
+            ):
                 rows = self.linear(inputs.reshape(-1, inputs.shape[-1]), weight, bias, "none", [], "")
                 return rows.reshape(*inputs.shape[:-1], weight.shape[0])
         return func(*args, **kwargs)
 
 
-LINEAR_KERNELS: dict[str, Callable[[], ContextManager[Any]]] = {"blas": contextlib.nullcontext, "onednn": OneDNNLinear}
+LINEAR_KERNELS: dict[str, Callable[[], AbstractContextManager[Any]]] = {
+    "blas": contextlib.nullcontext,
+    "onednn": OneDNNLinear,
+}
 
 
 def resolve(name: str, device: torch.device, dtype: torch.dtype) -> str:

@@ -13,8 +13,9 @@ import torch
 from memtrain.engines.base import Sampling
 
 
-def choose(logits: torch.Tensor, sampling: Sampling,
-           uniforms: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def choose(
+    logits: torch.Tensor, sampling: Sampling, uniforms: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(tokens, log-probs) for a (rows, vocabulary) logits block.
 
     The log-prob is that of the untruncated, temperature-scaled distribution (top-p only narrows

@@ -44,32 +44,71 @@ class ServerSpec:
 
 
 def _hf_command(spec: ServerSpec) -> list[str]:
-    command = [sys.executable, "-m", "memtrain.engines.http_server", "--model", spec.model, "--port", str(spec.port),
-               "--device", spec.device, "--dtype", spec.dtype, "--max-batch-size", str(spec.settings["max_batch_size"]),
-               "--linear", spec.linear]
+    command = [
+        sys.executable,
+        "-m",
+        "memtrain.engines.http_server",
+        "--model",
+        spec.model,
+        "--port",
+        str(spec.port),
+        "--device",
+        spec.device,
+        "--dtype",
+        spec.dtype,
+        "--max-batch-size",
+        str(spec.settings["max_batch_size"]),
+        "--linear",
+        spec.linear,
+    ]
     return command + (["--threads", str(spec.threads)] if spec.threads else [])
 
 
 def _vllm_command(spec: ServerSpec) -> list[str]:
     executable = shutil.which("vllm")
     if executable is None:
-        raise EngineError("eval.engine: vllm needs the `vllm` command, which is not installed here "
-                          "(make setup-gpu installs it; eval.engine: server decodes with the Hugging Face engine)")
+        raise EngineError(
+            "eval.engine: vllm needs the `vllm` command, which is not installed here "
+            "(make setup-gpu installs it; eval.engine: server decodes with the Hugging Face engine)"
+        )
     # --generation-config vllm: the request's sampling alone decides, not defaults (top_k, repetition
     # penalty) that vLLM would otherwise read from the model's generation_config.json.
-    return [executable, "serve", spec.model, "--host", LOOPBACK, "--port", str(spec.port),
-            "--served-model-name", spec.model, "--dtype", spec.dtype, "--generation-config", "vllm",
-            "--tensor-parallel-size", str(spec.settings["tensor_parallel_size"]),
-            *map(str, spec.settings["vllm_args"])]
+    return [
+        executable,
+        "serve",
+        spec.model,
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(spec.port),
+        "--served-model-name",
+        spec.model,
+        "--dtype",
+        spec.dtype,
+        "--generation-config",
+        "vllm",
+        "--tensor-parallel-size",
+        str(spec.settings["tensor_parallel_size"]),
+        *map(str, spec.settings["vllm_args"]),
+    ]
 
 
 SERVERS: dict[str, Callable[[ServerSpec], list[str]]] = {"server": _hf_command, "vllm": _vllm_command}
 
 
 @contextlib.contextmanager
-def serve(kind: str, model: str | os.PathLike, settings: Mapping[str, Any], *, device: str, dtype: str, seed: int,
-          linear: str = "auto", threads: int | None = None,
-          log_path: str | os.PathLike | None = None) -> Iterator[CompletionsEngine]:
+def serve(
+    kind: str,
+    model: str | os.PathLike,
+    settings: Mapping[str, Any],
+    *,
+    device: str,
+    dtype: str,
+    seed: int,
+    linear: str = "auto",
+    threads: int | None = None,
+    log_path: str | os.PathLike | None = None,
+) -> Iterator[CompletionsEngine]:
     """A CompletionsEngine on a fresh `kind` server for `model`; the server is stopped however the block ends."""
     if kind not in SERVERS:
         raise ValueError(f"unknown generation server {kind!r} (known: {', '.join(SERVERS)})")
@@ -84,11 +123,16 @@ def serve(kind: str, model: str | os.PathLike, settings: Mapping[str, Any], *, d
     process = None
     try:
         with open(log, "ab") as handle:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
-                                       env=env)
-        engine = CompletionsEngine(f"http://{LOOPBACK}:{spec.port}", spec.model,
-                                   torch.Generator().manual_seed(seed), timeout=settings["request_timeout"],
-                                   describe_failure=lambda: _failure(process, log))
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, env=env
+            )
+        engine = CompletionsEngine(
+            f"http://{LOOPBACK}:{spec.port}",
+            spec.model,
+            torch.Generator().manual_seed(seed),
+            timeout=settings["request_timeout"],
+            describe_failure=lambda: _failure(process, log),
+        )
         _wait_healthy(engine, process, log, settings["startup_timeout"])
         yield engine
     finally:
@@ -107,8 +151,9 @@ def _wait_healthy(engine: CompletionsEngine, process: subprocess.Popen, log: Pat
     deadline = time.monotonic() + startup_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise EngineError(f"generation server exited with code {process.returncode} before it was ready"
-                              f"{_failure(process, log)}")
+            raise EngineError(
+                f"generation server exited with code {process.returncode} before it was ready{_failure(process, log)}"
+            )
         if engine.health():
             return
         time.sleep(0.2)

@@ -27,30 +27,46 @@ _CUT = "\n...\n"
 
 def scores(prediction: str | None, answers: Sequence[str]) -> dict[str, float]:
     answers = list(answers)
-    return {"em": exact_match(prediction, answers), "sub_em": substring_match(prediction, answers),
-            "f1": f1(prediction, answers)}
+    return {
+        "em": exact_match(prediction, answers),
+        "sub_em": substring_match(prediction, answers),
+        "f1": f1(prediction, answers),
+    }
 
 
 def _row(item, reply: str, **extra: Any) -> dict[str, Any]:
     """Scores of the boxed answer (the paper's), plus `reply_sub_em`: whether a gold answer occurs anywhere in
     the reply. The latter is a diagnostic for small models that answer right but ignore the box format."""
     prediction = extract_boxed(reply)
-    return {"id": item.id, "num_docs": item.num_docs, "question": item.question, "answers": list(item.answers),
-            "prediction": prediction, "reply": reply, **scores(prediction, item.answers),
-            "reply_sub_em": substring_match(reply, list(item.answers)), **extra}
+    return {
+        "id": item.id,
+        "num_docs": item.num_docs,
+        "question": item.question,
+        "answers": list(item.answers),
+        "prediction": prediction,
+        "reply": reply,
+        **scores(prediction, item.answers),
+        "reply_sub_em": substring_match(reply, list(item.answers)),
+        **extra,
+    }
 
 
 def _batches(items: Sequence, size: int):
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def uncapped(agent: MemoryAgent) -> MemoryAgent:
     """The same agent (engine, templates, budgets, sampling) without the chunk cap: training stops at max_chunks,
     evaluation must read the whole context however long it is."""
-    return MemoryAgent(agent.engine, agent.tokenizer, agent.templates,
-                       dataclasses.replace(agent.budgets, max_chunks=np.iinfo(np.int64).max),
-                       agent.sampling.temperature, agent.sampling.top_p)
+    return MemoryAgent(
+        agent.engine,
+        agent.tokenizer,
+        agent.templates,
+        dataclasses.replace(agent.budgets, max_chunks=np.iinfo(np.int64).max),
+        agent.sampling.temperature,
+        agent.sampling.top_p,
+    )
 
 
 def with_memory(agent: MemoryAgent, items: Sequence, batch_size: int) -> list[dict[str, Any]]:
@@ -61,13 +77,20 @@ def with_memory(agent: MemoryAgent, items: Sequence, batch_size: int) -> list[di
         chunk_lists = [chunk_document(reader.tokenizer, item.context, reader.budgets.chunk) for item in batch]
         trajectories = reader.read([item.question for item in batch], chunk_lists, group_size=1)
         for item, chunks, (trajectory,) in zip(batch, chunk_lists, trajectories, strict=True):
-            rows.append(_row(item, trajectory.final_reply, chunks=len(chunks),
-                             memory=trajectory.memories[-1] if trajectory.memories else ""))
+            rows.append(
+                _row(
+                    item,
+                    trajectory.final_reply,
+                    chunks=len(chunks),
+                    memory=trajectory.memories[-1] if trajectory.memories else "",
+                )
+            )
     return rows
 
 
-def fit_document(tokenizer, templates: Templates, question: str, document: str, window: int,
-                 response_tokens: int) -> tuple[list[int], bool]:
+def fit_document(
+    tokenizer, templates: Templates, question: str, document: str, window: int, response_tokens: int
+) -> tuple[list[int], bool]:
     """The whole-document prompt and whether its document had to be cut (in the middle) to fit `window`."""
     prompt = encode_user(tokenizer, templates.whole_document(question, document))
     if len(prompt) + response_tokens <= window:
@@ -75,28 +98,36 @@ def fit_document(tokenizer, templates: Templates, question: str, document: str, 
     ids = tokenizer(document, add_special_tokens=False)["input_ids"]
     keep = window - response_tokens - len(encode_user(tokenizer, templates.whole_document(question, _CUT)))
     while keep >= 2:
-        head, tail = ids[:keep // 2], ids[len(ids) - (keep - keep // 2):]
-        prompt = encode_user(tokenizer, templates.whole_document(
-            question, decode_reply(tokenizer, head) + _CUT + decode_reply(tokenizer, tail)))
+        head, tail = ids[: keep // 2], ids[len(ids) - (keep - keep // 2) :]
+        prompt = encode_user(
+            tokenizer,
+            templates.whole_document(question, decode_reply(tokenizer, head) + _CUT + decode_reply(tokenizer, tail)),
+        )
         over = len(prompt) + response_tokens - window
         if over <= 0:
             return prompt, True
         keep -= over  # decoding and re-encoding around the cut can merge or split a few tokens
-    raise ValueError(f"a context window of {window} tokens leaves no room for a document after the prompt and "
-                     f"the {response_tokens}-token reply")
+    raise ValueError(
+        f"a context window of {window} tokens leaves no room for a document after the prompt and "
+        f"the {response_tokens}-token reply"
+    )
 
 
-def full_context(engine: Engine, tokenizer, templates: Templates, items: Sequence, window: int,
-                 sampling: Sampling, batch_size: int) -> list[dict[str, Any]]:
+def full_context(
+    engine: Engine, tokenizer, templates: Templates, items: Sequence, window: int, sampling: Sampling, batch_size: int
+) -> list[dict[str, Any]]:
     """Base models: the whole context in one prompt (cut in the middle beyond the window), one reply."""
     rows = []
     for batch in _batches(items, batch_size):
-        prompts = [fit_document(tokenizer, templates, item.question, item.context, window, sampling.max_new_tokens)
-                   for item in batch]
+        prompts = [
+            fit_document(tokenizer, templates, item.question, item.context, window, sampling.max_new_tokens)
+            for item in batch
+        ]
         generations = engine.generate([prompt for prompt, _ in prompts], sampling)
         for item, (prompt, cut), generation in zip(batch, prompts, generations, strict=True):
-            rows.append(_row(item, decode_reply(tokenizer, generation.token_ids), prompt_tokens=len(prompt),
-                             truncated=cut))
+            rows.append(
+                _row(item, decode_reply(tokenizer, generation.token_ids), prompt_tokens=len(prompt), truncated=cut)
+            )
     return rows
 
 

@@ -18,16 +18,26 @@ from memtrain.rl.mem1_task import objective_matches
 def evaluate(agent: SearchAgent, items: Sequence, batch_size: int) -> list[dict[str, Any]]:
     rows = []
     for start in range(0, len(items), batch_size):
-        batch = items[start:start + batch_size]
+        batch = items[start : start + batch_size]
         episodes = agent.run([item.question for item in batch], group_size=1)
         for item, (episode,) in zip(batch, episodes, strict=True):
             matches = objective_matches(episode, item.targets)
-            rows.append({"id": item.id, "dataset": item.dataset, "question": item.question,
-                         "targets": [list(t) for t in item.targets], "answer": episode.answer,
-                         "objective_em": matches, "em": float(np.mean(matches)), "em_sum": float(sum(matches)),
-                         "turns": len(episode.turns), "searches": sum(a.kind == "search" for a in episode.actions),
-                         "queries": [a.content for a in episode.actions if a.kind == "search"],
-                         "final_reply": episode.turns[-1].reply})
+            rows.append(
+                {
+                    "id": item.id,
+                    "dataset": item.dataset,
+                    "question": item.question,
+                    "targets": [list(t) for t in item.targets],
+                    "answer": episode.answer,
+                    "objective_em": matches,
+                    "em": float(np.mean(matches)),
+                    "em_sum": float(sum(matches)),
+                    "turns": len(episode.turns),
+                    "searches": sum(a.kind == "search" for a in episode.actions),
+                    "queries": [a.content for a in episode.actions if a.kind == "search"],
+                    "final_reply": episode.turns[-1].reply,
+                }
+            )
     return rows
 
 

@@ -16,16 +16,22 @@ from memtrain.plan.work import job_work
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m memtrain plan", description=
-                                   "Compute plan of a DAG: jobs, GPUs and nodes per job, hours, GPU-/CPU-hours, "
-                                   "wall-clock and disk per stage, from snakemake's dry run and the config.")
+    root = argparse.ArgumentParser(
+        prog="python -m memtrain plan",
+        description="Compute plan of a DAG: jobs, GPUs and nodes per job, hours, GPU-/CPU-hours, "
+        "wall-clock and disk per stage, from snakemake's dry run and the config.",
+    )
     root.add_argument("--config", required=True, help="the run's config, e.g. config/paper.yaml")
     root.add_argument("--profile", default=None, help="snakemake profile folder, e.g. slurm (resources, jobs limit)")
     root.add_argument("--target", default="all", help="rule or file to plan (default: all)")
     root.add_argument("--missing-only", action="store_true", help="plan only jobs whose outputs are missing or stale")
     root.add_argument("--throughputs", default=None, help="YAML overriding entries of memtrain/plan/throughputs.yaml")
-    root.add_argument("--calibrate", default=None, metavar="RESULTS_DIR",
-                      help="a finished run's results folder: its benchmarks/**/*.tsv scale each rule's estimate")
+    root.add_argument(
+        "--calibrate",
+        default=None,
+        metavar="RESULTS_DIR",
+        help="a finished run's results folder: its benchmarks/**/*.tsv scale each rule's estimate",
+    )
     root.add_argument("--calibrate-config", default=None, help="the config that finished run used")
     root.add_argument("--calibrate-profile", default=None, help="the profile that finished run used (default: none)")
     root.add_argument("--jobs", type=int, default=None, help="jobs at once (default: the profile's `jobs`, else 1)")
@@ -68,7 +74,9 @@ def plan(args: argparse.Namespace) -> str:
     calibrations = {}
     if args.calibrate:
         if not args.calibrate_config:
-            raise InputError("--calibrate needs --calibrate-config, the config the finished run used", field="--calibrate-config")
+            raise InputError(
+                "--calibrate needs --calibrate-config, the config the finished run used", field="--calibrate-config"
+            )
         measured_config = memtrain_config.load(args.calibrate_config)
         measured_profile = dag.profile_dir(args.calibrate_profile) if args.calibrate_profile else None
         measured_jobs = dag.parse_jobs(dag.dry_run(args.calibrate_config, measured_profile, "all", os.getcwd()))

@@ -65,14 +65,32 @@ def profile_dir(profile: str) -> Path:
     return path.resolve()
 
 
-def dry_run(config: str | os.PathLike, profile: str | os.PathLike | None, target: str, workdir: str | os.PathLike,
-            missing_only: bool = False) -> str:
+def dry_run(
+    config: str | os.PathLike,
+    profile: str | os.PathLike | None,
+    target: str,
+    workdir: str | os.PathLike,
+    missing_only: bool = False,
+) -> str:
     """The text of `snakemake -n` for `target`: every job (--forceall) unless `missing_only`."""
-    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), "--configfile",
-               str(Path(config).resolve()), "--dry-run", "--nolock", *([] if missing_only else ["--forceall"]), target]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(SNAKEFILE),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(Path(config).resolve()),
+        "--dry-run",
+        "--nolock",
+        *([] if missing_only else ["--forceall"]),
+        target,
+    ]
     if profile is not None:
         command[3:3] = ["--profile", str(profile)]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir, check=False)
     if result.returncode != 0:
         raise InputError(f"snakemake's dry run failed:\n{(result.stderr or result.stdout)[-3000:]}", file=config)
     return result.stdout
@@ -89,9 +107,17 @@ def parse_jobs(text: str) -> list[Job]:
         fields = dict(line.strip().split(": ", 1) for line in body.splitlines() if ": " in line)
         if "output" not in fields:
             continue
-        jobs.append(Job(rule, int(fields["jobid"]), _pairs(fields.get("wildcards", "")),
-                        _pairs(fields.get("resources", "")), tuple(fields.get("input", "").split(", ")),
-                        tuple(fields["output"].split(", ")), fields.get("benchmark")))
+        jobs.append(
+            Job(
+                rule,
+                int(fields["jobid"]),
+                _pairs(fields.get("wildcards", "")),
+                _pairs(fields.get("resources", "")),
+                tuple(fields.get("input", "").split(", ")),
+                tuple(fields["output"].split(", ")),
+                fields.get("benchmark"),
+            )
+        )
     if not jobs:
         raise InputError("the dry run lists no job (is the target already up to date?)")
     return jobs

@@ -24,7 +24,18 @@ from memtrain.plan.dag import Job
 from memtrain.plan.throughputs import Throughputs
 from memtrain.plan.work import Work
 
-BENCHMARK_COLUMNS = ("s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in", "io_out", "mean_load", "cpu_time")
+BENCHMARK_COLUMNS = (
+    "s",
+    "h:m:s",
+    "max_rss",
+    "max_vms",
+    "max_uss",
+    "max_pss",
+    "io_in",
+    "io_out",
+    "mean_load",
+    "cpu_time",
+)
 
 
 def seconds(work: Work, job: Job, t: Throughputs) -> float:
@@ -33,8 +44,15 @@ def seconds(work: Work, job: Job, t: Throughputs) -> float:
     total = t[f"{device}_job_overhead_s"]
     if work.params_b:
         scale = work.params_b / t[f"{device}_reference_params_b"]
-        total += scale * (work.prefill / t[f"{device}_prefill_tokens_per_s"] + work.decode / t[f"{device}_decode_tokens_per_s"]
-                          + work.train / t[f"{device}_train_tokens_per_s"]) / parallel
+        total += (
+            scale
+            * (
+                work.prefill / t[f"{device}_prefill_tokens_per_s"]
+                + work.decode / t[f"{device}_decode_tokens_per_s"]
+                + work.train / t[f"{device}_train_tokens_per_s"]
+            )
+            / parallel
+        )
     if work.embed_passages:
         scale = work.encoder_params_b / t["embed_reference_params_b"]
         total += scale * work.embed_passages / (t[f"{device}_embed_passages_per_s"] * parallel)
@@ -81,15 +99,17 @@ def benchmark_seconds(path: str | os.PathLike) -> float:
     try:
         values = [float(row["s"]) for row in rows]
     except (KeyError, TypeError, ValueError) as error:
-        raise InputError(f"not a snakemake benchmark TSV (columns {', '.join(BENCHMARK_COLUMNS)})", file=path,
-                         field="s") from error
+        raise InputError(
+            f"not a snakemake benchmark TSV (columns {', '.join(BENCHMARK_COLUMNS)})", file=path, field="s"
+        ) from error
     if not values:
         raise InputError("benchmark has no rows", file=path, field="s")
     return sum(values) / len(values)
 
 
-def calibrate(jobs: Sequence[Job], works: Mapping[int, Work], results_dir: str | os.PathLike, results_prefix: str,
-              t: Throughputs) -> dict[str, Calibration]:
+def calibrate(
+    jobs: Sequence[Job], works: Mapping[int, Work], results_dir: str | os.PathLike, results_prefix: str, t: Throughputs
+) -> dict[str, Calibration]:
     """Per rule, measured against predicted seconds over the jobs of the calibrating run that left a benchmark.
 
     Job benchmark paths start with the calibrating config's results_dir (`results_prefix`), which is
@@ -106,7 +126,14 @@ def calibrate(jobs: Sequence[Job], works: Mapping[int, Work], results_dir: str |
         units, unit = work_units(works[job.jobid])
         found.setdefault(job.rule, []).append((benchmark_seconds(path), seconds(works[job.jobid], job, t), units, unit))
     if not found:
-        raise InputError(f"no benchmark of the calibrating run's jobs found (looked for "
-                         f"{Path(results_dir) / 'benchmarks'}/<rule>/...tsv)", file=results_dir)
-    return {rule: Calibration(rule, len(rows), sum(r[0] for r in rows), sum(r[1] for r in rows),
-                              sum(r[2] for r in rows), rows[0][3]) for rule, rows in found.items()}
+        raise InputError(
+            f"no benchmark of the calibrating run's jobs found (looked for "
+            f"{Path(results_dir) / 'benchmarks'}/<rule>/...tsv)",
+            file=results_dir,
+        )
+    return {
+        rule: Calibration(
+            rule, len(rows), sum(r[0] for r in rows), sum(r[1] for r in rows), sum(r[2] for r in rows), rows[0][3]
+        )
+        for rule, rows in found.items()
+    }

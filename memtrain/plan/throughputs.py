@@ -32,10 +32,10 @@ class Model:
 
 @dataclass(frozen=True)
 class Throughputs:
-    values: Mapping[str, float]   # every entry of the scalar sections, by name
+    values: Mapping[str, float]  # every entry of the scalar sections, by name
     sources: Mapping[str, str]
     models: Mapping[str, Model]
-    files: tuple[str, ...]        # where they came from, default first
+    files: tuple[str, ...]  # where they came from, default first
 
     def __getitem__(self, name: str) -> float:
         return self.values[name]
@@ -47,8 +47,11 @@ class Throughputs:
         for name in (reference, base, stem):
             if name in self.models:
                 return self.models[name]
-        raise InputError(f"no size known for {what} {reference!r}: add it under `models:` (by {base!r}) in a "
-                         f"--throughputs file", file=self.files[-1], field=f"models.{base}")
+        raise InputError(
+            f"no size known for {what} {reference!r}: add it under `models:` (by {base!r}) in a --throughputs file",
+            file=self.files[-1],
+            field=f"models.{base}",
+        )
 
 
 def _read(path: str | os.PathLike) -> dict[str, Any]:
@@ -60,15 +63,17 @@ def _read(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError("a throughputs file must hold a mapping of sections", file=path)
     unknown = sorted(set(loaded) - {*SCALAR_SECTIONS, "models"})
     if unknown:
-        raise InputError(f"unknown section(s) {', '.join(unknown)} (known: {', '.join([*SCALAR_SECTIONS, 'models'])})",
-                         file=path)
+        raise InputError(
+            f"unknown section(s) {', '.join(unknown)} (known: {', '.join([*SCALAR_SECTIONS, 'models'])})", file=path
+        )
     return loaded
 
 
 def _source(entry: Any, path, field: str) -> str:
     if not isinstance(entry, dict) or not isinstance(entry.get("source"), str) or not entry["source"].strip():
-        raise InputError("every entry needs a non-empty `source` saying where its number comes from", file=path,
-                         field=field)
+        raise InputError(
+            "every entry needs a non-empty `source` saying where its number comes from", file=path, field=field
+        )
     return entry["source"]
 
 
@@ -87,13 +92,18 @@ def _model(entry: Any, path, field: str) -> Model:
     source = _source(entry, path, field)
     unknown = sorted(set(entry) - {*MODEL_FIELDS, "source"})
     if unknown:
-        raise InputError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(MODEL_FIELDS)}, source)", file=path,
-                         field=field)
+        raise InputError(
+            f"unknown key(s) {', '.join(unknown)} (known: {', '.join(MODEL_FIELDS)}, source)", file=path, field=field
+        )
     values = {}
     for key, kind in MODEL_FIELDS.items():
         value = entry.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
-                                  or (kind is int and value != int(value))):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value <= 0
+            or (kind is int and value != int(value))
+        ):
             raise InputError(f"must be a positive {kind.__name__}, got {value!r}", file=path, field=f"{field}.{key}")
         values[key] = None if value is None else kind(value)
     if values["params_b"] is None:
@@ -117,8 +127,9 @@ def load(override: str | os.PathLike | None = None) -> Throughputs:
             for name, entry in entries.items():
                 if position and section_of.get(name) != section:
                     known = sorted(n for n, s in section_of.items() if s == section)
-                    raise InputError(f"unknown entry (known in {section}: {', '.join(known)})", file=path,
-                                     field=f"{section}.{name}")
+                    raise InputError(
+                        f"unknown entry (known in {section}: {', '.join(known)})", file=path, field=f"{section}.{name}"
+                    )
                 values[name], sources[name] = _scalar(entry, path, f"{section}.{name}")
                 section_of[name] = section
         entries = loaded.get("models") or {}

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from memtrain import rules
 from memtrain.config import scaling_steps
 from memtrain.errors import InputError
 from memtrain.plan.dag import Job
@@ -21,7 +22,7 @@ from memtrain.rl.rewards import uses_recall
 Config = Mapping[str, Any]
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
 HUB_WEIGHT_BYTES = 2  # hub checkpoints of the paper's backbones are bf16 safetensors
-FLOAT_BYTES = 4       # embeddings and FAISS vectors are float32
+FLOAT_BYTES = 4  # embeddings and FAISS vectors are float32
 
 
 @dataclass(frozen=True)
@@ -46,17 +47,17 @@ class Tokens:
 class Work:
     """One job's work in the units of the throughputs, and the bytes it leaves on disk."""
 
-    prefill: float = 0.0          # prompt tokens through the policy (rollouts, evaluation, log-prob passes)
-    decode: float = 0.0           # generated tokens
-    train: float = 0.0            # tokens through forward and backward
-    params_b: float = 0.0         # size of the policy those tokens run through
+    prefill: float = 0.0  # prompt tokens through the policy (rollouts, evaluation, log-prob passes)
+    decode: float = 0.0  # generated tokens
+    train: float = 0.0  # tokens through forward and backward
+    params_b: float = 0.0  # size of the policy those tokens run through
     ner_words: float = 0.0
     ner_processes: int = 1
     embed_passages: float = 0.0
     encoder_params_b: float = 0.0
-    text_words: float = 0.0       # words split, parsed and written by Python
-    tokenize: float = 0.0         # tokens counted by a fast tokenizer
-    cpu_flops: float = 0.0        # BLAS work on the job's CPUs (FAISS index training and adding)
+    text_words: float = 0.0  # words split, parsed and written by Python
+    tokenize: float = 0.0  # tokens counted by a fast tokenizer
+    cpu_flops: float = 0.0  # BLAS work on the job's CPUs (FAISS index training and adding)
     download_mb: float = 0.0
     disk_bytes: float = 0.0
 
@@ -87,14 +88,18 @@ def memory_reading(context_tokens: float, budgets: Mapping[str, int], fill: floa
         chunks = min(chunks, max_chunks)
     memory = min(budgets["memory"], budgets["response"] * fill)
     turns = chunks + 1
-    return Tokens(turns * (budgets["instruction"] + memory) + min(context_tokens, chunks * budgets["chunk"]),
-                  turns * budgets["response"] * fill)
+    return Tokens(
+        turns * (budgets["instruction"] + memory) + min(context_tokens, chunks * budgets["chunk"]),
+        turns * budgets["response"] * fill,
+    )
 
 
 def recall_question(budgets: Mapping[str, int], fill: float) -> Tokens:
     """One IMR answer (paper 3.3): a single turn over an intermediate memory and one whole masked chunk."""
-    return Tokens(budgets["instruction"] + min(budgets["memory"], budgets["response"] * fill) + budgets["chunk"],
-                  budgets["response"] * fill)
+    return Tokens(
+        budgets["instruction"] + min(budgets["memory"], budgets["response"] * fill) + budgets["chunk"],
+        budgets["response"] * fill,
+    )
 
 
 def search_episode(config: Config, fill: float) -> Tokens:
@@ -108,7 +113,9 @@ def search_episode(config: Config, fill: float) -> Tokens:
     return Tokens(instruction + reply + mem1["information_tokens"], reply) * mem1["max_turns"]
 
 
-def grpo(per_item: Tokens, steps: int, settings: Mapping[str, Any], rl: Mapping[str, Any], t: Throughputs) -> dict[str, float]:
+def grpo(
+    per_item: Tokens, steps: int, settings: Mapping[str, Any], rl: Mapping[str, Any], t: Throughputs
+) -> dict[str, float]:
     """Rollout, log-prob and update tokens of a GRPO training (memtrain.rl.trainer's step).
 
     Rollouts are repeated by the expected DAPO refill rounds (capped by max_refill_rounds); every kept
@@ -119,7 +126,9 @@ def grpo(per_item: Tokens, steps: int, settings: Mapping[str, Any], rl: Mapping[
     items = steps * settings["batch_size"]
     generated = per_item * (items * (1 + refill))
     kept = per_item.total * items
-    scoring = int(rl["loss"]["kl_coef"] > 0) + int(rl["ppo_epochs"] > 1 or settings["mini_batch_size"] < settings["batch_size"])
+    scoring = int(rl["loss"]["kl_coef"] > 0) + int(
+        rl["ppo_epochs"] > 1 or settings["mini_batch_size"] < settings["batch_size"]
+    )
     return {"prefill": generated.prefill + scoring * kept, "decode": generated.decode, "train": kept * rl["ppo_epochs"]}
 
 
@@ -141,11 +150,15 @@ def training_disk(model: Model, config: Config, t: Throughputs, exports: int) ->
 def articles(config: Config, t: Throughputs) -> tuple[float, float]:
     """Articles and words of the configured source: max_articles when set, else the whole source."""
     source = config["data"]["source"]
-    per_article = t["vital_words_per_article"] if source["kind"] == "vital_articles" else t["wikipedia_words_per_article"]
+    per_article = (
+        t["vital_words_per_article"] if source["kind"] == "vital_articles" else t["wikipedia_words_per_article"]
+    )
     count = source["max_articles"]
     if count is None:
         if source["kind"] == "jsonl":
-            raise InputError("the plan cannot size a jsonl source without max_articles", field="data.source.max_articles")
+            raise InputError(
+                "the plan cannot size a jsonl source without max_articles", field="data.source.max_articles"
+            )
         count = t["vital_articles"] if source["kind"] == "vital_articles" else t["wikipedia_articles"]
     return count, count * per_article
 
@@ -166,8 +179,7 @@ def index_work(vectors: float, dim: int, settings: Mapping[str, Any], t: Through
     if settings["type"] == "flat":
         return 0.0, vectors * dim * FLOAT_BYTES
     if settings["type"] == "hnsw":
-        return (2 * vectors * dim * 40 * settings["hnsw_m"],
-                vectors * (dim * FLOAT_BYTES + 2 * settings["hnsw_m"] * 4))
+        return (2 * vectors * dim * 40 * settings["hnsw_m"], vectors * (dim * FLOAT_BYTES + 2 * settings["hnsw_m"] * 4))
     nlist = max(1, min(settings["nlist"], int(vectors // 4)))
     training = 2 * min(vectors, 256 * nlist) * nlist * dim * 10
     return training + 2 * vectors * nlist * dim, vectors * (dim * FLOAT_BYTES + t["vector_id_bytes"])
@@ -203,8 +215,11 @@ def ner(job: Job, config: Config, t: Throughputs) -> Work:
     """One shard of the words through spaCy, with data.ner.threads processes but no more than the job's CPUs."""
     settings = config["data"]["ner"]
     words = articles(config, t)[1] / settings["shards"]
-    return Work(ner_words=words, ner_processes=min(settings["threads"], job.cpus),
-                disk_bytes=words * t["entities_per_word"] * t["bytes_per_entity"])
+    return Work(
+        ner_words=words,
+        ner_processes=min(settings["threads"], job.cpus),
+        disk_bytes=words * t["entities_per_word"] * t["bytes_per_entity"],
+    )
 
 
 def embed(job: Job, config: Config, t: Throughputs) -> Work:
@@ -212,14 +227,19 @@ def embed(job: Job, config: Config, t: Throughputs) -> Work:
     settings = config["data"]["embed"]
     encoder = t.model(settings["model"], "data.embed.model")
     count = passage_count(config, t) / settings["shards"]
-    return Work(embed_passages=count, encoder_params_b=encoder.params_b, disk_bytes=count * _dim(encoder, settings["model"], t) * FLOAT_BYTES)
+    return Work(
+        embed_passages=count,
+        encoder_params_b=encoder.params_b,
+        disk_bytes=count * _dim(encoder, settings["model"], t) * FLOAT_BYTES,
+    )
 
 
 def index(job: Job, config: Config, t: Throughputs) -> Work:
     """The FAISS index over every passage vector (see index_work)."""
     reference = config["data"]["embed"]["model"]
-    flops, size = index_work(passage_count(config, t), _dim(t.model(reference, "data.embed.model"), reference, t),
-                             config["data"]["index"], t)
+    flops, size = index_work(
+        passage_count(config, t), _dim(t.model(reference, "data.embed.model"), reference, t), config["data"]["index"], t
+    )
     return Work(cpu_flops=flops, disk_bytes=size)
 
 
@@ -232,16 +252,20 @@ def assemble(job: Job, config: Config, t: Throughputs) -> Work:
     documents = settings["num_train"] + settings["num_heldout"]
     passage_tokens = (cut["min_words"] + cut["max_words"]) / 2 / t["words_per_token"]
     document_tokens = (settings["min_tokens"] + settings["max_tokens"]) / 2
-    return Work(tokenize=documents * settings["num_passages"] * passage_tokens,
-                disk_bytes=documents * document_tokens * t["bytes_per_token"])
+    return Work(
+        tokenize=documents * settings["num_passages"] * passage_tokens,
+        disk_bytes=documents * document_tokens * t["bytes_per_token"],
+    )
 
 
 def prepare_model(job: Job, config: Config, t: Throughputs) -> Work:
     """The base policy fetched from the hub (bf16; a GGUF is local) and saved in rl.dtype."""
     reference = config["backbones"][job.wildcards["backbone"]]
     params = policy(config, t, job.wildcards["backbone"]).params_b * 1e9
-    return Work(download_mb=params * HUB_WEIGHT_BYTES / 1e6 if "path" in reference else 0.0,
-                disk_bytes=params * DTYPE_BYTES[config["rl"]["dtype"]])
+    return Work(
+        download_mb=params * HUB_WEIGHT_BYTES / 1e6 if "path" in reference else 0.0,
+        disk_bytes=params * DTYPE_BYTES[config["rl"]["dtype"]],
+    )
 
 
 def memtrain_training(job: Job, config: Config, t: Throughputs) -> Work:
@@ -253,13 +277,17 @@ def memtrain_training(job: Job, config: Config, t: Throughputs) -> Work:
     """
     settings, budgets, fill = config["memtrain"], config["agent"]["budgets"], t["response_fill"]
     documents = config["data"]["documents"]
-    trajectory = memory_reading((documents["min_tokens"] + documents["max_tokens"]) / 2, budgets, fill,
-                                budgets["max_chunks"])
+    trajectory = memory_reading(
+        (documents["min_tokens"] + documents["max_tokens"]) / 2, budgets, fill, budgets["max_chunks"]
+    )
     if uses_recall(job.wildcards["variant"]):
         trajectory += recall_question(budgets, fill) * settings["recall_group_size"]
     model = policy(config, t, job.wildcards["backbone"])
-    return Work(**grpo(trajectory * settings["group_size"], settings["steps"], settings, config["rl"], t),
-                params_b=model.params_b, disk_bytes=training_disk(model, config, t, exports=1))
+    return Work(
+        **grpo(trajectory * settings["group_size"], settings["steps"], settings, config["rl"], t),
+        params_b=model.params_b,
+        disk_bytes=training_disk(model, config, t, exports=1),
+    )
 
 
 def posttraining(job: Job, config: Config, t: Throughputs) -> Work:
@@ -269,7 +297,7 @@ def posttraining(job: Job, config: Config, t: Throughputs) -> Work:
     each, at most max_chunks chunks); MEM1: a group of search episodes (see search_episode). A
     continued run exports a policy at every evaluated step.
     """
-    continued = job.rule == "posttrain_continue"
+    continued = job.rule == rules.POSTTRAIN_CONTINUE
     algorithm = "memagent" if continued else job.wildcards["algorithm"]
     settings, fill = config["posttrain"][algorithm], t["response_fill"]
     if algorithm == "memagent":
@@ -281,8 +309,11 @@ def posttraining(job: Job, config: Config, t: Throughputs) -> Work:
     steps = config["posttrain"]["scaling"]["steps"] if continued else settings["steps"]
     model = policy(config, t, job.wildcards["backbone"])
     exports = len(scaling_steps(config)) if continued else 1
-    return Work(**grpo(episode * settings["group_size"], steps, settings, config["rl"], t), params_b=model.params_b,
-                disk_bytes=training_disk(model, config, t, exports))
+    return Work(
+        **grpo(episode * settings["group_size"], steps, settings, config["rl"], t),
+        params_b=model.params_b,
+        disk_bytes=training_disk(model, config, t, exports),
+    )
 
 
 def long_context_evaluation(job: Job, config: Config, t: Throughputs) -> Work:
@@ -301,11 +332,18 @@ def long_context_evaluation(job: Job, config: Config, t: Throughputs) -> Work:
     tokens = Tokens()
     for num_docs in settings["lengths"]:
         context = num_docs * t["hotpotqa_tokens_per_doc"]
-        tokens += (Tokens(min(budgets["instruction"] + context, window - budgets["response"]), reply) if whole
-                   else memory_reading(context, budgets, fill, None))
+        tokens += (
+            Tokens(min(budgets["instruction"] + context, window - budgets["response"]), reply)
+            if whole
+            else memory_reading(context, budgets, fill, None)
+        )
     rows = questions * len(settings["lengths"])
-    return Work(prefill=tokens.prefill * questions, decode=tokens.decode * questions, params_b=model.params_b,
-                disk_bytes=rows * (budgets["memory"] + budgets["response"]) * t["bytes_per_token"])
+    return Work(
+        prefill=tokens.prefill * questions,
+        decode=tokens.decode * questions,
+        params_b=model.params_b,
+        disk_bytes=rows * (budgets["memory"] + budgets["response"]) * t["bytes_per_token"],
+    )
 
 
 def search_evaluation(job: Job, config: Config, t: Throughputs) -> Work:
@@ -317,8 +355,12 @@ def search_evaluation(job: Job, config: Config, t: Throughputs) -> Work:
         questions += search["num_eval_questions"] or _split_size(dataset, split, t) // search["objectives"]
     model = policy(config, t, job.wildcards["backbone"])
     episode = search_episode(config, t["response_fill"]) * questions
-    return Work(prefill=episode.prefill, decode=episode.decode, params_b=model.params_b,
-                disk_bytes=episode.decode * t["bytes_per_token"])
+    return Work(
+        prefill=episode.prefill,
+        decode=episode.decode,
+        params_b=model.params_b,
+        disk_bytes=episode.decode * t["bytes_per_token"],
+    )
 
 
 def case_study(job: Job, config: Config, t: Throughputs) -> Work:
@@ -326,19 +368,28 @@ def case_study(job: Job, config: Config, t: Throughputs) -> Work:
     budgets = config["agent"]["budgets"]
     context = max(config["qa"]["long_context"]["lengths"]) * t["hotpotqa_tokens_per_doc"]
     tokens = memory_reading(context, budgets, t["response_fill"], None) * 2
-    return Work(prefill=tokens.prefill, decode=tokens.decode, params_b=policy(config, t, job.wildcards["backbone"]).params_b)
+    return Work(
+        prefill=tokens.prefill, decode=tokens.decode, params_b=policy(config, t, job.wildcards["backbone"]).params_b
+    )
 
 
 def qa_long_context(job: Job, config: Config, t: Throughputs) -> Work:
     """MemAgent's training contexts (num_questions x num_docs documents) and the evaluation sets (fetched when
     memagent_eval_dir is on the hub, else built), all written as text."""
     qa = config["qa"]
-    train_docs = (qa["memagent_train"]["num_questions"] or t["hotpotqa_train_questions"]) * qa["memagent_train"]["num_docs"]
-    eval_docs = (qa["long_context"]["num_questions"] or t["hotpotqa_dev_questions"]) * sum(qa["long_context"]["lengths"])
+    train_docs = (qa["memagent_train"]["num_questions"] or t["hotpotqa_train_questions"]) * qa["memagent_train"][
+        "num_docs"
+    ]
+    eval_docs = (qa["long_context"]["num_questions"] or t["hotpotqa_dev_questions"]) * sum(
+        qa["long_context"]["lengths"]
+    )
     per_doc = t["hotpotqa_tokens_per_doc"] * t["bytes_per_token"]
     fetched = str(qa["long_context"]["memagent_eval_dir"] or "").startswith("hf://")
-    return Work(text_words=(train_docs + eval_docs) * t["hotpotqa_tokens_per_doc"] * t["words_per_token"],
-                download_mb=eval_docs * per_doc / 1e6 if fetched else 0.0, disk_bytes=(train_docs + eval_docs) * per_doc)
+    return Work(
+        text_words=(train_docs + eval_docs) * t["hotpotqa_tokens_per_doc"] * t["words_per_token"],
+        download_mb=eval_docs * per_doc / 1e6 if fetched else 0.0,
+        disk_bytes=(train_docs + eval_docs) * per_doc,
+    )
 
 
 def search_corpus(job: Job, config: Config, t: Throughputs) -> Work:
@@ -365,27 +416,45 @@ def search_index(job: Job, config: Config, t: Throughputs) -> Work:
 
 def _dim(model: Model, reference: str, t: Throughputs) -> int:
     if model.dim is None:
-        raise InputError(f"encoder {reference!r} needs `dim` (vector size)", file=t.files[-1],
-                         field=f"models.{reference}.dim")
+        raise InputError(
+            f"encoder {reference!r} needs `dim` (vector size)", file=t.files[-1], field=f"models.{reference}.dim"
+        )
     return model.dim
 
 
 def _split_size(dataset: str, split: str, t: Throughputs) -> float:
     name = f"{dataset}/{split}"
     if name not in t.values:
-        raise InputError(f"no question count known for {name}: set qa.search.num_eval_questions or add it under "
-                         f"qa_splits", file=t.files[-1], field=f"qa_splits.{name}")
+        raise InputError(
+            f"no question count known for {name}: set qa.search.num_eval_questions or add it under qa_splits",
+            file=t.files[-1],
+            field=f"qa_splits.{name}",
+        )
     return t[name]
 
 
 FORMULAS: dict[str, Callable[[Job, Config, Throughputs], Work]] = {
-    "wiki_download": wiki_download, "passages": passages, "ner": ner, "embed": embed, "index": index,
-    "assemble": assemble, "prepare_model": prepare_model, "memtrain_train": memtrain_training,
-    "posttrain_train": posttraining, "posttrain_continue": posttraining,
-    "eval_long_context": long_context_evaluation, "eval_scaling": long_context_evaluation,
-    "eval_search_qa": search_evaluation, "case_study": case_study, "qa_long_context": qa_long_context,
-    "search_corpus": search_corpus, "search_index": search_index,
-    **dict.fromkeys(("tokenizer", "dataset_card", "offline_qa", "qa_search", "figures", "report"), bookkeeping),
+    rules.WIKI_DOWNLOAD: wiki_download,
+    rules.PASSAGES: passages,
+    rules.NER: ner,
+    rules.EMBED: embed,
+    rules.INDEX: index,
+    rules.ASSEMBLE: assemble,
+    rules.PREPARE_MODEL: prepare_model,
+    rules.MEMTRAIN_TRAIN: memtrain_training,
+    rules.POSTTRAIN_TRAIN: posttraining,
+    rules.POSTTRAIN_CONTINUE: posttraining,
+    rules.EVAL_LONG_CONTEXT: long_context_evaluation,
+    rules.EVAL_SCALING: long_context_evaluation,
+    rules.EVAL_SEARCH_QA: search_evaluation,
+    rules.CASE_STUDY: case_study,
+    rules.QA_LONG_CONTEXT: qa_long_context,
+    rules.SEARCH_CORPUS: search_corpus,
+    rules.SEARCH_INDEX: search_index,
+    **dict.fromkeys(
+        (rules.TOKENIZER, rules.DATASET_CARD, rules.OFFLINE_QA, rules.QA_SEARCH, rules.FIGURES, rules.REPORT),
+        bookkeeping,
+    ),
 }
 
 

@@ -64,8 +64,11 @@ def pick(baseline: pd.DataFrame, ours: pd.DataFrame) -> tuple[str, int]:
         duplicated = frame.duplicated(KEY)
         if duplicated.any():
             first = frame[duplicated].iloc[0]
-            raise InputError(f"the {name} predictions hold question {first['id']} at {first['num_docs']} documents "
-                             "twice", record=str(first["id"]), field="id")
+            raise InputError(
+                f"the {name} predictions hold question {first['id']} at {first['num_docs']} documents twice",
+                record=str(first["id"]),
+                field="id",
+            )
     both = baseline[PICK_COLUMNS].merge(ours[PICK_COLUMNS], on=KEY, suffixes=("_baseline", "_ours"))
     if both.empty:
         raise InputError("the baseline and our predictions share no (id, num_docs) question", field="id")
@@ -73,8 +76,9 @@ def pick(baseline: pd.DataFrame, ours: pd.DataFrame) -> tuple[str, int]:
     predictions = [[None if pd.isna(p) else p for p in both[f"prediction_{side}"]] for side in ("baseline", "ours")]
     differ = [a != b for a, b in zip(*predictions, strict=True)]
     ours_only = (both["em_ours"] == 1) & (both["em_baseline"] == 0)
-    both = both.assign(tier=[0 if o else 1 if d else 2 for o, d in zip(ours_only, differ, strict=True)],
-                       id=both["id"].astype(str))
+    both = both.assign(
+        tier=[0 if o else 1 if d else 2 for o, d in zip(ours_only, differ, strict=True)], id=both["id"].astype(str)
+    )
     best = both.sort_values(["tier", "num_docs", "id"]).iloc[0]
     return best["id"], int(best["num_docs"])
 
@@ -90,14 +94,16 @@ def trace(agent: MemoryAgent, item: LongContextItem, evidence_chars: int = 600) 
     for index, (chunk, memory) in enumerate(zip(chunks, trajectory.memories, strict=True)):
         end = start + len(chunk.text)  # chunks are consecutive spans of the context, so offsets add up
         # Stripped, so a chunk holding only the blank line after a gold document does not count as holding it.
-        inside = [(title, text) for first, last, title in gold
-                  if (text := item.context[max(first, start):min(last, end)].strip())]
+        inside = [
+            (title, text)
+            for first, last, title in gold
+            if (text := item.context[max(first, start) : min(last, end)].strip())
+        ]
         evidence = "\n\n".join(_cut(text, evidence_chars) for _, text in inside)
         traced.append(ChunkTrace(index, tuple(title for title, _ in inside), evidence, memory))
         start = end
     prediction = extract_boxed(trajectory.final_reply)
-    return CaseTrace(traced, trajectory.final_reply, prediction,
-                     long_context.scores(prediction, item.answers)["em"])
+    return CaseTrace(traced, trajectory.final_reply, prediction, long_context.scores(prediction, item.answers)["em"])
 
 
 def _gold_spans(item: LongContextItem) -> list[tuple[int, int, str]]:
@@ -111,8 +117,9 @@ def _gold_spans(item: LongContextItem) -> list[tuple[int, int, str]]:
     spans = []
     for n, header in enumerate(headers):
         if header[1] in titles:
-            spans.append((header.start(1), headers[n + 1].start() if n + 1 < len(headers) else len(item.context),
-                          header[1]))
+            spans.append(
+                (header.start(1), headers[n + 1].start() if n + 1 < len(headers) else len(item.context), header[1])
+            )
     return spans
 
 
@@ -128,8 +135,12 @@ def _layout(traces: Mapping[str, CaseTrace]) -> list[ChunkTrace]:
     layout = [dataclasses.replace(chunk, memory="") for chunk in first.chunks]
     for label, other in others:
         if [dataclasses.replace(chunk, memory="") for chunk in other.chunks] != layout:
-            raise InputError(f"the trace of {label} was read in other chunks than that of {first_label} "
-                             "(a different tokenizer or chunk budget)", record=label, field="chunks")
+            raise InputError(
+                f"the trace of {label} was read in other chunks than that of {first_label} "
+                "(a different tokenizer or chunk budget)",
+                record=label,
+                field="chunks",
+            )
     return layout
 
 
@@ -157,19 +168,36 @@ def to_markdown(item: LongContextItem, traces: Mapping[str, CaseTrace]) -> str:
     table cells, so a `|` or a newline in a model's memory cannot break the layout.
     """
     layout = _layout(traces)
-    lines = [f"# Case study: question {item.id}", "", "**Question**", "", _quoted(item.question), "",
-             "**Gold answers:** " + "; ".join(_inline(answer) for answer in item.answers), "",
-             f"**Context:** {item.num_docs} documents, read in {len(layout)} chunks", ""]
+    lines = [
+        f"# Case study: question {item.id}",
+        "",
+        "**Question**",
+        "",
+        _quoted(item.question),
+        "",
+        "**Gold answers:** " + "; ".join(_inline(answer) for answer in item.answers),
+        "",
+        f"**Context:** {item.num_docs} documents, read in {len(layout)} chunks",
+        "",
+    ]
     for chunk in layout:
         lines += [f"## Chunk {chunk.index + 1}", ""]
         if chunk.gold_titles:
-            lines += ["Gold documents: " + ", ".join(_inline(title) for title in chunk.gold_titles), "",
-                      _quoted(chunk.evidence), ""]
+            lines += [
+                "Gold documents: " + ", ".join(_inline(title) for title in chunk.gold_titles),
+                "",
+                _quoted(chunk.evidence),
+                "",
+            ]
         else:
             lines += ["No gold document in this chunk.", ""]
         for label, case in traces.items():
-            lines += [f"**{label}**, memory after chunk {chunk.index + 1}:", "",
-                      _fenced(case.chunks[chunk.index].memory), ""]
+            lines += [
+                f"**{label}**, memory after chunk {chunk.index + 1}:",
+                "",
+                _fenced(case.chunks[chunk.index].memory),
+                "",
+            ]
     lines += ["## Final answer", ""]
     for label, case in traces.items():
         prediction = _inline(case.prediction) if case.prediction is not None else "none (no \\boxed{} answer)"
@@ -179,8 +207,20 @@ def to_markdown(item: LongContextItem, traces: Mapping[str, CaseTrace]) -> str:
 
 def to_json(item: LongContextItem, traces: Mapping[str, CaseTrace]) -> dict[str, Any]:
     """The same content as `to_markdown`, as plain JSON types (lists, not tuples, so it round-trips unchanged)."""
-    return {"id": item.id, "num_docs": item.num_docs, "question": item.question, "answers": list(item.answers),
-            "models": {label: {"chunks": [{**dataclasses.asdict(chunk), "gold_titles": list(chunk.gold_titles)}
-                                          for chunk in case.chunks],
-                               "reply": case.reply, "prediction": case.prediction, "em": case.em}
-                       for label, case in traces.items()}}
+    return {
+        "id": item.id,
+        "num_docs": item.num_docs,
+        "question": item.question,
+        "answers": list(item.answers),
+        "models": {
+            label: {
+                "chunks": [
+                    {**dataclasses.asdict(chunk), "gold_titles": list(chunk.gold_titles)} for chunk in case.chunks
+                ],
+                "reply": case.reply,
+                "prediction": case.prediction,
+                "em": case.em,
+            }
+            for label, case in traces.items()
+        },
+    }

@@ -28,10 +28,16 @@ from memtrain.report.tables import ABLATION_VARIANTS, LENGTHS, VARIANTS
 METRIC = "em"
 METRIC_LABELS = {"em": "EM", "sub_em": "sub-EM (accuracy)", "f1": "F1"}
 # Figure 3's legend names, as the paper labels the ablations -> key of its averages in figures.yaml.
-ABLATION_LABELS: dict[str, str] = {"memtrain+memagent": "Full", "e2e+memagent": "End-to-End",
-                                   "decoupled+memagent": "Decoupled"}
-ABLATION_PAPER_KEYS: dict[str, str] = {"memtrain+memagent": "full", "e2e+memagent": "end-to-end",
-                                       "decoupled+memagent": "decoupled"}
+ABLATION_LABELS: dict[str, str] = {
+    "memtrain+memagent": "Full",
+    "e2e+memagent": "End-to-End",
+    "decoupled+memagent": "Decoupled",
+}
+ABLATION_PAPER_KEYS: dict[str, str] = {
+    "memtrain+memagent": "full",
+    "e2e+memagent": "end-to-end",
+    "decoupled+memagent": "decoupled",
+}
 # Figure 4's series -> legend names; the gap is measured from the first to the second.
 SCALING_BASELINE = "memagent"
 SCALING_OURS = "memtrain+memagent"
@@ -70,8 +76,13 @@ def _length_label(num_docs: int, stand_ins: Mapping[int, str]) -> str:
     return f"{int(num_docs)} ({stand_ins[int(num_docs)]})" if int(num_docs) in stand_ins else str(int(num_docs))
 
 
-def ablation_figure(long_context: pd.DataFrame, backbone: str, paper: Mapping[str, Any] | None = None,
-                    stand_ins: Mapping[int, str] | None = None, metric: str = METRIC) -> Figure:
+def ablation_figure(
+    long_context: pd.DataFrame,
+    backbone: str,
+    paper: Mapping[str, Any] | None = None,
+    stand_ins: Mapping[int, str] | None = None,
+    metric: str = METRIC,
+) -> Figure:
     """Figure 3: EM against context length for Full, End-to-End and Decoupled MemTrain, each + MemAgent.
 
     `long_context` is `results.long_context`; points are means over seeds with std error bars, the
@@ -94,13 +105,28 @@ def ablation_figure(long_context: pd.DataFrame, backbone: str, paper: Mapping[st
         by_length = points.groupby("num_docs")[metric].agg(["mean", _spread]).sort_index()
         lengths.update(int(n) for n in by_length.index)
         color = f"C{index}"
-        handles.append(axis.errorbar(by_length.index.to_numpy(dtype=float), by_length["mean"], yerr=by_length["_spread"],
-                      marker="o", capsize=3, color=color,
-                      label=f"{name} (avg {by_length['mean'].mean():.2f})"))
+        handles.append(
+            axis.errorbar(
+                by_length.index.to_numpy(dtype=float),
+                by_length["mean"],
+                yerr=by_length["_spread"],
+                marker="o",
+                capsize=3,
+                color=color,
+                label=f"{name} (avg {by_length['mean'].mean():.2f})",
+            )
+        )
         reference = averages.get(ABLATION_PAPER_KEYS[variant])
         if reference is not None:
-            handles.append(axis.axhline(float(reference), color=color, linestyle="--", linewidth=1,
-                                        label=f"{name} paper avg ({float(reference):.2f})"))
+            handles.append(
+                axis.axhline(
+                    float(reference),
+                    color=color,
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"{name} paper avg ({float(reference):.2f})",
+                )
+            )
     if not lengths:
         raise InputError(f"no long-context results of {ABLATION_VARIANTS} for backbone {backbone}", field="backbone")
     axis.set_xscale("log")
@@ -134,8 +160,9 @@ def _gap(means: pd.DataFrame) -> tuple[int, float, int, float] | None:
     return step, float(baseline[step]), at, float(ours[at])
 
 
-def scaling_figure(points: pd.DataFrame, backbone: str, paper: Mapping[str, Any] | None = None,
-                   metric: str = METRIC) -> Figure:
+def scaling_figure(
+    points: pd.DataFrame, backbone: str, paper: Mapping[str, Any] | None = None, metric: str = METRIC
+) -> Figure:
     """Figure 4: average long-context EM against post-training step, one line (mean, std band) per series.
 
     `points` has one row per (series, step, seed) with `em` already averaged over lengths; the gap
@@ -149,26 +176,44 @@ def scaling_figure(points: pd.DataFrame, backbone: str, paper: Mapping[str, Any]
     if points.empty:
         raise InputError(f"no post-training scaling points for backbone {backbone}", field=metric)
     means = points.groupby(["series", "step"])[metric].agg(["mean", _spread]).sort_index()
-    series = sorted(means.index.get_level_values(0).unique(),
-                    key=lambda name: (list(SCALING_LABELS).index(name) if name in SCALING_LABELS else 99, name))
+    series = sorted(
+        means.index.get_level_values(0).unique(),
+        key=lambda name: (list(SCALING_LABELS).index(name) if name in SCALING_LABELS else 99, name),
+    )
     figure = Figure(figsize=(7, 4.2))
     axis = figure.add_subplot()
     for index, name in enumerate(series):
         line = means.loc[name]
         steps = line.index.to_numpy(dtype=float)
         axis.plot(steps, line["mean"], marker="o", color=f"C{index}", label=SCALING_LABELS.get(name, name))
-        axis.fill_between(steps, line["mean"] - line["_spread"], line["mean"] + line["_spread"],
-                          color=f"C{index}", alpha=0.2, linewidth=0)
+        axis.fill_between(
+            steps,
+            line["mean"] - line["_spread"],
+            line["mean"] + line["_spread"],
+            color=f"C{index}",
+            alpha=0.2,
+            linewidth=0,
+        )
         if len(line) == 1:  # a model that was not continued: its level, to compare every later step with
             axis.axhline(float(line["mean"].iloc[0]), color=f"C{index}", linestyle="--", linewidth=1)
     gap = _gap(means)
     if gap is not None:
         step, baseline, at, ours = gap
         versus = "" if at == step else f" (vs step {at})"
-        axis.annotate("", xy=(step, ours), xytext=(step, baseline),
-                      arrowprops={"arrowstyle": "<->", "color": "black", "linewidth": 1})
-        axis.annotate(f"gap {ours - baseline:+.2f} at step {step}{versus}", xy=(step, (ours + baseline) / 2),
-                      xytext=(6, 0), textcoords="offset points", va="center", fontsize="small")
+        axis.annotate(
+            "",
+            xy=(step, ours),
+            xytext=(step, baseline),
+            arrowprops={"arrowstyle": "<->", "color": "black", "linewidth": 1},
+        )
+        axis.annotate(
+            f"gap {ours - baseline:+.2f} at step {step}{versus}",
+            xy=(step, (ours + baseline) / 2),
+            xytext=(6, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize="small",
+        )
     section = _section(paper, "figure4")
     lead = section.get("memtrain_memagent_lead")
     if lead is not None:
@@ -201,8 +246,14 @@ def training_curves(histories: pd.DataFrame) -> Figure:
         runs = histories[histories["kind"] == kind]
         for run, line in runs.groupby("run", sort=True):
             line = line.sort_values("step")
-            axis.plot(line["step"].to_numpy(dtype=float), line["value"].to_numpy(dtype=float),
-                      marker=".", markersize=3, linewidth=1, label=str(run))
+            axis.plot(
+                line["step"].to_numpy(dtype=float),
+                line["value"].to_numpy(dtype=float),
+                marker=".",
+                markersize=3,
+                linewidth=1,
+                label=str(run),
+            )
         axis.set_title(f"{kind}: {METRIC_BY_KIND.get(kind, 'reward')}")
         axis.set_xlabel("step")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: no 1.5 ticks on short runs
@@ -213,8 +264,9 @@ def training_curves(histories: pd.DataFrame) -> Figure:
     return figure
 
 
-def training_histories(client: Any, run_ids_by_label: Mapping[str, tuple[str, str]],
-                       metric_by_kind: Mapping[str, str] = METRIC_BY_KIND) -> pd.DataFrame:
+def training_histories(
+    client: Any, run_ids_by_label: Mapping[str, tuple[str, str]], metric_by_kind: Mapping[str, str] = METRIC_BY_KIND
+) -> pd.DataFrame:
     """MLflow metric histories as the long frame `training_curves` plots.
 
     `run_ids_by_label` maps a run's label (e.g. "memagent/base/seed1") to (MLflow run id, kind);
@@ -223,18 +275,26 @@ def training_histories(client: Any, run_ids_by_label: Mapping[str, tuple[str, st
     frames = []
     for label, (run_id, kind) in run_ids_by_label.items():
         if kind not in metric_by_kind:
-            raise InputError(f"no metric known for the kind {kind!r}; known: {sorted(metric_by_kind)}",
-                             record=label, field="kind")
+            raise InputError(
+                f"no metric known for the kind {kind!r}; known: {sorted(metric_by_kind)}", record=label, field="kind"
+            )
         history = client.get_metric_history(run_id, metric_by_kind[kind])
         if not history:
             continue
-        rows = pd.DataFrame([{"step": int(m.step), "value": float(m.value), "timestamp": int(m.timestamp)}
-                             for m in history])
+        rows = pd.DataFrame(
+            [{"step": int(m.step), "value": float(m.value), "timestamp": int(m.timestamp)} for m in history]
+        )
         rows = rows.sort_values(["step", "timestamp"]).drop_duplicates("step", keep="last")
         frames.append(rows.assign(run=label, kind=kind)[HISTORY_COLUMNS])
     if not frames:
-        return pd.DataFrame({"run": pd.Series(dtype=str), "kind": pd.Series(dtype=str),
-                             "step": pd.Series(dtype=np.int64), "value": pd.Series(dtype=float)})
+        return pd.DataFrame(
+            {
+                "run": pd.Series(dtype=str),
+                "kind": pd.Series(dtype=str),
+                "step": pd.Series(dtype=np.int64),
+                "value": pd.Series(dtype=float),
+            }
+        )
     return pd.concat(frames, ignore_index=True)
 
 

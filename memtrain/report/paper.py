@@ -58,8 +58,11 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     duplicated = table.duplicated(ID_COLUMNS)
     if duplicated.any():
         first = table[duplicated].iloc[0]
-        raise InputError(f"{first['backbone']} / {first['variant']} appears twice", file=path,
-                         record=f"line {int(table[duplicated].index[0]) + 2}")
+        raise InputError(
+            f"{first['backbone']} / {first['variant']} appears twice",
+            file=path,
+            record=f"line {int(table[duplicated].index[0]) + 2}",
+        )
     return table
 
 

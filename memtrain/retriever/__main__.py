@@ -15,7 +15,9 @@ from memtrain.errors import InputError
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m memtrain.retriever", description=__doc__)
-    parser.add_argument("--corpus", required=True, help="parquet (or Arrow IPC) table: id, title, text; row i = FAISS id i")
+    parser.add_argument(
+        "--corpus", required=True, help="parquet (or Arrow IPC) table: id, title, text; row i = FAISS id i"
+    )
     parser.add_argument("--index", required=True, help="FAISS index file over the corpus passages")
     parser.add_argument("--encoder", required=True, help="sentence-transformers id, local path or pkg:<module>/<dir>")
     parser.add_argument("--query-prefix", default="", help="prepended to every query (e.g. 'query: ' for e5)")
@@ -41,21 +43,35 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        from memtrain.retriever import server
+        from memtrain.retriever import protocol, server
 
-        server.check_host(args.host, args.allow_remote)          # before minutes of loading
+        protocol.check_host(args.host, args.allow_remote)  # before minutes of loading
         if args.threads:
             import faiss
             import torch
 
             torch.set_num_threads(args.threads)
             faiss.omp_set_num_threads(args.threads)
-        retriever = server.open_retriever(args.corpus, args.index, args.encoder, query_prefix=args.query_prefix,
-                                          device=args.device, allow_downloads=args.allow_downloads,
-                                          nprobe=args.nprobe, ef_search=args.ef_search, batch_size=args.batch_size)
-        httpd = server.make_server(retriever, host=args.host, port=args.port, default_top_k=args.top_k,
-                                   max_top_k=args.max_top_k, allow_remote=args.allow_remote,
-                                   max_body_bytes=args.max_body_bytes)
+        retriever = server.open_retriever(
+            args.corpus,
+            args.index,
+            args.encoder,
+            query_prefix=args.query_prefix,
+            device=args.device,
+            allow_downloads=args.allow_downloads,
+            nprobe=args.nprobe,
+            ef_search=args.ef_search,
+            batch_size=args.batch_size,
+        )
+        httpd = server.make_server(
+            retriever,
+            host=args.host,
+            port=args.port,
+            default_top_k=args.top_k,
+            max_top_k=args.max_top_k,
+            allow_remote=args.allow_remote,
+            max_body_bytes=args.max_body_bytes,
+        )
     except InputError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
@@ -79,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         httpd.shutdown()
         httpd.server_close()
         if ready is not None and ready.exists():
-            os.unlink(ready)                             # a URL on disk means a server is listening
+            os.unlink(ready)  # a URL on disk means a server is listening
 
 
 if __name__ == "__main__":

@@ -25,24 +25,7 @@ from typing import Any
 
 import memtrain
 from memtrain.processes import stop
-
-
-def format_contents(title: str, text: str) -> str:
-    """The wiki-18 `contents` string: the title in double quotes, a newline, then the text."""
-    return f'"{title}"\n{text}'
-
-
-def split_contents(contents: str) -> tuple[str, str]:
-    """Inverse of format_contents: (title without its quotes, text).
-
-    Contents without a newline have no title (FlashRAG allows title-less corpora).
-    """
-    title, newline, text = contents.partition("\n")
-    if not newline:
-        return "", contents
-    if len(title) >= 2 and title.startswith('"') and title.endswith('"'):
-        title = title[1:-1]
-    return title, text
+from memtrain.retriever.protocol import check_host, format_contents, split_contents
 
 
 @dataclass(frozen=True)
@@ -85,8 +68,9 @@ class RetrieverClient:
 
     def _call(self, method: str, path: str, payload: Any = None) -> Any:
         data = None if payload is None else json.dumps(payload).encode("utf-8")
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"} if data else {})
+        request = urllib.request.Request(
+            f"{self.url}{path}", data=data, method=method, headers={"Content-Type": "application/json"} if data else {}
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 body = response.read()
@@ -96,7 +80,9 @@ class RetrieverClient:
                 reason = json.loads(raw)["error"]
             except (ValueError, KeyError, TypeError):
                 reason = raw.decode("utf-8", "replace")[:500] or error.reason
-            raise RetrieverError(f"retrieval server {method} {path} answered {error.code}: {reason}", error.code) from None
+            raise RetrieverError(
+                f"retrieval server {method} {path} answered {error.code}: {reason}", error.code
+            ) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise RetrieverError(f"cannot reach the retrieval server at {self.url}: {reason}") from error
@@ -125,7 +111,7 @@ class RetrieverClient:
 
 
 def _hit(item: dict[str, Any]) -> Hit:
-    document = item.get("document", item)           # return_scores false gives bare documents
+    document = item.get("document", item)  # return_scores false gives bare documents
     if "title" in document and "text" in document:
         title, text = str(document["title"]), str(document["text"])
     else:
@@ -149,41 +135,76 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 
 @contextlib.contextmanager
-def serve(corpus: str | os.PathLike, index: str | os.PathLike, encoder: str, *, query_prefix: str = "",
-          top_k: int = 3, max_top_k: int = 50, device: str = "cpu", host: str = "127.0.0.1",
-          allow_remote: bool = False, allow_downloads: bool = False, threads: int | None = None,
-          nprobe: int | None = None, ef_search: int | None = None, timeout: float = 60.0,
-          startup_timeout: float = 300.0, log_path: str | os.PathLike | None = None) -> Iterator[ServedClient]:
+def serve(
+    corpus: str | os.PathLike,
+    index: str | os.PathLike,
+    encoder: str,
+    *,
+    query_prefix: str = "",
+    top_k: int = 3,
+    max_top_k: int = 50,
+    device: str = "cpu",
+    host: str = "127.0.0.1",
+    allow_remote: bool = False,
+    allow_downloads: bool = False,
+    threads: int | None = None,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    timeout: float = 60.0,
+    startup_timeout: float = 300.0,
+    log_path: str | os.PathLike | None = None,
+) -> Iterator[ServedClient]:
     """Run `python -m memtrain.retriever` as a child process for the duration of the block.
 
     Waits for its ready file and a passing /health, failing fast (with the server's log tail) if it
     dies first; the server is stopped afterwards however the block ends: SIGTERM, then SIGKILL.
     """
-    from memtrain.retriever.server import check_host
-
-    check_host(host, allow_remote)                   # refuse before paying for a process start
+    check_host(host, allow_remote)  # refuse before paying for a process start
     workdir = Path(tempfile.mkdtemp(prefix="memtrain-retriever-"))
     ready = workdir / "url"
     log = Path(log_path) if log_path else workdir / "server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "memtrain.retriever", "--corpus", str(corpus), "--index", str(index),
-               "--encoder", encoder, "--query-prefix", query_prefix, "--device", device,
-               "--top-k", str(top_k), "--max-top-k", str(max_top_k), "--host", host, "--port", "0",
-               "--ready-file", str(ready)]
+    command = [
+        sys.executable,
+        "-m",
+        "memtrain.retriever",
+        "--corpus",
+        str(corpus),
+        "--index",
+        str(index),
+        "--encoder",
+        encoder,
+        "--query-prefix",
+        query_prefix,
+        "--device",
+        device,
+        "--top-k",
+        str(top_k),
+        "--max-top-k",
+        str(max_top_k),
+        "--host",
+        host,
+        "--port",
+        "0",
+        "--ready-file",
+        str(ready),
+    ]
     for flag, value in (("--threads", threads), ("--nprobe", nprobe), ("--ef-search", ef_search)):
         if value is not None:
             command += [flag, str(value)]
     command += ["--allow-remote"] * allow_remote + ["--allow-downloads"] * allow_downloads
     env = dict(os.environ)
-    package_root = str(Path(memtrain.__file__).resolve().parent.parent)   # importable from any cwd
+    package_root = str(Path(memtrain.__file__).resolve().parent.parent)  # importable from any cwd
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     process = None
     try:
         with open(log, "ab") as log_handle:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_handle,
-                                       stderr=subprocess.STDOUT, env=env)
-        client = ServedClient(_wait_ready(process, ready, log, startup_timeout, keep_log=log_path is not None),
-                              timeout, process, log)
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log_handle, stderr=subprocess.STDOUT, env=env
+            )
+        client = ServedClient(
+            _wait_ready(process, ready, log, startup_timeout, keep_log=log_path is not None), timeout, process, log
+        )
         yield client
     finally:
         if process is not None:
@@ -198,8 +219,9 @@ def _wait_ready(process: subprocess.Popen, ready: Path, log: Path, startup_timeo
     while time.monotonic() < deadline:
         code = process.poll()
         if code is not None:
-            raise RetrieverError(f"retrieval server exited with code {code} before it was ready; "
-                                 f"{where}:\n{_tail(log)}")
+            raise RetrieverError(
+                f"retrieval server exited with code {code} before it was ready; {where}:\n{_tail(log)}"
+            )
         if url is None and ready.exists():
             url = ready.read_text().strip() or None
         if url is not None:
@@ -209,5 +231,7 @@ def _wait_ready(process: subprocess.Popen, ready: Path, log: Path, startup_timeo
             except RetrieverError as error:
                 last_error = error
         time.sleep(0.1)
-    raise RetrieverError(f"retrieval server not ready after {startup_timeout:.0f} s"
-                         f"{f' ({last_error})' if last_error else ''}; {where}:\n{_tail(log)}")
+    raise RetrieverError(
+        f"retrieval server not ready after {startup_timeout:.0f} s"
+        f"{f' ({last_error})' if last_error else ''}; {where}:\n{_tail(log)}"
+    )

@@ -18,7 +18,6 @@ without a copy. One lock serialises the encoder and FAISS calls; the HTTP thread
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import socket
@@ -30,36 +29,19 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
 from memtrain.errors import InputError
-from memtrain.retriever.client import format_contents, split_contents
+from memtrain.retriever.protocol import check_host, format_contents, split_contents
 
 DEFAULT_MAX_BODY_BYTES = 4 << 20
-ID_COLUMNS = ("id", "passage_id")   # the wiki-18 / Search-R1 name first, then memtrain's passages table
+ID_COLUMNS = ("id", "passage_id")  # the wiki-18 / Search-R1 name first, then memtrain's passages table
 IPC_SUFFIXES = (".arrow", ".feather", ".ipc")
 
 
 # --------------------------------------------------------------------------- loading
-
-def check_host(host: str, allow_remote: bool) -> None:
-    """Refuse to bind anything but a loopback address unless remote access was asked for explicitly."""
-    if allow_remote:
-        return
-    addresses: list[str] = []
-    try:
-        addresses = [str(ipaddress.ip_address(host.strip("[]")))]
-    except ValueError:
-        if host:
-            try:
-                addresses = [info[4][0] for info in socket.getaddrinfo(host, None)]
-            except socket.gaierror as error:
-                raise InputError(f"cannot resolve host {host!r}: {error}", field="host") from error
-    if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
-        raise InputError(f"host {host!r} is not a loopback address; the retrieval server only listens on "
-                         "127.0.0.1 unless allow_remote is set", field="host")
 
 
 def load_corpus(path: str | os.PathLike) -> pa.Table:
@@ -84,11 +66,13 @@ def load_corpus(path: str | os.PathLike) -> pa.Table:
     names = table.column_names
     id_column = next((name for name in ID_COLUMNS if name in names), None)
     if id_column is None:
-        raise InputError(f"no id column (expected one of {', '.join(ID_COLUMNS)}; found {names})", file=path, field="id")
+        raise InputError(
+            f"no id column (expected one of {', '.join(ID_COLUMNS)}; found {names})", file=path, field="id"
+        )
     if "title" in names and "text" in names:
         text_columns = ["title", "text"]
     elif "contents" in names:
-        text_columns = ["contents"]             # split into title and text per hit, never for the whole corpus
+        text_columns = ["contents"]  # split into title and text per hit, never for the whole corpus
     else:
         raise InputError(f"needs columns title and text (or contents); found {names}", file=path, field="text")
     for name in text_columns:
@@ -117,7 +101,7 @@ class Retriever:
         with self._lock:
             vectors = retrieval.embed(self.encoder, list(queries), self.query_prefix, self.batch_size)
             scores, ids = retrieval.search(self.index, vectors, top_k)
-        found = ids >= 0                                    # -1 marks a slot the index could not fill
+        found = ids >= 0  # -1 marks a slot the index could not fill
         rows = self.corpus.take(pa.array(ids[found], pa.int64())).to_pylist()
         results, cursor = [], 0
         for query_scores, query_found in zip(scores, found):
@@ -135,9 +119,18 @@ class Retriever:
         return results
 
 
-def open_retriever(corpus: str | os.PathLike, index: str | os.PathLike, encoder: str, *,
-                   query_prefix: str = "", device: str = "cpu", allow_downloads: bool = False,
-                   nprobe: int = 64, ef_search: int = 128, batch_size: int = 64) -> Retriever:
+def open_retriever(
+    corpus: str | os.PathLike,
+    index: str | os.PathLike,
+    encoder: str,
+    *,
+    query_prefix: str = "",
+    device: str = "cpu",
+    allow_downloads: bool = False,
+    nprobe: int = 64,
+    ef_search: int = 128,
+    batch_size: int = 64,
+) -> Retriever:
     """Load and cross-check corpus, index and encoder; the cheap checks run before the encoder loads."""
     from memtrain.data import retrieval
 
@@ -146,17 +139,24 @@ def open_retriever(corpus: str | os.PathLike, index: str | os.PathLike, encoder:
         raise InputError("FAISS index file does not exist", file=index)
     faiss_index = retrieval.load_index(index, {"nprobe": nprobe, "ef_search": ef_search})
     if faiss_index.ntotal != table.num_rows:
-        raise InputError(f"the index holds {faiss_index.ntotal} vectors but the corpus {corpus} has "
-                         f"{table.num_rows} passages; row i of the corpus must be vector i of the index", file=index)
+        raise InputError(
+            f"the index holds {faiss_index.ntotal} vectors but the corpus {corpus} has "
+            f"{table.num_rows} passages; row i of the corpus must be vector i of the index",
+            file=index,
+        )
     model = retrieval.load_encoder(encoder, allow_downloads=allow_downloads, device=device)
     dim = model.get_sentence_embedding_dimension()
     if dim is not None and dim != faiss_index.d:
-        raise InputError(f"the index has dimension {faiss_index.d} but encoder {encoder!r} embeds in {dim}; "
-                         "was the index built with another model?", file=index)
+        raise InputError(
+            f"the index has dimension {faiss_index.d} but encoder {encoder!r} embeds in {dim}; "
+            "was the index built with another model?",
+            file=index,
+        )
     return Retriever(table, faiss_index, model, query_prefix=query_prefix, batch_size=batch_size)
 
 
 # --------------------------------------------------------------------------- HTTP
+
 
 class BadRequest(Exception):
     def __init__(self, status: HTTPStatus, reason: str) -> None:
@@ -166,6 +166,7 @@ class BadRequest(Exception):
 
 def parse_request(body: bytes, default_top_k: int, max_top_k: int) -> tuple[list[str], int, bool]:
     """Validate a /retrieve body; every way it can be wrong is a BadRequest (400) with the reason."""
+
     def bad(reason: str) -> BadRequest:
         return BadRequest(HTTPStatus.BAD_REQUEST, reason)
 
@@ -205,8 +206,9 @@ def parse_request(body: bytes, default_top_k: int, max_top_k: int) -> tuple[list
 class RetrievalServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], retriever: Retriever, *, default_top_k: int,
-                 max_top_k: int, max_body_bytes: int) -> None:
+    def __init__(
+        self, address: tuple[str, int], retriever: Retriever, *, default_top_k: int, max_top_k: int, max_body_bytes: int
+    ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, RetrievalHandler)
         self.retriever, self.default_top_k = retriever, default_top_k
@@ -221,10 +223,10 @@ class RetrievalServer(ThreadingHTTPServer):
 class RetrievalHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "memtrain-retriever/1"
-    default_request_version = "HTTP/1.0"           # so even a garbled request line gets a status line back
-    timeout = 120                                   # a stalled client cannot pin a thread forever
+    default_request_version = "HTTP/1.0"  # so even a garbled request line gets a status line back
+    timeout = 120  # a stalled client cannot pin a thread forever
     server: RetrievalServer
-    ROUTES = {"/retrieve": "POST", "/health": "GET"}
+    ROUTES: ClassVar[dict[str, str]] = {"/retrieve": "POST", "/health": "GET"}
 
     def _send(self, status: HTTPStatus, payload: Mapping[str, Any], headers: Mapping[str, str] = {}) -> None:
         data = json.dumps(payload).encode("utf-8")
@@ -267,7 +269,9 @@ class RetrievalHandler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
-            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "chunked request bodies are not supported; send Content-Length")
+            raise BadRequest(
+                HTTPStatus.LENGTH_REQUIRED, "chunked request bodies are not supported; send Content-Length"
+            )
         length = self.headers.get("Content-Length")
         if length is None:
             self.close_connection = True
@@ -277,8 +281,10 @@ class RetrievalHandler(BaseHTTPRequestHandler):
             raise BadRequest(HTTPStatus.BAD_REQUEST, f"invalid Content-Length {length!r}")
         if int(length) > self.server.max_body_bytes:
             self.close_connection = True
-            raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                             f"request body of {int(length)} bytes exceeds the limit of {self.server.max_body_bytes}")
+            raise BadRequest(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"request body of {int(length)} bytes exceeds the limit of {self.server.max_body_bytes}",
+            )
         body = self.rfile.read(int(length))
         if len(body) < int(length):
             self.close_connection = True
@@ -329,14 +335,16 @@ class RetrievalHandler(BaseHTTPRequestHandler):
 
     def _unsupported(self) -> None:
         if self.command == "HEAD":
-            self.close_connection = True            # a HEAD reply has no body to frame, so end the connection
+            self.close_connection = True  # a HEAD reply has no body to frame, so end the connection
         path = self.path.split("?", 1)[0]
         if path not in self.ROUTES:
             self._route(self.command)
         else:
             self._discard_body()
             allowed = self.ROUTES[path]
-            self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} accepts {allowed}, not {self.command}", {"Allow": allowed})
+            self._error(
+                HTTPStatus.METHOD_NOT_ALLOWED, f"{path} accepts {allowed}, not {self.command}", {"Allow": allowed}
+            )
 
     do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _unsupported
 
@@ -352,15 +360,23 @@ class RetrievalHandler(BaseHTTPRequestHandler):
         sys.stderr.write(f"{self.address_string()} - {format % args}\n")
 
 
-def make_server(retriever: Retriever, *, host: str = "127.0.0.1", port: int = 0, default_top_k: int = 3,
-                max_top_k: int = 50, allow_remote: bool = False,
-                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> RetrievalServer:
+def make_server(
+    retriever: Retriever,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    default_top_k: int = 3,
+    max_top_k: int = 50,
+    allow_remote: bool = False,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> RetrievalServer:
     """Bind (port 0 picks a free port) without serving yet; call serve_forever() on the result."""
     check_host(host, allow_remote)
     if not 1 <= default_top_k <= max_top_k:
         raise InputError(f"default top_k {default_top_k} must be between 1 and max_top_k {max_top_k}", field="top_k")
     try:
-        return RetrievalServer((host, port), retriever, default_top_k=default_top_k, max_top_k=max_top_k,
-                               max_body_bytes=max_body_bytes)
+        return RetrievalServer(
+            (host, port), retriever, default_top_k=default_top_k, max_top_k=max_top_k, max_body_bytes=max_body_bytes
+        )
     except OSError as error:
         raise InputError(f"cannot listen on {host}:{port}: {error}", field="port") from error

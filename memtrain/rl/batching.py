@@ -40,11 +40,11 @@ def micro_batches(samples: Sequence[Sample], max_tokens: int) -> list[list[int]]
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor       # (rows, prompt_width + response_width)
+    input_ids: torch.Tensor  # (rows, prompt_width + response_width)
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
-    responses: torch.Tensor       # (rows, response_width)
-    response_mask: torch.Tensor   # float, 1 on real response tokens
+    responses: torch.Tensor  # (rows, response_width)
+    response_mask: torch.Tensor  # float, 1 on real response tokens
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(*(tensor.to(device) for tensor in vars(self).values()))
@@ -58,32 +58,41 @@ def collate(samples: Sequence[Sample], pad_token_id: int) -> Batch:
     attention_mask = torch.zeros_like(input_ids)
     for row, sample in enumerate(samples):
         prompt, response = sample.prompt_ids, sample.response_ids
-        input_ids[row, prompt_width - len(prompt):prompt_width] = torch.tensor(prompt)
-        input_ids[row, prompt_width:prompt_width + len(response)] = torch.tensor(response, dtype=torch.long)
-        attention_mask[row, prompt_width - len(prompt):prompt_width + len(response)] = 1
+        input_ids[row, prompt_width - len(prompt) : prompt_width] = torch.tensor(prompt)
+        input_ids[row, prompt_width : prompt_width + len(response)] = torch.tensor(response, dtype=torch.long)
+        attention_mask[row, prompt_width - len(prompt) : prompt_width + len(response)] = 1
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     responses = input_ids[:, prompt_width:]
-    return Batch(input_ids, attention_mask, position_ids, responses,
-                 attention_mask[:, prompt_width:].float())
+    return Batch(input_ids, attention_mask, position_ids, responses, attention_mask[:, prompt_width:].float())
 
 
 def pad_rows(values: Sequence[torch.Tensor], width: int) -> torch.Tensor:
     """Stack per-sample 1-d tensors (stored log-probs) into (rows, width), zero-padded on the right."""
     out = torch.zeros(len(values), width)
     for row, value in enumerate(values):
-        out[row, :len(value)] = value
+        out[row, : len(value)] = value
     return out
 
 
-def response_logprobs(model, batch: Batch, temperature: float = 1.0,
-                      with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def response_logprobs(
+    model, batch: Batch, temperature: float = 1.0, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob of each response token under `model` (logits divided by the sampling temperature, as veRL does).
 
     Differentiable when called with grad enabled; the entropy is always detached (a diagnostic).
     """
     width = batch.responses.shape[1]
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                   use_cache=False, logits_to_keep=width + 1).logits[:, :-1].float()
+    logits = (
+        model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+            logits_to_keep=width + 1,
+        )
+        .logits[:, :-1]
+        .float()
+    )
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
     # veRL's default (row-wise logsumexp, or flash-attn's kernel on GPU) is ~20x slower than

@@ -28,16 +28,26 @@ _PRUNABLE = re.compile(r"^(step_\d+|global_step_\d+|latest_checkpointed_iteratio
 PRUNED_NOTE = "PRUNED"
 
 
-def save(root: str | os.PathLike, step: int, model, optimizer, scheduler, state: Mapping[str, Any],
-         rng: Mapping[str, Any], keep: int) -> Path:
+def save(
+    root: str | os.PathLike,
+    step: int,
+    model,
+    optimizer,
+    scheduler,
+    state: Mapping[str, Any],
+    rng: Mapping[str, Any],
+    keep: int,
+) -> Path:
     """Write checkpoint `step` under `root` and prune all but the newest `keep`."""
     from safetensors.torch import save_model
 
     path = Path(root) / f"step_{step:06d}"
     with atomic_dir(path) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": dict(rng)},
-                   tmp / "training.pt")
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": dict(rng)},
+            tmp / "training.pt",
+        )
         (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=1, sort_keys=True))
     for old in checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old)
@@ -79,8 +89,10 @@ def prune(root: str | os.PathLike, export: str | os.PathLike) -> int:
         files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
         freed += sum(f.stat().st_size for f in files)
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    (root / PRUNED_NOTE).write_text(f"checkpoints deleted after the final export {export} was written "
-                                    f"(trainer.prune_checkpoints); {freed} bytes freed\n")
+    (root / PRUNED_NOTE).write_text(
+        f"checkpoints deleted after the final export {export} was written "
+        f"(trainer.prune_checkpoints); {freed} bytes freed\n"
+    )
     return freed
 
 

@@ -41,11 +41,16 @@ def scored_samples(groups: Sequence[Group]) -> list[ScoredSample]:
         return []
     rewards = torch.tensor([[member.reward] for _, _, member in members], dtype=torch.float32)
     advantages, _ = core_algos.compute_grpo_outcome_advantage(
-        token_level_rewards=rewards, response_mask=torch.ones_like(rewards),
-        index=np.array([index for _, index, _ in members]), norm_adv_by_std_in_grpo=False)
-    return [ScoredSample(sample, float(advantage), group.item, group.kind)
-            for (group, _, member), advantage in zip(members, advantages[:, 0].tolist(), strict=True)
-            for sample in member.samples]
+        token_level_rewards=rewards,
+        response_mask=torch.ones_like(rewards),
+        index=np.array([index for _, index, _ in members]),
+        norm_adv_by_std_in_grpo=False,
+    )
+    return [
+        ScoredSample(sample, float(advantage), group.item, group.kind)
+        for (group, _, member), advantage in zip(members, advantages[:, 0].tolist(), strict=True)
+        for sample in member.samples
+    ]
 
 
 def document_weights(items: Sequence[int]) -> list[float]:
@@ -67,11 +72,15 @@ def loss_config(settings: Mapping[str, Any], num_samples: int, num_tokens: int):
     `global_batch_size` (samples, Eq. 4) and `batch_num_tokens` (for token-mean) count the whole
     mini-batch, so gradient accumulation over micro-batches sums to exactly its objective.
     """
-    return OmegaConf.create({
-        "clip_ratio": settings["clip_ratio_low"], "clip_ratio_low": settings["clip_ratio_low"],
-        "clip_ratio_high": settings["clip_ratio_high"], "clip_ratio_c": settings["clip_ratio_c"],
-        "global_batch_info": {"dp_size": 1, "global_batch_size": num_samples, "batch_num_tokens": num_tokens},
-    })
+    return OmegaConf.create(
+        {
+            "clip_ratio": settings["clip_ratio_low"],
+            "clip_ratio_low": settings["clip_ratio_low"],
+            "clip_ratio_high": settings["clip_ratio_high"],
+            "clip_ratio_c": settings["clip_ratio_c"],
+            "global_batch_info": {"dp_size": 1, "global_batch_size": num_samples, "batch_num_tokens": num_tokens},
+        }
+    )
 
 
 # The diagnostics of policy_objective that are a micro-batch's share of its mini-batch's objective: they add up
@@ -79,10 +88,17 @@ def loss_config(settings: Mapping[str, Any], num_samples: int, num_tokens: int):
 OBJECTIVE_TERMS = frozenset({"pg_loss", "kl_loss"})
 
 
-def policy_objective(log_prob: torch.Tensor, old_log_prob: torch.Tensor, ref_log_prob: torch.Tensor | None,
-                     advantages: torch.Tensor, response_mask: torch.Tensor, settings: Mapping[str, Any],
-                     num_samples: int, num_tokens: int,
-                     weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def policy_objective(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    ref_log_prob: torch.Tensor | None,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    settings: Mapping[str, Any],
+    num_samples: int,
+    num_tokens: int,
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one micro-batch (to backpropagate as is) and its diagnostics.
 
     `advantages` is (batch,) per sample; `settings` is the `rl.loss` config section; `num_samples`
@@ -95,16 +111,25 @@ def policy_objective(log_prob: torch.Tensor, old_log_prob: torch.Tensor, ref_log
         advantages = advantages * weights
     token_advantages = advantages[:, None].expand_as(log_prob) * response_mask
     pg_loss, pg_metrics = core_algos.compute_policy_loss_vanilla(
-        old_log_prob=old_log_prob, log_prob=log_prob, advantages=token_advantages, response_mask=response_mask,
-        loss_agg_mode=mode, config=config)
-    metrics = {"pg_loss": pg_loss.item(), "clip_fraction": pg_metrics["actor/pg_clipfrac"],
-               "ppo_kl": pg_metrics["actor/ppo_kl"]}
+        old_log_prob=old_log_prob,
+        log_prob=log_prob,
+        advantages=token_advantages,
+        response_mask=response_mask,
+        loss_agg_mode=mode,
+        config=config,
+    )
+    metrics = {
+        "pg_loss": pg_loss.item(),
+        "clip_fraction": pg_metrics["actor/pg_clipfrac"],
+        "ppo_kl": pg_metrics["actor/ppo_kl"],
+    }
     loss = pg_loss
     if ref_log_prob is not None and settings["kl_coef"] > 0:
         kl = core_algos.kl_penalty(log_prob, ref_log_prob, settings["kl_type"])
         weighted = kl if weights is None else kl * weights[:, None]
-        kl_loss = core_algos.agg_loss(loss_mat=weighted, loss_mask=response_mask, loss_agg_mode=mode,
-                                      **config.global_batch_info)
+        kl_loss = core_algos.agg_loss(
+            loss_mat=weighted, loss_mask=response_mask, loss_agg_mode=mode, **config.global_batch_info
+        )
         loss = loss + settings["kl_coef"] * kl_loss
         metrics["kl"] = float((kl.detach() * response_mask).sum() / response_mask.sum().clamp(min=1))
         metrics["kl_loss"] = kl_loss.item()

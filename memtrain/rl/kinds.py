@@ -32,7 +32,7 @@ class Kind:
     task: Callable[[Engine, Any, Mapping[str, Any], int, Search | None], Task]
     lengths: Callable[[Mapping[str, Any], Mapping[str, Any]], tuple[int, int]]
     question: Callable[[Any], str]  # what veRL's dataset row shows; our agent loops build every prompt themselves
-    logged: tuple[str, ...]         # step metrics printed to the job's log
+    logged: tuple[str, ...]  # step metrics printed to the job's log
     uses_search: bool = False
 
     @property
@@ -54,8 +54,13 @@ class Kind:
         return self.from_json(json.loads(text))
 
 
-def run_settings(params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], variant: str | None = None,
-                 mask_token: str | None = None) -> dict[str, Any]:
+def run_settings(
+    params: Mapping[str, Any],
+    kind: str,
+    schedule: Mapping[str, Any],
+    variant: str | None = None,
+    mask_token: str | None = None,
+) -> dict[str, Any]:
     """What a kind's task is built from: the agent and rl sections, the training's own section and seed.
 
     The same dict serves the local stage and, written to JSON, veRL's agent loops; the training's section
@@ -82,8 +87,12 @@ def _memtrain_task(engine, tokenizer, settings, group_size, search):
     from memtrain.rl.launch import build_memory_agent
     from memtrain.rl.memtrain_task import MemTrainTask
 
-    return MemTrainTask(build_memory_agent(engine, tokenizer, settings), {**settings["memtrain"], "group_size": group_size},
-                        settings["variant"], settings["mask_token"])
+    return MemTrainTask(
+        build_memory_agent(engine, tokenizer, settings),
+        {**settings["memtrain"], "group_size": group_size},
+        settings["variant"],
+        settings["mask_token"],
+    )
 
 
 def _memory_agent_lengths(agent, schedule) -> tuple[int, int]:
@@ -92,9 +101,16 @@ def _memory_agent_lengths(agent, schedule) -> tuple[int, int]:
     return budgets["instruction"] + budgets["chunk"] + budgets["memory"], budgets["response"]
 
 
-MEMTRAIN = Kind("memtrain", _read_documents, dict, _document_from_json, _memtrain_task, _memory_agent_lengths,
-                question=lambda document: f"Reconstruct the masked entity of document {document['doc_id']}.",
-                logged=("e2e_em", "recall_em", "e2e_reward", "filtered_fraction", "skipped", "kl", "step_seconds"))
+MEMTRAIN = Kind(
+    "memtrain",
+    _read_documents,
+    dict,
+    _document_from_json,
+    _memtrain_task,
+    _memory_agent_lengths,
+    question=lambda document: f"Reconstruct the masked entity of document {document['doc_id']}.",
+    logged=("e2e_em", "recall_em", "e2e_reward", "filtered_fraction", "skipped", "kl", "step_seconds"),
+)
 
 
 # --- MemAgent ----------------------------------------------------------------------------------------------------
@@ -114,13 +130,22 @@ def _memagent_task(engine, tokenizer, settings, group_size, search):
     from memtrain.rl.launch import build_memory_agent
     from memtrain.rl.memagent_task import MemAgentTask
 
-    return MemAgentTask(build_memory_agent(engine, tokenizer, settings), group_size,
-                        settings["posttrain"]["memagent"]["reward"])
+    return MemAgentTask(
+        build_memory_agent(engine, tokenizer, settings), group_size, settings["posttrain"]["memagent"]["reward"]
+    )
 
 
 _POSTTRAIN_LOGGED = ("reward", "em", "filtered_fraction", "skipped", "kl", "step_seconds")
-MEMAGENT = Kind("memagent", _read_long_context, dataclasses.asdict, _long_context_from_json, _memagent_task,
-                _memory_agent_lengths, question=lambda item: item.question, logged=_POSTTRAIN_LOGGED)
+MEMAGENT = Kind(
+    "memagent",
+    _read_long_context,
+    dataclasses.asdict,
+    _long_context_from_json,
+    _memagent_task,
+    _memory_agent_lengths,
+    question=lambda item: item.question,
+    logged=_POSTTRAIN_LOGGED,
+)
 
 
 # --- MEM1 --------------------------------------------------------------------------------------------------------
@@ -142,18 +167,30 @@ def _mem1_task(engine, tokenizer, settings, group_size, search):
 
     if search is None:
         raise ValueError("the MEM1 task needs a search function")
-    return Mem1Task(build_search_agent(engine, tokenizer, settings, search), group_size,
-                    settings["posttrain"]["mem1"]["reward"])
+    return Mem1Task(
+        build_search_agent(engine, tokenizer, settings, search), group_size, settings["posttrain"]["mem1"]["reward"]
+    )
 
 
 def _mem1_lengths(agent, schedule) -> tuple[int, int]:
     """MEM1 prompts hold the instruction, the latest reply and the retrieved text shown with it."""
-    return (agent["budgets"]["instruction"] + schedule["response_tokens"] + schedule["information_tokens"],
-            schedule["response_tokens"])
+    return (
+        agent["budgets"]["instruction"] + schedule["response_tokens"] + schedule["information_tokens"],
+        schedule["response_tokens"],
+    )
 
 
-MEM1 = Kind("mem1", _read_multi_objective, dataclasses.asdict, _multi_objective_from_json, _mem1_task, _mem1_lengths,
-            question=lambda item: item.question, logged=_POSTTRAIN_LOGGED, uses_search=True)
+MEM1 = Kind(
+    "mem1",
+    _read_multi_objective,
+    dataclasses.asdict,
+    _multi_objective_from_json,
+    _mem1_task,
+    _mem1_lengths,
+    question=lambda item: item.question,
+    logged=_POSTTRAIN_LOGGED,
+    uses_search=True,
+)
 
 
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (MEMTRAIN, MEMAGENT, MEM1)}

@@ -44,21 +44,25 @@ class Policy:
         return self.engine.pad_token_id
 
 
-def load(policy_path: str | os.PathLike, rl: Mapping[str, Any], seed: int, threads: int | None = None,
-         reference: bool = True) -> Policy:
+def load(
+    policy_path: str | os.PathLike, rl: Mapping[str, Any], seed: int, threads: int | None = None, reference: bool = True
+) -> Policy:
     """Policy, frozen reference (for training with the KL term on) and the engine sharing the policy's weights."""
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(rl["device"])
     torch.manual_seed(seed)
     model = load_policy(policy_path, device=device, dtype=rl["dtype"])
-    frozen = load_policy(policy_path, device=device, dtype=rl["dtype"]) if reference and rl["loss"]["kl_coef"] > 0 else None
+    frozen = (
+        load_policy(policy_path, device=device, dtype=rl["dtype"]) if reference and rl["loss"]["kl_coef"] > 0 else None
+    )
     tokenizer = load_saved_tokenizer(policy_path)
     generator = torch.Generator(device=device).manual_seed(seed)
     # Padding never reaches the loss (masked), so eos serves when a tokenizer names no pad token.
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    engine = HFEngine(model, pad_token_id=pad, generator=generator, max_batch_size=rl["engine_batch_size"],
-                      linear=rl["engine_linear"])
+    engine = HFEngine(
+        model, pad_token_id=pad, generator=generator, max_batch_size=rl["engine_batch_size"], linear=rl["engine_linear"]
+    )
     return Policy(model, frozen, tokenizer, engine, generator, Path(policy_path))
 
 
@@ -72,8 +76,9 @@ class Decoder:
 
 
 @contextlib.contextmanager
-def decoder(policy_path: str | os.PathLike, params: Mapping[str, Any], seed: int,
-            threads: int | None = None) -> Iterator[Decoder]:
+def decoder(
+    policy_path: str | os.PathLike, params: Mapping[str, Any], seed: int, threads: int | None = None
+) -> Iterator[Decoder]:
     """The policy behind `eval.engine`: loaded in this process, or served by a child server for the block."""
     kind = params["eval"]["engine"]
     if kind == "local":
@@ -86,39 +91,64 @@ def decoder(policy_path: str | os.PathLike, params: Mapping[str, Any], seed: int
 
     positions = AutoConfig.from_pretrained(policy_path, local_files_only=True).max_position_embeddings
     rl = params["rl"]
-    with serve(kind, policy_path, params["eval"]["server"], device=rl["device"], dtype=rl["dtype"], seed=seed,
-               linear=rl["engine_linear"], threads=threads) as engine:
+    with serve(
+        kind,
+        policy_path,
+        params["eval"]["server"],
+        device=rl["device"],
+        dtype=rl["dtype"],
+        seed=seed,
+        linear=rl["engine_linear"],
+        threads=threads,
+    ) as engine:
         yield Decoder(engine, load_saved_tokenizer(policy_path), positions)
 
 
-def memory_agent(policy: Policy | Decoder, config: Mapping[str, Any],
-                 sampling: Mapping[str, Any] | None = None) -> MemoryAgent:
+def memory_agent(
+    policy: Policy | Decoder, config: Mapping[str, Any], sampling: Mapping[str, Any] | None = None
+) -> MemoryAgent:
     return build_memory_agent(policy.engine, policy.tokenizer, config, sampling)
 
 
-def build_memory_agent(engine: Engine, tokenizer, config: Mapping[str, Any],
-                       sampling: Mapping[str, Any] | None = None) -> MemoryAgent:
+def build_memory_agent(
+    engine: Engine, tokenizer, config: Mapping[str, Any], sampling: Mapping[str, Any] | None = None
+) -> MemoryAgent:
     """The memory agent over any engine (the local HF engine here, veRL's rollout servers in memtrain.distributed)."""
     agent = config["agent"]
     sampling = sampling or config["rl"]["sampling"]
-    return MemoryAgent(engine, tokenizer, load_templates(agent), Budgets.from_config(agent["budgets"]),
-                       temperature=sampling["temperature"], top_p=sampling["top_p"])
+    return MemoryAgent(
+        engine,
+        tokenizer,
+        load_templates(agent),
+        Budgets.from_config(agent["budgets"]),
+        temperature=sampling["temperature"],
+        top_p=sampling["top_p"],
+    )
 
 
-def search_agent(policy: Policy | Decoder, config: Mapping[str, Any], search: Search,
-                 sampling: Mapping[str, Any] | None = None) -> SearchAgent:
+def search_agent(
+    policy: Policy | Decoder, config: Mapping[str, Any], search: Search, sampling: Mapping[str, Any] | None = None
+) -> SearchAgent:
     """The MEM1 agent; `sampling` defaults to the training sampling (evaluation passes its own)."""
     return build_search_agent(policy.engine, policy.tokenizer, config, search, sampling)
 
 
-def build_search_agent(engine: Engine, tokenizer, config: Mapping[str, Any], search: Search,
-                       sampling: Mapping[str, Any] | None = None) -> SearchAgent:
+def build_search_agent(
+    engine: Engine, tokenizer, config: Mapping[str, Any], search: Search, sampling: Mapping[str, Any] | None = None
+) -> SearchAgent:
     """The MEM1 agent over any engine."""
     mem1 = config["posttrain"]["mem1"]
     sampling = sampling or config["rl"]["sampling"]
     budgets = SearchBudgets(mem1["response_tokens"], mem1["information_tokens"], mem1["max_turns"])
-    return SearchAgent(engine, tokenizer, load_templates(config["agent"]), budgets, search,
-                       temperature=sampling["temperature"], top_p=sampling["top_p"])
+    return SearchAgent(
+        engine,
+        tokenizer,
+        load_templates(config["agent"]),
+        budgets,
+        search,
+        temperature=sampling["temperature"],
+        top_p=sampling["top_p"],
+    )
 
 
 def step_logger(run, logged: Sequence[str], steps: int) -> StepLogger:
@@ -129,16 +159,27 @@ def step_logger(run, logged: Sequence[str], steps: int) -> StepLogger:
         run.log_metrics(metrics, step=step)
         print(f"step {step}/{steps}: " + " ".join(f"{k}={metrics[k]:.3g}" for k in logged if k in metrics), flush=True)
 
-    return StepLogger(metrics=log_step, rollouts=lambda records, step: run.log_table(
-        pd.DataFrame(records), f"rollouts/step_{step:06d}.json"))
+    return StepLogger(
+        metrics=log_step,
+        rollouts=lambda records, step: run.log_table(pd.DataFrame(records), f"rollouts/step_{step:06d}.json"),
+    )
 
 
-def train(policy: Policy, task: Task, items: list, config: Mapping[str, Any], schedule_settings: Mapping[str, Any],
-          checkpoints: str | os.PathLike, output: str | os.PathLike, logger: StepLogger,
-          resume: bool, stop_after: int | None = None,
-          on_resume: Callable[[int], None] = lambda step: None,
-          continue_from: str | os.PathLike | None = None,
-          exports: Mapping[int, str | os.PathLike] | None = None) -> dict[str, Any]:
+def train(
+    policy: Policy,
+    task: Task,
+    items: list,
+    config: Mapping[str, Any],
+    schedule_settings: Mapping[str, Any],
+    checkpoints: str | os.PathLike,
+    output: str | os.PathLike,
+    logger: StepLogger,
+    resume: bool,
+    stop_after: int | None = None,
+    on_resume: Callable[[int], None] = lambda step: None,
+    continue_from: str | os.PathLike | None = None,
+    exports: Mapping[int, str | os.PathLike] | None = None,
+) -> dict[str, Any]:
     """Run (or continue) the training and, once all steps are done, save the policy as a Hugging Face folder.
 
     The checkpoint key is the hash of every setting that shapes the run, so a changed config starts
@@ -146,9 +187,19 @@ def train(policy: Policy, task: Task, items: list, config: Mapping[str, Any], sc
     another, finished run to carry on from when this run has none of its own yet (post-training
     scaling); `exports` maps steps before the last to folders that get the policy as it was then.
     """
-    trainer = Trainer(policy.model, policy.reference, task, items, config["rl"], Schedule.from_config(schedule_settings),
-                      policy.generator, policy.pad_token_id, checkpoints,
-                      config_hash({"rl": config["rl"], "agent": config["agent"], "schedule": schedule_settings}), logger)
+    trainer = Trainer(
+        policy.model,
+        policy.reference,
+        task,
+        items,
+        config["rl"],
+        Schedule.from_config(schedule_settings),
+        policy.generator,
+        policy.pad_token_id,
+        checkpoints,
+        config_hash({"rl": config["rl"], "agent": config["agent"], "schedule": schedule_settings}),
+        logger,
+    )
     exports = dict(exports or {})
     if any(step >= trainer.schedule.steps for step in exports):
         raise ValueError(f"exports {sorted(exports)} must come before the last step {trainer.schedule.steps}")
@@ -157,8 +208,11 @@ def train(policy: Policy, task: Task, items: list, config: Mapping[str, Any], sc
     # then it starts again from where it continued, rather than miss them.
     lost = sorted(step for step in exports if step < trainer.step and not Path(exports[step]).is_dir())
     if lost and continue_from is None:
-        raise InputError(f"the policies of steps {lost} are gone and the run has moved past them (step "
-                         f"{trainer.step}): delete {checkpoints} to train again", file=exports[lost[0]])
+        raise InputError(
+            f"the policies of steps {lost} are gone and the run has moved past them (step "
+            f"{trainer.step}): delete {checkpoints} to train again",
+            file=exports[lost[0]],
+        )
     if resumed and not lost:
         on_resume(trainer.step)
     elif continue_from is not None:
@@ -171,9 +225,13 @@ def train(policy: Policy, task: Task, items: list, config: Mapping[str, Any], sc
         history += trainer.fit(stop_after=step)
         save_policy(policy, exports[step], {"step": step})
     history += trainer.fit(stop_after=stop_after)
-    summary = {"steps": trainer.step, "steps_this_run": len(history),
-               "skipped_steps_this_run": int(sum(m.get("skipped", 0) for m in history)),
-               "seconds_this_run": time.perf_counter() - started, "finished": trainer.step >= trainer.schedule.steps}
+    summary = {
+        "steps": trainer.step,
+        "steps_this_run": len(history),
+        "skipped_steps_this_run": int(sum(m.get("skipped", 0) for m in history)),
+        "seconds_this_run": time.perf_counter() - started,
+        "finished": trainer.step >= trainer.schedule.steps,
+    }
     if summary["finished"]:
         save_policy(policy, output, summary)
     return summary

@@ -40,9 +40,16 @@ class Mem1Task:
         for i, (item, group) in enumerate(zip(items, episodes, strict=True)):
             matches = [objective_matches(e, item.targets) for e in group]
             rewards = [self.combine(m) for m in matches]
-            rollout.groups.append(Group(i, "search", tuple(
-                Member(r, tuple(Sample(t.prompt_ids, t.response_ids) for t in e.turns))
-                for r, e in zip(rewards, group, strict=True))))
+            rollout.groups.append(
+                Group(
+                    i,
+                    "search",
+                    tuple(
+                        Member(r, tuple(Sample(t.prompt_ids, t.response_ids) for t in e.turns))
+                        for r, e in zip(rewards, group, strict=True)
+                    ),
+                )
+            )
             values.setdefault("reward", []).extend(rewards)
             values.setdefault("answered", []).extend(float(e.answer is not None) for e in group)
             values.setdefault("turns", []).extend(len(e.turns) for e in group)
@@ -50,8 +57,14 @@ class Mem1Task:
             values.setdefault("invalid_action", []).extend(float(e.actions[-1].kind == "invalid") for e in group)
             values.setdefault("response_tokens", []).extend(len(t.response_ids) for e in group for t in e.turns)
             first = group[0]
-            rollout.records.append({"id": item.id, "question": item.question,
-                                    "targets": " ; ".join(" | ".join(t) for t in item.targets),
-                                    "turns": "\n\n".join(f"[turn {k}] {t.reply}" for k, t in enumerate(first.turns, 1)),
-                                    "answer": first.answer, "reward": rewards[0]})
+            rollout.records.append(
+                {
+                    "id": item.id,
+                    "question": item.question,
+                    "targets": " ; ".join(" | ".join(t) for t in item.targets),
+                    "turns": "\n\n".join(f"[turn {k}] {t.reply}" for k, t in enumerate(first.turns, 1)),
+                    "answer": first.answer,
+                    "reward": rewards[0],
+                }
+            )
         return rollout

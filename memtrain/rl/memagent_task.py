@@ -28,26 +28,43 @@ class MemAgentTask:
 
     def rollout(self, items: Sequence, rng: np.random.Generator) -> Rollout:
         cut = [self.chunks(item.context) for item in items]
-        trajectories = self.agent.read([item.question for item in items], [chunks for chunks, _ in cut],
-                                       self.group_size)
+        trajectories = self.agent.read(
+            [item.question for item in items], [chunks for chunks, _ in cut], self.group_size
+        )
         rollout = Rollout()
         values = rollout.values
         for i, (item, group) in enumerate(zip(items, trajectories, strict=True)):
             predictions = [extract_boxed(t.final_reply) for t in group]
             rewards = [self.score(p, list(item.answers)) for p in predictions]
-            rollout.groups.append(Group(i, "qa", tuple(
-                Member(r, tuple(Sample(turn.prompt_ids, turn.response_ids) for turn in t.turns))
-                for r, t in zip(rewards, group, strict=True))))
+            rollout.groups.append(
+                Group(
+                    i,
+                    "qa",
+                    tuple(
+                        Member(r, tuple(Sample(turn.prompt_ids, turn.response_ids) for turn in t.turns))
+                        for r, t in zip(rewards, group, strict=True)
+                    ),
+                )
+            )
             values.setdefault("reward", []).extend(rewards)
             values.setdefault("em", []).extend(exact_match(p, list(item.answers)) for p in predictions)
             values.setdefault("sub_em", []).extend(substring_match(p, list(item.answers)) for p in predictions)
             values.setdefault("boxed_rate", []).extend(float(p is not None) for p in predictions)
-            values.setdefault("memory_tokens", []).extend(len(turn.response_ids) for t in group for turn in t.turns[:-1])
+            values.setdefault("memory_tokens", []).extend(
+                len(turn.response_ids) for t in group for turn in t.turns[:-1]
+            )
             values.setdefault("answer_tokens", []).extend(len(t.turns[-1].response_ids) for t in group)
             values.setdefault("chunks", []).append(len(cut[i][0]))
             values.setdefault("truncated_contexts", []).append(float(cut[i][1]))
-            rollout.records.append({"id": item.id, "question": item.question, "answers": " | ".join(item.answers),
-                                    "memories": "\n\n".join(f"[memory {k}] {m}" for k, m in enumerate(group[0].memories, 1)),
-                                    "final_reply": group[0].final_reply, "prediction": predictions[0],
-                                    "reward": rewards[0]})
+            rollout.records.append(
+                {
+                    "id": item.id,
+                    "question": item.question,
+                    "answers": " | ".join(item.answers),
+                    "memories": "\n\n".join(f"[memory {k}] {m}" for k, m in enumerate(group[0].memories, 1)),
+                    "final_reply": group[0].final_reply,
+                    "prediction": predictions[0],
+                    "reward": rewards[0],
+                }
+            )
         return rollout

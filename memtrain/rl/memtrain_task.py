@@ -63,30 +63,43 @@ class MemTrainTask:
         cut = [self.chunks(d) for d in documents]
         chunk_lists = [chunks for chunks, _ in cut]
         trajectories = self.agent.read([self.problem] * len(documents), chunk_lists, self.group_size)
-        matches = [[exact_match(extract_boxed(t.final_reply), d["answer"]) for t in group]
-                   for d, group in zip(documents, trajectories, strict=True)]
+        matches = [
+            [exact_match(extract_boxed(t.final_reply), d["answer"]) for t in group]
+            for d, group in zip(documents, trajectories, strict=True)
+        ]
 
         questions: dict[tuple[int, int], recall.RecallQuestion] = {}
         if uses_recall(self.variant):
             for d, (document, group) in enumerate(zip(documents, trajectories, strict=True)):
                 for g, trajectory in enumerate(group):
-                    question = recall.choose(chunk_lists[d], len(trajectory.memories), document["answer"], rng,
-                                             self.mask_token, self.placeholder)
+                    question = recall.choose(
+                        chunk_lists[d],
+                        len(trajectory.memories),
+                        document["answer"],
+                        rng,
+                        self.mask_token,
+                        self.placeholder,
+                    )
                     if question is not None:
                         questions[d, g] = question
         keys = list(questions)
-        answers = self.agent.recall([(trajectories[d][g].memories[questions[d, g].memory_index - 1],
-                                      questions[d, g].section) for d, g in keys], self.recall_group_size)
+        answers = self.agent.recall(
+            [(trajectories[d][g].memories[questions[d, g].memory_index - 1], questions[d, g].section) for d, g in keys],
+            self.recall_group_size,
+        )
         recall_turns = dict(zip(keys, answers, strict=True))
-        recall_matches = {key: [exact_match(extract_boxed(t.reply), questions[key].target) for t in turns]
-                          for key, turns in recall_turns.items()}
+        recall_matches = {
+            key: [exact_match(extract_boxed(t.reply), questions[key].target) for t in turns]
+            for key, turns in recall_turns.items()
+        }
 
         rollout = Rollout()
         values = rollout.values
         for d, group in enumerate(trajectories):
             members = []
-            rewards = end_to_end_rewards(matches[d], [recall_matches.get((d, g), []) for g in range(len(group))],
-                                         self.variant, self.recall_coef)
+            rewards = end_to_end_rewards(
+                matches[d], [recall_matches.get((d, g), []) for g in range(len(group))], self.variant, self.recall_coef
+            )
             for g, (trajectory, reward) in enumerate(zip(group, rewards, strict=True)):
                 members.append(Member(reward, tuple(map(_sample, trajectory.turns))))
                 values.setdefault("e2e_em", []).append(matches[d][g])
@@ -97,28 +110,48 @@ class MemTrainTask:
             rollout.groups.append(Group(d, "e2e", tuple(members)))
             values.setdefault("chunks", []).append(len(chunk_lists[d]))
             values.setdefault("truncated_documents", []).append(float(cut[d][1]))
-            rollout.records.append(self._record(documents[d], group[0], matches[d][0], questions.get((d, 0)),
-                                                recall_turns.get((d, 0), [])))
+            rollout.records.append(
+                self._record(documents[d], group[0], matches[d][0], questions.get((d, 0)), recall_turns.get((d, 0), []))
+            )
         for key in keys:
             turns = recall_turns[key]
-            rollout.groups.append(Group(key[0], "recall", tuple(Member(m, (_sample(t),)) for m, t in
-                                                             zip(recall_matches[key], turns, strict=True))))
+            rollout.groups.append(
+                Group(
+                    key[0],
+                    "recall",
+                    tuple(Member(m, (_sample(t),)) for m, t in zip(recall_matches[key], turns, strict=True)),
+                )
+            )
             values.setdefault("recall_em", []).extend(recall_matches[key])
             values.setdefault("recall_tokens", []).extend(len(t.response_ids) for t in turns)
         if uses_recall(self.variant):
-            values["recall_coverage"] = [float((d, g) in questions) for d in range(len(documents))
-                                         for g in range(self.group_size)]
+            values["recall_coverage"] = [
+                float((d, g) in questions) for d in range(len(documents)) for g in range(self.group_size)
+            ]
         return rollout
 
-    def _record(self, document: Mapping[str, Any], trajectory: Trajectory, match: float,
-                question: recall.RecallQuestion | None, turns: Sequence[Turn]) -> dict[str, Any]:
+    def _record(
+        self,
+        document: Mapping[str, Any],
+        trajectory: Trajectory,
+        match: float,
+        question: recall.RecallQuestion | None,
+        turns: Sequence[Turn],
+    ) -> dict[str, Any]:
         """One trajectory as a reader wants it in MLflow: what it remembered, what it answered, and why it scored."""
-        record = {"doc_id": document["doc_id"], "answer": document["answer"],
-                  "memories": "\n\n".join(f"[memory {i}] {m}" for i, m in enumerate(trajectory.memories, 1)),
-                  "final_reply": trajectory.final_reply, "prediction": extract_boxed(trajectory.final_reply),
-                  "exact_match": match}
+        record = {
+            "doc_id": document["doc_id"],
+            "answer": document["answer"],
+            "memories": "\n\n".join(f"[memory {i}] {m}" for i, m in enumerate(trajectory.memories, 1)),
+            "final_reply": trajectory.final_reply,
+            "prediction": extract_boxed(trajectory.final_reply),
+            "exact_match": match,
+        }
         if question is not None:
-            record.update(recall_memory=question.memory_index, recall_chunk=question.chunk_index,
-                          recall_target=question.target, recall_predictions=" | ".join(
-                              str(extract_boxed(t.reply)) for t in turns))
+            record.update(
+                recall_memory=question.memory_index,
+                recall_chunk=question.chunk_index,
+                recall_target=question.target,
+                recall_predictions=" | ".join(str(extract_boxed(t.reply)) for t in turns),
+            )
         return record

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 VARIANTS = ("full", "e2e", "decoupled")
 
 
-def end_to_end_rewards(exact_matches: Sequence[float], recall_matches: Sequence[Sequence[float]], variant: str,
-                       recall_coef: float) -> list[float]:
+def end_to_end_rewards(
+    exact_matches: Sequence[float], recall_matches: Sequence[Sequence[float]], variant: str, recall_coef: float
+) -> list[float]:
     """R^E of each trajectory of one G1 group, from its EM and its IMR rewards (empty: no recall question).
 
     full: EM + lambda/G2 * sum of its IMR rewards (memories that serve later recall are rewarded);

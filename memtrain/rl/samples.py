@@ -32,8 +32,8 @@ class Member:
 
 @dataclass(frozen=True)
 class Group:
-    item: int   # index of the data item (document, question) in the rollout's item list
-    kind: str   # what the group answers, e.g. "e2e" or "recall"; metrics are split by it
+    item: int  # index of the data item (document, question) in the rollout's item list
+    kind: str  # what the group answers, e.g. "e2e" or "recall"; metrics are split by it
     members: tuple[Member, ...]
 
     @property
@@ -47,7 +47,7 @@ class Rollout:
 
     groups: list[Group] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=dict)  # averaged by the trainer over all rounds of a step
-    records: list[dict[str, Any]] = field(default_factory=list)   # full rollouts for the MLflow table
+    records: list[dict[str, Any]] = field(default_factory=list)  # full rollouts for the MLflow table
 
     def extend(self, other: Rollout, item_offset: int) -> None:
         """Append another round's rollout, renumbering its items after ours (DAPO refill)."""

@@ -59,7 +59,7 @@ class DataCursor:
         taken = []
         while len(taken) < count:
             order = self._order()
-            part = order[self.position:self.position + count - len(taken)]
+            part = order[self.position : self.position + count - len(taken)]
             taken.extend(int(i) for i in part)
             self.position += len(part)
             if self.position >= self.num_items:
@@ -90,9 +90,20 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 class Trainer:
-    def __init__(self, policy, reference, task: Task, items: Sequence[Any], settings: Mapping[str, Any],
-                 schedule: Schedule, generator: torch.Generator, pad_token_id: int, checkpoint_dir: str | Path,
-                 config_hash: str, logger: StepLogger) -> None:
+    def __init__(
+        self,
+        policy,
+        reference,
+        task: Task,
+        items: Sequence[Any],
+        settings: Mapping[str, Any],
+        schedule: Schedule,
+        generator: torch.Generator,
+        pad_token_id: int,
+        checkpoint_dir: str | Path,
+        config_hash: str,
+        logger: StepLogger,
+    ) -> None:
         """`settings` is the `rl` config section; `generator` is the one the engine samples with."""
         self.policy, self.reference, self.task, self.items = policy, reference, task, items
         self.settings, self.schedule, self.generator = settings, schedule, generator
@@ -102,8 +113,13 @@ class Trainer:
         self.rng = np.random.default_rng([schedule.seed, 1])
         self.cursor = DataCursor(len(items), schedule.seed)
         optim = settings["optimizer"]
-        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=schedule.lr, betas=tuple(optim["betas"]),
-                                           eps=optim["eps"], weight_decay=optim["weight_decay"])
+        self.optimizer = torch.optim.AdamW(
+            policy.parameters(),
+            lr=schedule.lr,
+            betas=tuple(optim["betas"]),
+            eps=optim["eps"],
+            weight_decay=optim["weight_decay"],
+        )
         # veRL's schedule (its actor's default), so that both back-ends take the same steps: the first of a
         # warm-up is taken at learning rate 0
         self.scheduler = get_constant_schedule_with_warmup(self.optimizer, num_warmup_steps=optim["warmup_steps"])
@@ -113,8 +129,12 @@ class Trainer:
 
     # --- state -----------------------------------------------------------------------------------
     def _rng_state(self) -> dict[str, Any]:
-        state = {"torch": torch.get_rng_state(), "engine": self.generator.get_state(),
-                 "numpy": self.rng.bit_generator.state, "python": random.getstate()}
+        state = {
+            "torch": torch.get_rng_state(),
+            "engine": self.generator.get_state(),
+            "numpy": self.rng.bit_generator.state,
+            "python": random.getstate(),
+        }
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
@@ -129,8 +149,16 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         state = {"config_hash": self.config_hash, "cursor": self.cursor.state()}
-        return checkpoint.save(self.checkpoint_dir, self.step, self.policy, self.optimizer, self.scheduler, state,
-                               self._rng_state(), keep=self.settings["keep_checkpoints"])
+        return checkpoint.save(
+            self.checkpoint_dir,
+            self.step,
+            self.policy,
+            self.optimizer,
+            self.scheduler,
+            state,
+            self._rng_state(),
+            keep=self.settings["keep_checkpoints"],
+        )
 
     def resume(self) -> bool:
         """Continue from the newest checkpoint of this config, if any; True when one was found."""
@@ -181,8 +209,12 @@ class Trainer:
         kept_items = kept_items[:batch_size]
         chosen = set(kept_items)
         groups = [g for g in kept if g.item in chosen]
-        stats = {"filtered_fraction": 1 - len(kept) / max(len(rollout.groups), 1), "rollout_rounds": rounds,
-                 "kept_items": len(kept_items), "items_drawn": len(items)}
+        stats = {
+            "filtered_fraction": 1 - len(kept) / max(len(rollout.groups), 1),
+            "rollout_rounds": rounds,
+            "kept_items": len(kept_items),
+            "items_drawn": len(items),
+        }
         return rollout, groups, kept_items, stats
 
     def train_step(self) -> dict[str, float]:
@@ -190,15 +222,21 @@ class Trainer:
         rollout, groups, kept_items, stats = self.collect()
         rollout_seconds = time.perf_counter() - started
         generated = sum(len(s.response_ids) for g in rollout.groups for m in g.members for s in m.samples)
-        metrics: dict[str, float] = {name: value for name, values in rollout.values.items()
-                                     if (value := _mean(values)) is not None}
-        metrics.update(stats, rollout_seconds=rollout_seconds, rollout_tokens_per_second=generated / rollout_seconds,
-                       skipped=float(not groups), lr=self.scheduler.get_last_lr()[0])
+        metrics: dict[str, float] = {
+            name: value for name, values in rollout.values.items() if (value := _mean(values)) is not None
+        }
+        metrics.update(
+            stats,
+            rollout_seconds=rollout_seconds,
+            rollout_tokens_per_second=generated / rollout_seconds,
+            skipped=float(not groups),
+            lr=self.scheduler.get_last_lr()[0],
+        )
         for kind in sorted({g.kind for g in rollout.groups}):
             of_kind = [g for g in rollout.groups if g.kind == kind]
             metrics[f"{kind}_groups_filtered"] = sum(not is_informative(g) for g in of_kind) / len(of_kind)
         if self.step % self.settings["log_rollouts_every"] == 0 or self.step == 1:
-            self.logger.rollouts(rollout.records[:self.settings["rollouts_logged"]], self.step)
+            self.logger.rollouts(rollout.records[: self.settings["rollouts_logged"]], self.step)
         if groups:
             train_started = time.perf_counter()
             metrics.update(self.update(scored_samples(groups), kept_items))
@@ -218,7 +256,7 @@ class Trainer:
                 batch = collate([samples[i].sample for i in indices], self.pad_token_id).to(self.device)
                 log_probs, _ = response_logprobs(model, batch, temperature)
                 for row, i in enumerate(indices):
-                    out[i] = log_probs[row, :len(samples[i].sample.response_ids)].float().cpu()
+                    out[i] = log_probs[row, : len(samples[i].sample.response_ids)].float().cpu()
         model.train(was_training)
         return out
 
@@ -227,7 +265,7 @@ class Trainer:
         size = self.schedule.mini_batch_size
         minis = []
         for start in range(0, len(items), size):
-            chosen = set(items[start:start + size])
+            chosen = set(items[start : start + size])
             minis.append([i for i, s in enumerate(samples) if s.item in chosen])
         epochs = settings["ppo_epochs"]
         old = self._score(self.policy, samples) if epochs > 1 or len(minis) > 1 else None
@@ -242,22 +280,40 @@ class Trainer:
         for _ in range(epochs):
             for mini in minis:
                 num_tokens = sum(len(samples[i].sample.response_ids) for i in mini)
-                weights = (dict(zip(mini, document_weights([samples[i].item for i in mini]), strict=True))
-                           if loss_settings["normaliser"] == "document" else None)
+                weights = (
+                    dict(zip(mini, document_weights([samples[i].item for i in mini]), strict=True))
+                    if loss_settings["normaliser"] == "document"
+                    else None
+                )
                 step_losses: dict[str, float] = {}
                 for local in micro_batches([samples[i].sample for i in mini], settings["micro_batch_tokens"]):
                     chosen = [mini[j] for j in local]
                     batch = collate([samples[i].sample for i in chosen], self.pad_token_id).to(self.device)
                     width = batch.responses.shape[1]
                     log_probs, entropy = response_logprobs(self.policy, batch, temperature, with_entropy=True)
-                    old_log_probs = (pad_rows([old[i] for i in chosen], width).to(self.device) if old is not None
-                                     else log_probs.detach())
-                    ref_log_probs = pad_rows([ref[i] for i in chosen], width).to(self.device) if ref is not None else None
+                    old_log_probs = (
+                        pad_rows([old[i] for i in chosen], width).to(self.device)
+                        if old is not None
+                        else log_probs.detach()
+                    )
+                    ref_log_probs = (
+                        pad_rows([ref[i] for i in chosen], width).to(self.device) if ref is not None else None
+                    )
                     advantages = torch.tensor([samples[i].advantage for i in chosen], device=self.device)
-                    factors = (torch.tensor([weights[i] for i in chosen], device=self.device)
-                               if weights is not None else None)
-                    loss, values = policy_objective(log_probs, old_log_probs, ref_log_probs, advantages,
-                                                    batch.response_mask, loss_settings, len(mini), num_tokens, factors)
+                    factors = (
+                        torch.tensor([weights[i] for i in chosen], device=self.device) if weights is not None else None
+                    )
+                    loss, values = policy_objective(
+                        log_probs,
+                        old_log_probs,
+                        ref_log_probs,
+                        advantages,
+                        batch.response_mask,
+                        loss_settings,
+                        len(mini),
+                        num_tokens,
+                        factors,
+                    )
                     loss.backward()
                     tokens = float(batch.response_mask.sum())
                     values["entropy"] = float((entropy * batch.response_mask).sum() / max(tokens, 1.0))
@@ -269,15 +325,19 @@ class Trainer:
                     weight += tokens
                 for name, value in step_losses.items():
                     losses.setdefault(name, []).append(value)
-                grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(),
-                                                                       settings["optimizer"]["grad_clip"])))
+                grad_norms.append(
+                    float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), settings["optimizer"]["grad_clip"]))
+                )
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
         metrics = {name: total / max(weight, 1.0) for name, total in sums.items()}
         metrics.update({name: float(np.mean(values)) for name, values in losses.items()})  # as veRL reports them
-        metrics.update(grad_norm=float(np.mean(grad_norms)), optimizer_steps=len(grad_norms),
-                       train_samples=len(samples), advantage_abs=float(np.mean([abs(s.advantage) for s in samples])),
-                       train_tokens=float(epochs * sum(s.sample.num_tokens for s in samples)))
+        metrics.update(
+            grad_norm=float(np.mean(grad_norms)),
+            optimizer_steps=len(grad_norms),
+            train_samples=len(samples),
+            advantage_abs=float(np.mean([abs(s.advantage) for s in samples])),
+            train_tokens=float(epochs * sum(s.sample.num_tokens for s in samples)),
+        )
         return metrics
-

@@ -1,0 +1,77 @@
+"""Stages of the MemTrain rules (rules/memtrain.smk, paper sections 3-4.1): the base policies, then GRPO per
+backbone and variant (full, e2e, decoupled) on the local trainer or on veRL (trainer.backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from memtrain import rules
+from memtrain.stages.job import Job, prune_checkpoints
+
+
+def prepare_model(job: Job, run) -> None:
+    """Materialise a base policy once as safetensors (dequantised from GGUF, or fetched when downloads are allowed)."""
+    from memtrain.models import prepare_policy
+
+    backbone, cfg = job.wildcards["backbone"], job.config
+    summary = prepare_policy(
+        backbone, cfg["backbones"][backbone], cfg["allow_downloads"], job.output.model, dtype=cfg["rl"]["dtype"]
+    )
+    run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    run.log_dict(summary, "outputs/policy.json")
+
+
+def memtrain_train(job: Job, run) -> None:
+    """MemTrain GRPO of one backbone and variant: E2E masked reconstruction with (or without) IMR."""
+    from memtrain.rl import kinds, launch
+
+    params, variant = job.config, job.wildcards["variant"]
+    mask_token = params["data"]["documents"]["mask_token"]
+    settings = params["memtrain"]
+    documents = kinds.MEMTRAIN.items(job.input.documents)
+    if params["trainer"]["backend"] == "verl":
+        from memtrain.distributed import train as distributed
+        from memtrain.tracking import tracking_uri
+
+        summary = distributed.run(
+            params,
+            "memtrain",
+            settings,
+            documents,
+            job.input.policy,
+            job.params.checkpoints,
+            job.output.final,
+            f"memtrain-{variant}",
+            Path(job.params.checkpoints) / "logs",
+            variant=variant,
+            mask_token=mask_token,
+            tracking_uri=tracking_uri(job.results_dir),
+        )
+        run.log_dict(summary, "outputs/training.json")
+        prune_checkpoints(run, job, summary, job.output.final)
+        return
+    policy = launch.load(job.input.policy, params["rl"], settings["seed"], threads=job.threads)
+    task = kinds.MEMTRAIN.task(
+        policy.engine,
+        policy.tokenizer,
+        kinds.run_settings(params, "memtrain", settings, variant, mask_token),
+        settings["group_size"],
+        None,
+    )
+    summary = launch.train(
+        policy,
+        task,
+        documents,
+        params,
+        {**settings, "variant": variant},
+        job.params.checkpoints,
+        job.output.final,
+        launch.step_logger(run, kinds.MEMTRAIN.logged, settings["steps"]),
+        resume=True,
+        on_resume=lambda step: run.set_tags({"memtrain.resumed_from_step": step}),
+    )
+    run.log_dict(summary, "outputs/training.json")
+    prune_checkpoints(run, job, summary, job.output.final)
+
+
+STAGES = {rules.PREPARE_MODEL: prepare_model, rules.MEMTRAIN_TRAIN: memtrain_train}

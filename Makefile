@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 STAMP := $(VENV)/.installed
 
-.PHONY: setup setup-gpu lock run test test-fast ui clean
+.PHONY: setup setup-gpu lock run test test-fast lint ui clean
 
 setup: $(STAMP)
 
@@ -65,9 +65,16 @@ test: setup
 test-fast: setup
 	$(BIN)/pytest tests -m "not slow"
 
+# The lint gate CI runs before the tests: any finding fails it. ruff and snakefmt are pinned in the lock.
+LINT_CONFIGS := config/config.yaml config/test.yaml config/paper.yaml "config/test.yaml config/test-verl.yaml"
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules
+	for configs in $(LINT_CONFIGS); do $(BIN)/snakemake --lint --configfile $$configs || exit 1; done
+
 ui: setup
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
-		--backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/results/mlflow.db}
+	$(BIN)/python -m memtrain.ui
 
 clean:
 	rm -rf results .snakemake

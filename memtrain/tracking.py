@@ -99,20 +99,28 @@ def _log_params(client: MlflowClient, run_id: str, params: Mapping) -> None:
         client.log_batch(run_id, params=items[start : start + MAX_PARAMS_TAGS_PER_BATCH])
 
 
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, an empty overview); tagged, it opens
+# on the runs table, where the pipeline's runs are. The value is the UI's own name for model-training experiments.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def _experiment_id(client: MlflowClient, name: str, results_dir: str | os.PathLike) -> str:
     """Get or create the experiment, keeping its artifacts under results_dir rather than
-    in whatever directory the process happened to start in."""
+    in whatever directory the process happened to start in, and tagged to open on its runs."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    artifacts = (Path(results_dir).resolve() / "mlartifacts").as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=artifacts)
-    except mlflow.MlflowException:
-        experiment = client.get_experiment_by_name(name)  # another process created it first
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    if experiment is None:
+        artifacts = (Path(results_dir).resolve() / "mlartifacts").as_uri()
+        try:
+            return client.create_experiment(
+                name, artifact_location=artifacts, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
+        except mlflow.MlflowException:
+            experiment = client.get_experiment_by_name(name)  # another process created it first
+            if experiment is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before the tag was set, or by another tool
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
 
 
 def _running_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:

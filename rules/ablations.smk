@@ -49,7 +49,7 @@ rule posttrain_continue:
         CONDA_ENV
     threads: ALL_CORES
     params:
-        job=stage_job(
+        **stage_job(
             continue_params,
             source=f"{RESULTS}/train/memagent/{{backbone}}/{{init}}/seed{{seed}}/checkpoints",
             checkpoints=f"{CONTINUED}/checkpoints",
@@ -74,6 +74,6 @@ rule eval_scaling:
         CONDA_ENV
     threads: ALL_CORES
     params:
-        job=stage_job(downstream_params, mode="memory"),
+        **stage_job(downstream_params, mode="memory"),
     shell:
         stage("eval_scaling")

@@ -41,11 +41,14 @@ def _named(files, kind: str) -> dict:
 
 
 def stage_job(*config_paths, **params):
-    """params.job of a stage rule: its named input and output, `params` (strings formatted with the wildcards,
-    callables called with them) and the config at `config_paths` (dotted, kept at their paths; one callable of
-    the wildcards instead, where the slice depends on them). The stage reads them as memtrain.stages.job.Job."""
+    """A stage rule's params, `params: **stage_job(...)`: `settings`, the config at `config_paths` (dotted, kept at
+    their paths; one callable of the wildcards instead where the slice depends on them) with `params` (strings
+    formatted with the wildcards, callables called with them) and the wildcards; and `files`, the rule's named
+    input and output. Two params because snakemake reruns a job when its params change only for params that do
+    not read its files: a changed config slice must rerun the job. The stage reads both as one
+    memtrain.stages.job.Job."""
 
-    def job(wildcards, input, output):
+    def settings(wildcards):
         if len(config_paths) == 1 and callable(config_paths[0]):
             sliced = config_paths[0](wildcards)
         else:
@@ -56,24 +59,22 @@ def stage_job(*config_paths, **params):
             )
             for name, value in params.items()
         }
-        return memtrain_job.job_json(
-            sliced,
-            _named(input, "input"),
-            _named(output, "output"),
-            values,
-            dict(wildcards.items()),
-            RESULTS,
-            EXPERIMENT,
-        )
+        return memtrain_job.settings_json(sliced, values, dict(wildcards.items()), RESULTS, EXPERIMENT)
 
-    return job
+    def files(wildcards, input, output):
+        return memtrain_job.files_json(_named(input, "input"), _named(output, "output"))
+
+    return {"settings": settings, "files": files}
 
 
 def stage(rule_name: str) -> str:
     """The shell command of a stage rule: `python -m memtrain <rule>` with the rule's job, logged to its log.
     The name is spelled here rather than as {rule}, which `snakemake --lint` takes for an outside variable;
     tests/test_house.py checks that every rule names itself."""
-    return f"{PYTHON} -m memtrain {rule_name} --threads {{threads}} --job {{params.job:q}} > {{log:q}} 2>&1"
+    return (
+        f"{PYTHON} -m memtrain {rule_name} --threads {{threads}} --settings {{params.settings:q}} "
+        f"--files {{params.files:q}} > {{log:q}} 2>&1"
+    )
 
 
 def log_path(rule_name: str, job: str = "") -> str:

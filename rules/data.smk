@@ -19,7 +19,7 @@ rule wiki_download:
     conda:
         CONDA_ENV
     params:
-        job=stage_job("data.source", "allow_downloads"),
+        **stage_job("data.source", "allow_downloads"),
     shell:
         stage("wiki_download")
 
@@ -36,7 +36,7 @@ rule passages:
     conda:
         CONDA_ENV
     params:
-        job=stage_job("data.passages"),
+        **stage_job("data.passages"),
     shell:
         stage("passages")
 
@@ -54,7 +54,7 @@ rule ner:
         CONDA_ENV
     threads: config["data"]["ner"]["threads"]
     params:
-        job=stage_job("data.ner"),
+        **stage_job("data.ner"),
     shell:
         stage("ner")
 
@@ -72,7 +72,7 @@ rule embed:
         CONDA_ENV
     threads: config["data"]["embed"]["threads"]
     params:
-        job=stage_job("data.embed", "allow_downloads"),
+        **stage_job("data.embed", "allow_downloads"),
     shell:
         stage("embed")
 
@@ -89,7 +89,7 @@ rule index:
     conda:
         CONDA_ENV
     params:
-        job=stage_job("data.index"),
+        **stage_job("data.index"),
     shell:
         stage("index")
 
@@ -104,7 +104,7 @@ rule tokenizer:
     conda:
         CONDA_ENV
     params:
-        job=stage_job(lambda w: backbone_slice(w, "allow_downloads")),
+        **stage_job(lambda w: backbone_slice(w, "allow_downloads")),
     shell:
         stage("tokenizer")
 
@@ -127,7 +127,7 @@ rule assemble:
     conda:
         CONDA_ENV
     params:
-        job=stage_job("data.documents", "data.index", "seed"),
+        **stage_job("data.documents", "data.index", "seed"),
     shell:
         stage("assemble")
 
@@ -147,6 +147,6 @@ rule dataset_card:
     conda:
         CONDA_ENV
     params:
-        job=stage_job("data.documents"),
+        **stage_job("data.documents"),
     shell:
         stage("dataset_card")

@@ -36,7 +36,7 @@ rule offline_qa:
     conda:
         CONDA_ENV
     params:
-        job=stage_job("seed", "qa.offline"),
+        **stage_job("seed", "qa.offline"),
     shell:
         stage("offline_qa")
 
@@ -54,7 +54,7 @@ rule qa_long_context:
     conda:
         CONDA_ENV
     params:
-        job=stage_job("qa", "seed", "allow_downloads"),
+        **stage_job("qa", "seed", "allow_downloads"),
     shell:
         stage("qa_long_context")
 
@@ -72,7 +72,7 @@ rule qa_search:
     conda:
         CONDA_ENV
     params:
-        job=stage_job("qa", "seed", "allow_downloads"),
+        **stage_job("qa", "seed", "allow_downloads"),
     shell:
         stage("qa_search")
 
@@ -89,7 +89,7 @@ rule search_corpus:
     conda:
         CONDA_ENV
     params:
-        job=stage_job("qa.corpus", "allow_downloads"),
+        **stage_job("qa.corpus", "allow_downloads"),
     shell:
         stage("search_corpus")
 
@@ -107,7 +107,7 @@ rule search_index:
         CONDA_ENV
     threads: ALL_CORES
     params:
-        job=stage_job("retriever", "data.index", "qa.index", "allow_downloads"),
+        **stage_job("retriever", "data.index", "qa.index", "allow_downloads"),
     shell:
         stage("search_index")
 
@@ -125,7 +125,7 @@ rule posttrain_train:
         CONDA_ENV
     threads: ALL_CORES
     params:
-        job=stage_job(
+        **stage_job(
             downstream_params,
             checkpoints=f"{RESULTS}/train/{{algorithm}}/{{backbone}}/{{init}}/seed{{seed}}/checkpoints",
             server_log=log_path("retriever", "posttrain/{backbone}/{init}/seed{seed}"),
@@ -150,7 +150,7 @@ rule eval_long_context:
         CONDA_ENV
     threads: ALL_CORES
     params:
-        job=stage_job(
+        **stage_job(
             downstream_params,
             mode=lambda w: "full" if (w.trained, w.init) == ("none", "base") else "memory",
         ),
@@ -174,7 +174,7 @@ rule eval_search_qa:
         CONDA_ENV
     threads: ALL_CORES
     params:
-        job=stage_job(
+        **stage_job(
             downstream_params,
             server_log=log_path("retriever", "eval_search_qa/{backbone}/{trained}/{init}/seed{seed}"),
         ),

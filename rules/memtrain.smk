@@ -20,7 +20,7 @@ rule prepare_model:
     conda:
         CONDA_ENV
     params:
-        job=stage_job(lambda w: backbone_slice(w, "allow_downloads", "rl.dtype")),
+        **stage_job(lambda w: backbone_slice(w, "allow_downloads", "rl.dtype")),
     shell:
         stage("prepare_model")
 
@@ -39,7 +39,7 @@ rule memtrain_train:
         CONDA_ENV
     threads: ALL_CORES
     params:
-        job=stage_job(
+        **stage_job(
             lambda w: {
                 "agent": config["agent"],
                 "rl": config["rl"],

@@ -21,7 +21,7 @@ rule case_study:
         CONDA_ENV
     threads: ALL_CORES
     params:
-        job=stage_job(downstream_params),
+        **stage_job(downstream_params),
     shell:
         stage("case_study")
 
@@ -41,7 +41,7 @@ rule figures:
     conda:
         CONDA_ENV
     params:
-        job=stage_job("backbones", "report", "qa.long_context.lengths", "posttrain.memagent.steps"),
+        **stage_job("backbones", "report", "qa.long_context.lengths", "posttrain.memagent.steps"),
     shell:
         stage("figures")
 
@@ -65,6 +65,6 @@ rule report:
     conda:
         CONDA_ENV
     params:
-        job=stage_job(lambda w: config),
+        **stage_job(lambda w: config),
     shell:
         stage("report")

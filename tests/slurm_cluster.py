@@ -144,7 +144,7 @@ class LocalSlurm:
         while time.monotonic() < deadline:
             states = subprocess.run(
                 ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, check=False
-            ).stdout.split(check=False)
+            ).stdout.split()
             if states and all(state == "idle" for state in states):
                 return
             time.sleep(0.5)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -49,8 +51,31 @@ def test_mlflow_has_one_parent_and_a_child_per_job(data_run):
     ner = [c for c in children if c.data.tags["memtrain.rule"] == "ner"]
     assert sorted(json.loads(c.data.tags["memtrain.wildcards"])["scatteritem"] for c in ner) == ["1-of-2", "2-of-2"]
     assemble = next(c for c in children if c.data.tags["memtrain.rule"] == "assemble")
-    assert assemble.data.metrics["train_documents"] == 8 and assemble.data.params["documents.num_related"] == "3"
+    assert assemble.data.metrics["train_documents"] == 8 and assemble.data.params["data.documents.num_related"] == "3"
     assert all("memtrain.host" in c.data.tags and "memtrain.config_hash" in c.data.tags for c in children)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_mlflow_ui_opens_on_the_runs_table_with_the_pipeline_run(data_run, tmp_path):
+    """In a real headless browser: the address `make ui` prints shows the runs table (not MLflow 3's GenAI view)
+    listing the snakemake invocation, its rule runs counted under it."""
+    from memtrain import ui
+
+    all_runs = runs(data_run)
+    experiment = all_runs[0].info.experiment_id
+    with ui.serving(data_run / "results", tmp_path / "mlflow-ui.log") as base:
+        browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
+                   "--window-size=1600,1000"]  # fmt: skip
+        page = ui.runs_page(base, experiment)
+        dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=180, check=True)
+        subprocess.run([*browser, f"--screenshot={tmp_path / 'runs.png'}", page], capture_output=True, timeout=180,
+                       check=True)  # fmt: skip
+    invocations = [r.info.run_name for r in all_runs if r.data.tags.get("memtrain.kind") == "invocation"]
+    assert invocations and all(f">{name}<" in dom.stdout for name in invocations)
+    assert re.search(r"<h2[^>]*>Runs</h2>", dom.stdout), "not the runs table (MLflow's GenAI view says Overview)"
+    assert f"<strong>{len(all_runs)}</strong> matching runs" in dom.stdout  # the invocation and its rule runs
+    assert (tmp_path / "runs.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow
@@ -66,6 +91,9 @@ def test_up_to_date_dag_plans_nothing_and_a_forced_stage_plans_its_downstream(da
     assert "Nothing to be done" in snakemake(data_run, "-n", "data").stdout
     plan = snakemake(data_run, "-n", "data", "--forcerun", "assemble").stdout
     assert "assemble" in plan and "dataset_card" in plan and "wiki_download" not in plan
+    # a changed config key reruns the jobs whose config slice holds it, and what they feed
+    plan = snakemake(data_run, "-n", "data", "--config", "data={'passages': {'max_words': 150}}").stdout
+    assert "wiki_download" not in job_counts(plan) and job_counts(plan)["passages"] == 1 and "assemble" in plan
 
 
 @pytest.mark.slow
@@ -354,7 +382,7 @@ def test_all_ends_with_tables_beside_the_paper_figures_case_study_and_one_report
     index = (report / "index.md").read_text()
     head = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip(check=False)
+    ).stdout.strip()
     assert f"git commit: `{head}`" in index and "**Stand-ins.**" in index
     for name in [*figures, "case_study_smollm2-135m.md", "table2_search_qa_provenance.csv"]:
         assert f"]({name})" in index, name

@@ -34,6 +34,7 @@ from memtrain.models import load_policy
 from memtrain.rl import kinds
 from memtrain.rl.samples import Group, Member, Rollout, Sample
 from memtrain.rl.trainer import Schedule, StepLogger, Trainer
+from memtrain.settings import RL
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -178,7 +179,7 @@ def run_local(cfg, schedule, items, policy: Path, root: Path) -> tuple[dict[str,
         reference,
         ReplayTask(recorded_sessions()),
         items,
-        cfg["rl"],
+        RL.of(cfg),
         Schedule.from_config(schedule),
         torch.Generator().manual_seed(0),
         0,

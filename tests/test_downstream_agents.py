@@ -20,6 +20,7 @@ from memtrain.eval import long_context, search_qa
 from memtrain.rl import launch
 from memtrain.rl.mem1_task import Mem1Task
 from memtrain.rl.memagent_task import MemAgentTask
+from memtrain.settings import Runtime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +135,7 @@ def test_memagent_task_scores_the_boxed_answer(tokenizer, tiny_policy):
         agent={"budgets": {"instruction": 320, "chunk": 16, "memory": 12, "response": 16, "max_chunks": 3}},
         data={"documents": {"min_tokens": 10, "max_tokens": 48}},
     )
-    policy = launch.load(tiny_policy, cfg["rl"], seed=0)
+    policy = launch.load(tiny_policy, Runtime.of(cfg), seed=0)
     agent = launch.memory_agent(policy, cfg)
     agent.engine = ScriptedEngine(
         tokenizer,

@@ -11,13 +11,13 @@ import pytest
 from memtrain import stages
 from memtrain.errors import InputError
 from memtrain.stages.downstream import flashrag_file
-from memtrain.stages.job import job_json
+from memtrain.stages.job import files_json, settings_json
 
 
 def run_stage(tmp_path, rule: str, config: dict, input: dict | None = None, **output: str) -> int:
     """The rule's stage through the command line a rule runs, with its named files and config slice."""
-    job = job_json(config, input or {}, output, {}, {}, str(tmp_path / "results"), "memtrain")
-    return stages.main([rule, "--job", job])
+    settings = settings_json(config, {}, {}, str(tmp_path / "results"), "memtrain")
+    return stages.main([rule, "--settings", settings, "--files", files_json(input or {}, output)])
 
 
 def test_search_corpus_streams_a_gzipped_wiki18_file_into_the_corpus_table(tmp_path):

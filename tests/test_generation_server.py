@@ -21,7 +21,7 @@ from memtrain.engines.completions import CompletionsEngine, EngineError
 from memtrain.engines.hf import HFEngine
 from memtrain.engines.http_server import LOOPBACK, CompletionsServer
 from memtrain.engines.serve import serve
-from memtrain.stages.job import job_json
+from memtrain.stages.job import files_json, settings_json
 
 SETTINGS = {
     "max_batch_size": 4,
@@ -184,16 +184,10 @@ def test_an_evaluation_through_the_server_gives_the_in_process_rows(tmp_path, cf
                     "eval_long_context",
                     "--threads",
                     "1",
-                    "--job",
-                    job_json(
-                        cfg,
-                        {"policy": str(tiny_policy), "data": str(data)},
-                        {"rows": str(output)},
-                        {"mode": mode},
-                        {"seed": "0"},
-                        str(tmp_path / "results"),
-                        "memtrain",
-                    ),
+                    "--settings",
+                    settings_json(cfg, {"mode": mode}, {"seed": "0"}, str(tmp_path / "results"), "memtrain"),
+                    "--files",
+                    files_json({"policy": str(tiny_policy), "data": str(data)}, {"rows": str(output)}),
                 ]
             )
             == 0

@@ -12,7 +12,7 @@ import pytest
 
 from memtrain import rules, stages
 from memtrain.errors import InputError
-from memtrain.stages.job import Job, config_slice, job_json
+from memtrain.stages.job import Job, config_slice, files_json, settings_json
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE_FILES = sorted((ROOT / "rules").glob("*.smk"))
@@ -128,18 +128,20 @@ def test_a_config_slice_keeps_the_dotted_paths_of_the_config():
     }
 
 
-def test_a_job_round_trips_through_the_command_line_argument_and_names_what_a_rule_lacks():
-    text = job_json({"seed": 1}, {"passages": "p.parquet"}, {"entities": "e.parquet"}, {"mode": "memory"},
-                    {"scatteritem": "2-of-4"}, "out", "exp")  # fmt: skip
-    job = Job.from_json("ner", text, threads=3)
+def test_a_job_round_trips_through_the_command_line_arguments_and_names_what_a_rule_lacks():
+    settings = settings_json({"seed": 1}, {"mode": "memory"}, {"scatteritem": "2-of-4"}, "out", "exp")
+    files = files_json({"passages": "p.parquet"}, {"entities": "e.parquet"})
+    job = Job.from_json("ner", settings, files, threads=3)
     assert (job.input.passages, job.output.entities, job.params.mode, job.threads) == ("p.parquet", "e.parquet",
                                                                                       "memory", 3)  # fmt: skip
     assert (job.wildcards, job.results_dir, job.experiment, job.config) == ({"scatteritem": "2-of-4"}, "out", "exp",
                                                                             {"seed": 1})  # fmt: skip
     with pytest.raises(InputError, match=r"rule ner declares no output named 'rows' \(it declares: entities\)"):
         _ = job.output.rows
-    with pytest.raises(InputError, match="unknown: \\['extra'\\]"):
-        Job.from_json("ner", json.dumps({"config": {}, "extra": 1}))
+    with pytest.raises(InputError, match="--settings takes only .* unknown: \\['extra'\\]"):
+        Job.from_json("ner", json.dumps({"config": {}, "extra": 1}), files)
+    with pytest.raises(InputError, match="--files is not JSON"):
+        Job.from_json("ner", settings, "{")
 
 
 def test_a_scattered_stage_reads_its_shard_from_the_scatter_item():

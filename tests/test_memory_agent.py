@@ -14,6 +14,7 @@ from memtrain.agent.chunks import chunk_document
 from memtrain.agent.memory_agent import Budgets
 from memtrain.rl import launch
 from memtrain.rl.memtrain_task import MemTrainTask
+from memtrain.settings import Runtime
 
 
 def settings(**memtrain) -> dict:
@@ -22,7 +23,7 @@ def settings(**memtrain) -> dict:
 
 def make_task(policy_path, variant: str) -> tuple[MemTrainTask, dict]:
     config = settings()
-    policy = launch.load(policy_path, config["rl"], seed=0)
+    policy = launch.load(policy_path, Runtime.of(config), seed=0)
     task = MemTrainTask(launch.memory_agent(policy, config), config["memtrain"], variant, "[MASK]")
     return task, config
 

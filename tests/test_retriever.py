@@ -31,6 +31,7 @@ from memtrain.retriever import (
 )
 from memtrain.retriever import server as retriever_server
 from memtrain.retriever.protocol import check_host
+from memtrain.settings import Runtime
 
 
 @pytest.fixture
@@ -319,7 +320,7 @@ def test_mem1_rollout_with_real_smollm2_against_the_running_server(client, smoll
         sent.extend(queries)
         return [passages_to_string(hits) for hits in client.search(list(queries), 3)]
 
-    policy = launch.load(smollm2_policy, cfg["rl"], seed=3)
+    policy = launch.load(smollm2_policy, Runtime.of(cfg), seed=3)
     agent = launch.search_agent(policy, cfg, search)
     item = type(
         "Item",

@@ -1,20 +1,24 @@
 """Rewards, group filtering, advantage broadcast and the Eq. 4 normaliser, checked by hand."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from memtrain.rl.grpo import document_weights, is_informative, policy_objective, scored_samples
 from memtrain.rl.rewards import end_to_end_rewards
 from memtrain.rl.samples import Group, Member, Rollout, Sample
+from memtrain.settings import Loss
 
-LOSS = {
-    "clip_ratio_low": 0.2,
-    "clip_ratio_high": 0.28,
-    "clip_ratio_c": 3.0,
-    "kl_coef": 0.0,
-    "kl_type": "low_var_kl",
-    "aggregation": "seq-mean-token-sum",
-}
+LOSS = Loss(
+    clip_ratio_low=0.2,
+    clip_ratio_high=0.28,
+    clip_ratio_c=3.0,
+    kl_coef=0.0,
+    kl_type="low_var_kl",
+    aggregation="seq-mean-token-sum",
+    normaliser="mini_batch",
+)
 
 
 def test_three_reward_modes():
@@ -82,7 +86,7 @@ def test_eq4_per_document_divides_each_documents_token_sums_by_its_own_samples_t
     assert per_batch.item() == pytest.approx(-(0.5 + 3) / 4)
     # the KL term is weighted alike: a reference 0.1 below on every token of document 1 only
     ref = torch.tensor([[0.0] * 4] * 3 + [[-0.1] * 4])
-    settings = {**LOSS, "kl_coef": 1.0}
+    settings = dataclasses.replace(LOSS, kl_coef=1.0)
     with_kl, _ = policy_objective(log_prob, log_prob.detach(), ref, advantages, mask, settings, 4, 10, weights)
     kl_token = float(torch.exp(torch.tensor(-0.1)) + 0.1 - 1)  # low_var_kl of ref - logp = -0.1
     assert with_kl.item() == pytest.approx(per_document.item() + (3 * kl_token / 1) / 2, rel=1e-5)
@@ -97,7 +101,9 @@ def test_clip_higher_and_kl_term():
     assert loss.item() == pytest.approx(-(1.28 + 0.5))
     assert metrics["clip_fraction"] == pytest.approx(0.5)
     ref = torch.zeros(1, 2)
-    with_kl, metrics = policy_objective(new, old, ref, torch.tensor([1.0]), mask, {**LOSS, "kl_coef": 0.1}, 1, 2)
+    with_kl, metrics = policy_objective(
+        new, old, ref, torch.tensor([1.0]), mask, dataclasses.replace(LOSS, kl_coef=0.1), 1, 2
+    )
     low_var_kl = sum(float(torch.exp(-v) + v - 1) for v in new[0])  # exp(ref - logp) - (ref - logp) - 1
     assert with_kl.item() == pytest.approx(loss.item() + 0.1 * low_var_kl, rel=1e-5)
     assert metrics["kl"] == pytest.approx(low_var_kl / 2, rel=1e-5)

@@ -222,3 +222,15 @@ def test_finished_job_runs_map_each_job_to_its_newest_finished_run(results: Path
         pass
     found = tracking.finished_job_runs(results, EXPERIMENT, "eval_long_context")
     assert found == {tuple(sorted(wildcards.items())): ids[1]}
+
+
+def test_the_experiment_opens_on_its_runs_whoever_created_it(results: Path):
+    """MLflow 3's UI shows an experiment without mlflow.experimentKind as a GenAI one (traces, no runs table)."""
+    with tracking.stage_run("eval", {}, results, EXPERIMENT):
+        pass
+    client = client_for(results)
+    assert client.get_experiment_by_name(EXPERIMENT).tags["mlflow.experimentKind"] == "custom_model_development"
+    other = client.create_experiment("made-elsewhere")  # e.g. by veRL's logger, or before the tag existed
+    with tracking.stage_run("eval", {}, results, "made-elsewhere"):
+        pass
+    assert client.get_experiment(other).tags["mlflow.experimentKind"] == "custom_model_development"

@@ -17,8 +17,10 @@ from memtrain.agent.chat import decode_reply, encode_user, stop_token_ids
 from memtrain.agent.chunks import Chunk, chunk_document
 from memtrain.agent.prompts import Templates
 from memtrain.engines import Engine, Generation, Sampling
+from memtrain.settings import build, from_schema
 
 
+@from_schema("agent.budgets")
 @dataclass(frozen=True)
 class Budgets:
     """Token budgets of one turn (paper: 1024 instruction, 5120 chunk, 1024 memory, 1024 response, 8 chunks)."""
@@ -31,7 +33,7 @@ class Budgets:
 
     @classmethod
     def from_config(cls, settings: Mapping[str, Any]) -> Budgets:
-        return cls(**{name: settings[name] for name in ("instruction", "chunk", "memory", "response", "max_chunks")})
+        return build(cls, settings)
 
     @property
     def context(self) -> int:

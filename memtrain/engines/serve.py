@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import torch
 import memtrain
 from memtrain.engines.completions import CompletionsEngine, EngineError
 from memtrain.engines.http_server import LOOPBACK
-from memtrain.processes import stop
+from memtrain.processes import free_loopback_port, log_tail, stop
 
 
 @dataclass(frozen=True)
@@ -115,7 +114,7 @@ def serve(
     workdir = Path(tempfile.mkdtemp(prefix="memtrain-generation-"))
     log = Path(log_path) if log_path else workdir / "server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    spec = ServerSpec(str(model), _free_port(), device, dtype, linear, threads, settings)
+    spec = ServerSpec(str(model), free_loopback_port(), device, dtype, linear, threads, settings)
     command = SERVERS[kind](spec)
     env = dict(os.environ)
     package_root = str(Path(memtrain.__file__).resolve().parent.parent)  # importable from any cwd
@@ -141,12 +140,6 @@ def serve(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
-
-
 def _wait_healthy(engine: CompletionsEngine, process: subprocess.Popen, log: Path, startup_timeout: float) -> None:
     deadline = time.monotonic() + startup_timeout
     while time.monotonic() < deadline:
@@ -167,8 +160,4 @@ def _failure(process: subprocess.Popen | None, log: Path) -> str:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=2.0)
     state = "" if process is None or process.poll() is None else f"; the server exited with code {process.returncode}"
-    try:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-    except OSError:
-        tail = "(no log)"
-    return f"{state}; its log ({log}) ends:\n{tail}"
+    return f"{state}; its log ({log}) ends:\n{log_tail(log)}"

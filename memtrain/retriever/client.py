@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import memtrain
-from memtrain.processes import stop
+from memtrain.processes import log_tail, stop
 from memtrain.retriever.protocol import check_host, format_contents, split_contents
 
 
@@ -127,13 +127,6 @@ class ServedClient(RetrieverClient):
         self.process, self.log_path = process, log_path
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 @contextlib.contextmanager
 def serve(
     corpus: str | os.PathLike,
@@ -220,7 +213,7 @@ def _wait_ready(process: subprocess.Popen, ready: Path, log: Path, startup_timeo
         code = process.poll()
         if code is not None:
             raise RetrieverError(
-                f"retrieval server exited with code {code} before it was ready; {where}:\n{_tail(log)}"
+                f"retrieval server exited with code {code} before it was ready; {where}:\n{log_tail(log, 40)}"
             )
         if url is None and ready.exists():
             url = ready.read_text().strip() or None
@@ -233,5 +226,5 @@ def _wait_ready(process: subprocess.Popen, ready: Path, log: Path, startup_timeo
         time.sleep(0.1)
     raise RetrieverError(
         f"retrieval server not ready after {startup_timeout:.0f} s"
-        f"{f' ({last_error})' if last_error else ''}; {where}:\n{_tail(log)}"
+        f"{f' ({last_error})' if last_error else ''}; {where}:\n{log_tail(log, 40)}"
     )

@@ -8,9 +8,8 @@ the paper's Eq. 4: token losses summed per sample, averaged over every E2E turn 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from omegaconf import OmegaConf
 from verl.trainer.ppo import core_algos
 
 from memtrain.rl.samples import Group, Sample
+from memtrain.settings import Loss
 
 
 def is_informative(group: Group, tolerance: float = 1e-9) -> bool:
@@ -66,7 +66,7 @@ def document_weights(items: Sequence[int]) -> list[float]:
     return [len(items) / (len(counts) * counts[item]) for item in items]
 
 
-def loss_config(settings: Mapping[str, Any], num_samples: int, num_tokens: int):
+def loss_config(settings: Loss, num_samples: int, num_tokens: int):
     """veRL's actor config for one mini-batch: clip ratios and the global normalisers.
 
     `global_batch_size` (samples, Eq. 4) and `batch_num_tokens` (for token-mean) count the whole
@@ -74,10 +74,10 @@ def loss_config(settings: Mapping[str, Any], num_samples: int, num_tokens: int):
     """
     return OmegaConf.create(
         {
-            "clip_ratio": settings["clip_ratio_low"],
-            "clip_ratio_low": settings["clip_ratio_low"],
-            "clip_ratio_high": settings["clip_ratio_high"],
-            "clip_ratio_c": settings["clip_ratio_c"],
+            "clip_ratio": settings.clip_ratio_low,
+            "clip_ratio_low": settings.clip_ratio_low,
+            "clip_ratio_high": settings.clip_ratio_high,
+            "clip_ratio_c": settings.clip_ratio_c,
             "global_batch_info": {"dp_size": 1, "global_batch_size": num_samples, "batch_num_tokens": num_tokens},
         }
     )
@@ -94,18 +94,18 @@ def policy_objective(
     ref_log_prob: torch.Tensor | None,
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
-    settings: Mapping[str, Any],
+    settings: Loss,
     num_samples: int,
     num_tokens: int,
     weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one micro-batch (to backpropagate as is) and its diagnostics.
 
-    `advantages` is (batch,) per sample; `settings` is the `rl.loss` config section; `num_samples`
+    `advantages` is (batch,) per sample; `settings` is the typed `rl.loss` config section; `num_samples`
     and `num_tokens` count the whole mini-batch this micro-batch belongs to. `weights` (batch,), positive,
     scale each sample's terms (document_weights): the clipped term is linear in a positive advantage factor.
     """
-    mode = settings["aggregation"]
+    mode = settings.aggregation
     config = loss_config(settings, num_samples, num_tokens)
     if weights is not None:
         advantages = advantages * weights
@@ -124,13 +124,13 @@ def policy_objective(
         "ppo_kl": pg_metrics["actor/ppo_kl"],
     }
     loss = pg_loss
-    if ref_log_prob is not None and settings["kl_coef"] > 0:
-        kl = core_algos.kl_penalty(log_prob, ref_log_prob, settings["kl_type"])
+    if ref_log_prob is not None and settings.kl_coef > 0:
+        kl = core_algos.kl_penalty(log_prob, ref_log_prob, settings.kl_type)
         weighted = kl if weights is None else kl * weights[:, None]
         kl_loss = core_algos.agg_loss(
             loss_mat=weighted, loss_mask=response_mask, loss_agg_mode=mode, **config.global_batch_info
         )
-        loss = loss + settings["kl_coef"] * kl_loss
+        loss = loss + settings.kl_coef * kl_loss
         metrics["kl"] = float((kl.detach() * response_mask).sum() / response_mask.sum().clamp(min=1))
         metrics["kl_loss"] = kl_loss.item()
     return loss, metrics

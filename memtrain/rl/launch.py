@@ -25,6 +25,7 @@ from memtrain.errors import InputError
 from memtrain.io import atomic_dir, link_if_identical, write_json
 from memtrain.models import load_policy, load_saved_tokenizer, resolve_device
 from memtrain.rl.trainer import Schedule, StepLogger, Task, Trainer
+from memtrain.settings import RL, Runtime
 from memtrain.tracking import config_hash
 
 
@@ -45,23 +46,26 @@ class Policy:
 
 
 def load(
-    policy_path: str | os.PathLike, rl: Mapping[str, Any], seed: int, threads: int | None = None, reference: bool = True
+    policy_path: str | os.PathLike, runtime: Runtime, seed: int, threads: int | None = None, kl_coef: float = 0.0
 ) -> Policy:
-    """Policy, frozen reference (for training with the KL term on) and the engine sharing the policy's weights."""
+    """Policy, frozen reference (for training with a KL term, kl_coef > 0) and the engine sharing the policy's
+    weights."""
     if threads:
         torch.set_num_threads(threads)
-    device = resolve_device(rl["device"])
+    device = resolve_device(runtime.device)
     torch.manual_seed(seed)
-    model = load_policy(policy_path, device=device, dtype=rl["dtype"])
-    frozen = (
-        load_policy(policy_path, device=device, dtype=rl["dtype"]) if reference and rl["loss"]["kl_coef"] > 0 else None
-    )
+    model = load_policy(policy_path, device=device, dtype=runtime.dtype)
+    frozen = load_policy(policy_path, device=device, dtype=runtime.dtype) if kl_coef > 0 else None
     tokenizer = load_saved_tokenizer(policy_path)
     generator = torch.Generator(device=device).manual_seed(seed)
     # Padding never reaches the loss (masked), so eos serves when a tokenizer names no pad token.
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     engine = HFEngine(
-        model, pad_token_id=pad, generator=generator, max_batch_size=rl["engine_batch_size"], linear=rl["engine_linear"]
+        model,
+        pad_token_id=pad,
+        generator=generator,
+        max_batch_size=runtime.engine_batch_size,
+        linear=runtime.engine_linear,
     )
     return Policy(model, frozen, tokenizer, engine, generator, Path(policy_path))
 
@@ -80,9 +84,9 @@ def decoder(
     policy_path: str | os.PathLike, params: Mapping[str, Any], seed: int, threads: int | None = None
 ) -> Iterator[Decoder]:
     """The policy behind `eval.engine`: loaded in this process, or served by a child server for the block."""
-    kind = params["eval"]["engine"]
+    kind, runtime = params["eval"]["engine"], Runtime.of(params)
     if kind == "local":
-        policy = load(policy_path, params["rl"], seed, threads=threads, reference=False)
+        policy = load(policy_path, runtime, seed, threads=threads)
         yield Decoder(policy.engine, policy.tokenizer, policy.model.config.max_position_embeddings)
         return
     from transformers import AutoConfig
@@ -90,15 +94,14 @@ def decoder(
     from memtrain.engines.serve import serve
 
     positions = AutoConfig.from_pretrained(policy_path, local_files_only=True).max_position_embeddings
-    rl = params["rl"]
     with serve(
         kind,
         policy_path,
         params["eval"]["server"],
-        device=rl["device"],
-        dtype=rl["dtype"],
+        device=runtime.device,
+        dtype=runtime.dtype,
         seed=seed,
-        linear=rl["engine_linear"],
+        linear=runtime.engine_linear,
         threads=threads,
     ) as engine:
         yield Decoder(engine, load_saved_tokenizer(policy_path), positions)
@@ -192,7 +195,7 @@ def train(
         policy.reference,
         task,
         items,
-        config["rl"],
+        RL.of(config),
         Schedule.from_config(schedule_settings),
         policy.generator,
         policy.pad_token_id,

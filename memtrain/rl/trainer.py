@@ -32,6 +32,7 @@ from memtrain.rl.grpo import (
     scored_samples,
 )
 from memtrain.rl.samples import Group, Rollout
+from memtrain.settings import RL
 
 
 class Task(Protocol):
@@ -96,7 +97,7 @@ class Trainer:
         reference,
         task: Task,
         items: Sequence[Any],
-        settings: Mapping[str, Any],
+        settings: RL,
         schedule: Schedule,
         generator: torch.Generator,
         pad_token_id: int,
@@ -104,7 +105,7 @@ class Trainer:
         config_hash: str,
         logger: StepLogger,
     ) -> None:
-        """`settings` is the `rl` config section; `generator` is the one the engine samples with."""
+        """`settings` is the typed `rl` config section; `generator` is the one the engine samples with."""
         self.policy, self.reference, self.task, self.items = policy, reference, task, items
         self.settings, self.schedule, self.generator = settings, schedule, generator
         self.pad_token_id, self.checkpoint_dir = pad_token_id, Path(checkpoint_dir)
@@ -112,17 +113,13 @@ class Trainer:
         self.device = next(policy.parameters()).device
         self.rng = np.random.default_rng([schedule.seed, 1])
         self.cursor = DataCursor(len(items), schedule.seed)
-        optim = settings["optimizer"]
+        optim = settings.optimizer
         self.optimizer = torch.optim.AdamW(
-            policy.parameters(),
-            lr=schedule.lr,
-            betas=tuple(optim["betas"]),
-            eps=optim["eps"],
-            weight_decay=optim["weight_decay"],
+            policy.parameters(), lr=schedule.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay
         )
         # veRL's schedule (its actor's default), so that both back-ends take the same steps: the first of a
         # warm-up is taken at learning rate 0
-        self.scheduler = get_constant_schedule_with_warmup(self.optimizer, num_warmup_steps=optim["warmup_steps"])
+        self.scheduler = get_constant_schedule_with_warmup(self.optimizer, num_warmup_steps=optim.warmup_steps)
         self.step = 0
         if reference is not None:
             reference.eval().requires_grad_(False)
@@ -157,7 +154,7 @@ class Trainer:
             self.scheduler,
             state,
             self._rng_state(),
-            keep=self.settings["keep_checkpoints"],
+            keep=self.settings.keep_checkpoints,
         )
 
     def resume(self) -> bool:
@@ -183,7 +180,7 @@ class Trainer:
     def fit(self, stop_after: int | None = None) -> list[dict[str, float]]:
         """Train until `schedule.steps` (or `stop_after`, to simulate pre-emption); the metrics of each step run."""
         history = []
-        every = self.settings["checkpoint_every"]
+        every = self.settings.checkpoint_every
         while self.step < self.schedule.steps and (stop_after is None or self.step < stop_after):
             self.step += 1
             metrics = self.train_step()
@@ -195,16 +192,16 @@ class Trainer:
 
     def collect(self) -> tuple[Rollout, list[Group], list[int], dict[str, float]]:
         """Roll out items until `batch_size` of them have an informative group (or the refill rounds run out)."""
-        settings, batch_size = self.settings["filter"], self.schedule.batch_size
+        settings, batch_size = self.settings.filter, self.schedule.batch_size
         rollout, items, rounds = Rollout(), [], 0
         while True:
             chosen = self.cursor.take(batch_size)
             rollout.extend(self.task.rollout([self.items[i] for i in chosen], self.rng), len(items))
             items.extend(chosen)
             rounds += 1
-            kept = [g for g in rollout.groups if is_informative(g)] if settings["enabled"] else list(rollout.groups)
+            kept = [g for g in rollout.groups if is_informative(g)] if settings.enabled else list(rollout.groups)
             kept_items = list(dict.fromkeys(g.item for g in kept))
-            if not settings["enabled"] or len(kept_items) >= batch_size or rounds > settings["max_refill_rounds"]:
+            if not settings.enabled or len(kept_items) >= batch_size or rounds > settings.max_refill_rounds:
                 break
         kept_items = kept_items[:batch_size]
         chosen = set(kept_items)
@@ -235,8 +232,8 @@ class Trainer:
         for kind in sorted({g.kind for g in rollout.groups}):
             of_kind = [g for g in rollout.groups if g.kind == kind]
             metrics[f"{kind}_groups_filtered"] = sum(not is_informative(g) for g in of_kind) / len(of_kind)
-        if self.step % self.settings["log_rollouts_every"] == 0 or self.step == 1:
-            self.logger.rollouts(rollout.records[: self.settings["rollouts_logged"]], self.step)
+        if self.step % self.settings.log_rollouts_every == 0 or self.step == 1:
+            self.logger.rollouts(rollout.records[: self.settings.rollouts_logged], self.step)
         if groups:
             train_started = time.perf_counter()
             metrics.update(self.update(scored_samples(groups), kept_items))
@@ -248,11 +245,11 @@ class Trainer:
     def _score(self, model, samples: list[ScoredSample]) -> list[torch.Tensor]:
         """Per-sample response log-probs under `model`, without gradients (reference, or old policy)."""
         out: list[torch.Tensor] = [torch.empty(0)] * len(samples)
-        temperature = self.settings["sampling"]["temperature"]
+        temperature = self.settings.sampling.temperature
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            for indices in micro_batches([s.sample for s in samples], self.settings["micro_batch_tokens"]):
+            for indices in micro_batches([s.sample for s in samples], self.settings.micro_batch_tokens):
                 batch = collate([samples[i].sample for i in indices], self.pad_token_id).to(self.device)
                 log_probs, _ = response_logprobs(model, batch, temperature)
                 for row, i in enumerate(indices):
@@ -261,17 +258,17 @@ class Trainer:
         return out
 
     def update(self, samples: list[ScoredSample], items: list[int]) -> dict[str, float]:
-        settings, loss_settings = self.settings, self.settings["loss"]
+        settings, loss_settings = self.settings, self.settings.loss
         size = self.schedule.mini_batch_size
         minis = []
         for start in range(0, len(items), size):
             chosen = set(items[start : start + size])
             minis.append([i for i, s in enumerate(samples) if s.item in chosen])
-        epochs = settings["ppo_epochs"]
+        epochs = settings.ppo_epochs
         old = self._score(self.policy, samples) if epochs > 1 or len(minis) > 1 else None
-        use_kl = self.reference is not None and loss_settings["kl_coef"] > 0
+        use_kl = self.reference is not None and loss_settings.kl_coef > 0
         ref = self._score(self.reference, samples) if use_kl else None
-        temperature = settings["sampling"]["temperature"]
+        temperature = settings.sampling.temperature
         sums: dict[str, float] = {}  # token-weighted diagnostics
         losses: dict[str, list[float]] = {}  # each optimizer step's objective terms (summed over micro-batches)
         weight = 0.0
@@ -282,11 +279,11 @@ class Trainer:
                 num_tokens = sum(len(samples[i].sample.response_ids) for i in mini)
                 weights = (
                     dict(zip(mini, document_weights([samples[i].item for i in mini]), strict=True))
-                    if loss_settings["normaliser"] == "document"
+                    if loss_settings.normaliser == "document"
                     else None
                 )
                 step_losses: dict[str, float] = {}
-                for local in micro_batches([samples[i].sample for i in mini], settings["micro_batch_tokens"]):
+                for local in micro_batches([samples[i].sample for i in mini], settings.micro_batch_tokens):
                     chosen = [mini[j] for j in local]
                     batch = collate([samples[i].sample for i in chosen], self.pad_token_id).to(self.device)
                     width = batch.responses.shape[1]
@@ -326,7 +323,7 @@ class Trainer:
                 for name, value in step_losses.items():
                     losses.setdefault(name, []).append(value)
                 grad_norms.append(
-                    float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), settings["optimizer"]["grad_clip"]))
+                    float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), settings.optimizer.grad_clip))
                 )
                 self.optimizer.step()
                 self.scheduler.step()

@@ -1,4 +1,4 @@
-"""`python -m memtrain <rule> --threads N --job JSON`: the one entry point of every Snakemake rule.
+"""`python -m memtrain <rule> --threads N --settings JSON --files JSON`: the one entry point of every Snakemake rule.
 
 Each stage is named exactly as the rule that runs it, and lives in the module named after that rule's file
 (rules/data.smk -> memtrain.stages.data). The registry below is built from the families explicitly, so what runs
@@ -48,7 +48,8 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="rule", required=True, metavar="<rule>")
     for name, function in STAGES.items():
         command = commands.add_parser(name, help=(function.__doc__ or "").split("\n")[0] or None)
-        command.add_argument("--job", required=True, help="JSON of the rule's named input, output, params and config")
+        command.add_argument("--settings", required=True, help="JSON of the job's config slice, params and wildcards")
+        command.add_argument("--files", required=True, help="JSON of the job's named input and output files")
         command.add_argument("--threads", type=int, default=1)
     return root
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return plan(argv[1:])
     args = parser().parse_args(argv)
     try:
-        run(Job.from_json(args.rule, args.job, threads=args.threads))
+        run(Job.from_json(args.rule, args.settings, args.files, threads=args.threads))
     except InputError as error:
         print(f"memtrain {args.rule}: {error}", file=sys.stderr)
         return 2

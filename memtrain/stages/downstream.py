@@ -12,6 +12,7 @@ from typing import Any
 
 from memtrain import rules
 from memtrain.errors import InputError
+from memtrain.settings import RL
 from memtrain.stages.job import Job, output_summary, prune_checkpoints
 
 OFFLINE = "offline"
@@ -291,7 +292,8 @@ def _posttrain(job: Job, run, algorithm: str, output: str, continue_from: str | 
         run.log_dict(summary, "outputs/training.json")
         prune_checkpoints(run, job, summary, output, continue_from)
         return
-    policy = launch.load(job.input.policy, params["rl"], settings["seed"], threads=job.threads)
+    rl = RL.of(params)
+    policy = launch.load(job.input.policy, rl.runtime, settings["seed"], threads=job.threads, kl_coef=rl.loss.kl_coef)
     with contextlib.ExitStack() as stack:
         search = (
             stack.enter_context(retriever(params, job.input.corpus, job.input.index, job.params.server_log))

@@ -1,8 +1,9 @@
 """What a rule hands its stage: its named inputs, outputs and params as the rule declares them, and its config
 slice at the same dotted paths as in the config file.
 
-A rule writes its files once, in `input:` and `output:`; `rules/common.smk::stage_job` serialises them with the
-config slice into one JSON argument, and the stage reads `job.input.documents`, `job.config["rl"]["dtype"]`.
+A rule writes its files once, in `input:` and `output:`; `rules/common.smk::stage_job` serialises them, and the
+config slice with the rule's other params, into two JSON arguments (--files, --settings), and the stage reads
+`job.input.documents`, `job.config["rl"]["dtype"]`.
 Nothing is retyped as a command-line flag, and nothing is renamed between the config and the code.
 """
 
@@ -85,33 +86,37 @@ class Job:
         )
 
     @classmethod
-    def from_json(cls, rule: str, text: str, threads: int = 1) -> Job:
-        try:
-            fields = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise InputError(f"--job is not JSON: {error}") from error
-        unknown = set(fields) - {"config", "input", "output", "params", "wildcards", "results_dir", "experiment"}
-        if unknown or "config" not in fields:
-            raise InputError(f"--job needs 'config' and takes only the fields of a Job; unknown: {sorted(unknown)}")
+    def from_json(cls, rule: str, settings: str, files: str, threads: int = 1) -> Job:
+        """The job from the two arguments a rule passes (settings_json, files_json)."""
+        fields = {}
+        for name, text, allowed in (
+            ("--settings", settings, {"config", "params", "wildcards", "results_dir", "experiment"}),
+            ("--files", files, {"input", "output"}),
+        ):
+            try:
+                part = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise InputError(f"{name} is not JSON: {error}") from error
+            if unknown := set(part) - allowed:
+                raise InputError(f"{name} takes only {sorted(allowed)}; unknown: {sorted(unknown)}")
+            fields.update(part)
+        if "config" not in fields:
+            raise InputError("--settings needs the rule's 'config' slice")
         return cls.create(rule, threads=threads, **fields)
 
 
-def job_json(
+def settings_json(
     config: Mapping[str, Any],
-    input: Mapping[str, Any],
-    output: Mapping[str, Any],
     params: Mapping[str, Any],
     wildcards: Mapping[str, str],
     results_dir: str,
     experiment: str,
 ) -> str:
-    """The one argument a rule passes its stage (the inverse of Job.from_json); sorted, so that snakemake sees
-    the same params, and reruns nothing, while the rule's files and config slice stay the same."""
+    """What a job's results depend on besides its files: its config slice, params and wildcards. Snakemake reruns
+    the job when this changes. Sorted, so that an unchanged config reruns nothing."""
     return json.dumps(
         {
             "config": config,
-            "input": input,
-            "output": output,
             "params": params,
             "wildcards": wildcards,
             "results_dir": results_dir,
@@ -119,6 +124,11 @@ def job_json(
         },
         sort_keys=True,
     )
+
+
+def files_json(input: Mapping[str, Any], output: Mapping[str, Any]) -> str:
+    """A job's named input and output files."""
+    return json.dumps({"input": input, "output": output}, sort_keys=True)
 
 
 def config_slice(config: Mapping[str, Any], *paths: str) -> dict[str, Any]:

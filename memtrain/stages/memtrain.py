@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from memtrain import rules
+from memtrain.settings import RL
 from memtrain.stages.job import Job, prune_checkpoints
 
 
@@ -50,7 +51,8 @@ def memtrain_train(job: Job, run) -> None:
         run.log_dict(summary, "outputs/training.json")
         prune_checkpoints(run, job, summary, job.output.final)
         return
-    policy = launch.load(job.input.policy, params["rl"], settings["seed"], threads=job.threads)
+    rl = RL.of(params)
+    policy = launch.load(job.input.policy, rl.runtime, settings["seed"], threads=job.threads, kl_coef=rl.loss.kl_coef)
     task = kinds.MEMTRAIN.task(
         policy.engine,
         policy.tokenizer,

@@ -1,0 +1,156 @@
+"""Typed views of the config sections the trainer and the agents read most: `rl` here, `agent.budgets` as the memory
+agent's Budgets, and each training's schedule as the trainer's Schedule.
+
+Built once from the validated config (the schema has filled every default), so code reads `rl.loss.kl_coef` rather
+than `params["rl"]["loss"]["kl_coef"]`, a misspelt field fails at import-time type checks instead of as a KeyError
+deep in a run, and each class's docstring lists its fields with the schema's own descriptions (`help(RL)`).
+tests/test_settings.py checks that every field is a schema key and every schema key a field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import yaml
+
+from memtrain.config import SCHEMA_PATH
+
+T = TypeVar("T")
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def schema_node(path: str) -> dict[str, Any]:
+    """The schema of the config key at dotted `path` (e.g. 'rl.loss')."""
+    node = _schema()
+    for key in path.split("."):
+        node = node["properties"][key]
+    return node
+
+
+def from_schema(path: str):
+    """Class decorator: the section at `path`, with the schema's description of each field appended to the
+    class docstring, so the docs live in one place (the schema) and still show up where the code is read."""
+
+    def document(cls: type[T]) -> type[T]:
+        properties = schema_node(path).get("properties", {})
+        lines = [f"    {name}: {properties.get(name, {}).get('description', '')}".rstrip() for name in _names(cls)]
+        cls.__doc__ = f"{(cls.__doc__ or '').rstrip()}\n\n`{path}` fields:\n" + "\n".join(lines)
+        cls.schema_path = path
+        return cls
+
+    return document
+
+
+def _names(cls: type) -> list[str]:
+    return [field.name for field in dataclasses.fields(cls)]
+
+
+def build(cls: type[T], values: Mapping[str, Any]) -> T:
+    """An instance of the settings dataclass `cls` from its config section, nested sections included; keys the
+    class does not name are ignored (a config slice may hold more)."""
+    hints = typing.get_type_hints(cls)
+    arguments = {}
+    for name in _names(cls):
+        value, kind = values[name], hints[name]
+        if dataclasses.is_dataclass(kind):
+            value = build(kind, value)
+        elif typing.get_origin(kind) is tuple or kind is tuple:
+            value = tuple(value)
+        arguments[name] = value
+    return cls(**arguments)
+
+
+@from_schema("rl.sampling")
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """How rollouts sample."""
+
+    temperature: float
+    top_p: float
+
+
+@from_schema("rl.filter")
+@dataclasses.dataclass(frozen=True)
+class Filter:
+    """DAPO's dynamic sampling."""
+
+    enabled: bool
+    max_refill_rounds: int
+
+
+@from_schema("rl.loss")
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    """veRL core_algos' policy loss, KL penalty and aggregation."""
+
+    clip_ratio_low: float
+    clip_ratio_high: float
+    clip_ratio_c: float
+    kl_coef: float
+    kl_type: str
+    aggregation: str
+    normaliser: str
+
+
+@from_schema("rl.optimizer")
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """AdamW and its schedule."""
+
+    weight_decay: float
+    betas: tuple[float, float]
+    eps: float
+    warmup_steps: int
+    grad_clip: float
+
+
+@from_schema("rl")
+@dataclasses.dataclass(frozen=True)
+class RL:
+    """The GRPO trainer's settings, shared by every training kind."""
+
+    device: str
+    dtype: str
+    engine_batch_size: int
+    engine_linear: str
+    sampling: Sampling
+    filter: Filter
+    loss: Loss
+    optimizer: Optimizer
+    ppo_epochs: int
+    micro_batch_tokens: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    log_rollouts_every: int
+    rollouts_logged: int
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> RL:
+        return build(cls, config["rl"])
+
+    @property
+    def runtime(self) -> Runtime:
+        return Runtime(self.device, self.dtype, self.engine_batch_size, self.engine_linear)
+
+
+@from_schema("rl")
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """Where and how a policy runs: the part of `rl` an evaluation job receives."""
+
+    device: str
+    dtype: str
+    engine_batch_size: int
+    engine_linear: str
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> Runtime:
+        return build(cls, config["rl"])

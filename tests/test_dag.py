@@ -92,8 +92,8 @@ def test_up_to_date_dag_plans_nothing_and_a_forced_stage_plans_its_downstream(da
     plan = snakemake(data_run, "-n", "data", "--forcerun", "assemble").stdout
     assert "assemble" in plan and "dataset_card" in plan and "wiki_download" not in plan
     # a changed config key reruns the jobs whose config slice holds it, and what they feed
-    plan = snakemake(data_run, "-n", "data", "--config", "data={'passages': {'max_words': 150}}").stdout
-    assert "wiki_download" not in job_counts(plan) and job_counts(plan)["passages"] == 1 and "assemble" in plan
+    counts = job_counts(snakemake(data_run, "-n", "data", "--config", "seed=8").stdout)
+    assert counts == {"assemble": 1, "dataset_card": 1, "data": 1}, counts  # `seed` is in assemble's slice only
 
 
 @pytest.mark.slow
@@ -144,17 +144,18 @@ def test_memtrain_target_trains_three_variants_with_checkpoints_and_step_metrics
         final = train / variant / "final"
         assert (final / "model.safetensors").is_file() and (final / "tokenizer.json").is_file()
         summary = json.loads((final / "training.json").read_text())
-        assert summary["finished"] and summary["steps"] == 2
+        assert summary["finished"] and summary["steps"] == 1
         # trainer.prune_checkpoints: nothing continues a MemTrain run, so its checkpoints go once `final` is written
         assert [p.name for p in (train / variant / "checkpoints").iterdir()] == ["PRUNED"]
-        assert run.data.metrics["pruned_checkpoint_bytes"] > 2 * (final / "model.safetensors").stat().st_size
+        # its one checkpoint: the weights (a skipped step leaves no optimizer state) and the random states
+        assert run.data.metrics["pruned_checkpoint_bytes"] > (final / "model.safetensors").stat().st_size
         assert run.info.status == "FINISHED"
         for metric in ("e2e_em", "filtered_fraction", "skipped", "rollout_tokens_per_second", "step_seconds"):
-            assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2], (variant, metric)
+            assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1], (variant, metric)
         recall = client.get_metric_history(run.info.run_id, "recall_em")
         assert (variant == "e2e") == (recall == []), variant
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "rollouts")]
-        assert artifacts == ["rollouts/step_000001.json", "rollouts/step_000002.json"]
+        assert artifacts == ["rollouts/step_000001.json"]
     assert "Nothing to be done" in snakemake(memtrain_run, "-n", "memtrain").stdout
 
 

@@ -40,13 +40,14 @@ class FirstTokenTask:
         return rollout
 
 
-def rl_settings(**changes) -> RL:
-    """The schema's `rl` defaults with test overrides."""
-    return RL.of({"rl": {**memtrain_config.validate({})["rl"], **changes}})
+def rl_settings(**changes) -> dict:
+    """The schema's `rl` defaults with test overrides: the `rl` section as a stage receives it."""
+    return {**memtrain_config.validate({})["rl"], **changes}
 
 
 def make_trainer(tiny_policy, tokenizer, tmp_path, steps, lr=2e-2, **rl_changes) -> tuple[Trainer, list]:
-    rl = rl_settings(device="cpu", checkpoint_every=1, keep_checkpoints=10, micro_batch_tokens=4096, **rl_changes)
+    rl = RL.of({"rl": rl_settings(device="cpu", checkpoint_every=1, keep_checkpoints=10, micro_batch_tokens=4096,
+                                  **rl_changes)})  # fmt: skip
     policy = launch.load(tiny_policy, rl.runtime, seed=3, kl_coef=rl.loss.kl_coef)
     prompts = [encode_user(tokenizer, f"Say something about the number {n}.") for n in range(12)]
     task = FirstTokenTask(policy.engine, len(tokenizer), group_size=8)
@@ -134,7 +135,7 @@ def test_a_step_where_every_group_is_filtered_is_skipped_not_fatal(tiny_policy, 
 def continued_training(tiny_policy, tokenizer, root, steps, resume=False, continue_from=None, exports=None):
     """launch.train of the toy task for `steps` steps, as the posttrain stage runs it."""
     rl = rl_settings(device="cpu", checkpoint_every=1, keep_checkpoints=10, micro_batch_tokens=4096)
-    policy = launch.load(tiny_policy, rl.runtime, seed=3, kl_coef=rl.loss.kl_coef)
+    policy = launch.load(tiny_policy, RL.of({"rl": rl}).runtime, seed=3, kl_coef=rl["loss"]["kl_coef"])
     prompts = [encode_user(tokenizer, f"Say something about the number {n}.") for n in range(12)]
     task = FirstTokenTask(policy.engine, len(tokenizer), group_size=8)
     schedule = {"steps": steps, "batch_size": 4, "mini_batch_size": 2, "lr": 2e-2, "seed": 5}
@@ -223,7 +224,7 @@ def test_an_export_no_step_changed_shares_its_starting_weights_and_a_trained_one
     import os
 
     rl = rl_settings(device="cpu", micro_batch_tokens=4096)
-    policy = launch.load(tiny_policy, rl.runtime, seed=3, kl_coef=rl.loss.kl_coef)
+    policy = launch.load(tiny_policy, RL.of({"rl": rl}).runtime, seed=3, kl_coef=rl["loss"]["kl_coef"])
     launch.save_policy(policy, tmp_path / "unchanged", {"steps": 0})
     assert os.path.samefile(tmp_path / "unchanged" / "model.safetensors", tiny_policy / "model.safetensors")
     with torch.no_grad():

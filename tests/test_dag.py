@@ -136,7 +136,7 @@ def _memtrain_runs(workdir: Path) -> dict:
 
 @pytest.mark.slow
 def test_memtrain_target_trains_three_variants_with_checkpoints_and_step_metrics(memtrain_run):
-    train = memtrain_run / "results" / "train" / "memtrain" / "smollm2-135m"
+    train = memtrain_run / "results" / "train" / "memtrain" / "smollm2-tiny"
     by_variant = _memtrain_runs(memtrain_run)
     assert set(by_variant) == {"full", "e2e", "decoupled"}
     client = mlflow.MlflowClient(tracking.tracking_uri(memtrain_run / "results"))
@@ -185,14 +185,14 @@ def test_evaluate_target_post_trains_from_base_and_memtrain_and_evaluates_every_
         for init in ("base", "memtrain-full"):
             summary = json.loads(
                 (
-                    results / "train" / algorithm / "smollm2-135m" / init / "seed1" / "final" / "training.json"
+                    results / "train" / algorithm / "smollm2-tiny" / init / "seed1" / "final" / "training.json"
                 ).read_text()
             )
             assert summary["finished"] and summary["steps"] == 1
     for task, models in MODELS.items():
         for trained, init, seed in models:
             rows = pq.read_table(
-                results / "eval" / task / "smollm2-135m" / trained / init / f"seed{seed}.parquet"
+                results / "eval" / task / "smollm2-tiny" / trained / init / f"seed{seed}.parquet"
             ).to_pylist()
             if task == "long_context":  # 2 questions at each of 2 lengths; base reads everything at once
                 assert sorted(r["num_docs"] for r in rows) == [3, 3, 6, 6]
@@ -207,20 +207,20 @@ def test_evaluate_target_post_trains_from_base_and_memtrain_and_evaluates_every_
         wildcards = json.loads(run.data.tags["memtrain.wildcards"])
         assert "em/avg" in run.data.metrics
         expected = (
-            "train/memtrain/smollm2-135m/full/final"
+            "train/memtrain/smollm2-tiny/full/final"
             if (wildcards["trained"], wildcards["init"]) == ("none", "memtrain-full")
-            else "models/smollm2-135m/base"
+            else "models/smollm2-tiny/base"
             if wildcards["trained"] == "none"
-            else f"train/{wildcards['trained']}/smollm2-135m/{wildcards['init']}/seed1/final"
+            else f"train/{wildcards['trained']}/smollm2-tiny/{wildcards['init']}/seed1/final"
         )
         assert run.data.tags["memtrain.policy"].endswith(expected)
     posttrain = [r for r in runs(evaluate_run) if r.data.tags.get("memtrain.rule") == "posttrain_train"]
     for run in posttrain:  # post-training from MemTrain starts from the MemTrain checkpoint
         init = json.loads(run.data.tags["memtrain.wildcards"])["init"]
         assert run.data.tags["memtrain.policy"].endswith(
-            "train/memtrain/smollm2-135m/full/final" if init == "memtrain-full" else "models/smollm2-135m/base"
+            "train/memtrain/smollm2-tiny/full/final" if init == "memtrain-full" else "models/smollm2-tiny/base"
         )
-    assert (results / "logs" / "retriever" / "eval_search_qa" / "smollm2-135m" / "none" / "base" / "seed0.log").exists()
+    assert (results / "logs" / "retriever" / "eval_search_qa" / "smollm2-tiny" / "none" / "base" / "seed0.log").exists()
     assert not [
         p for p in psutil.process_iter(["cmdline"]) if "memtrain.retriever" in " ".join(p.info["cmdline"] or [])
     ]
@@ -234,9 +234,9 @@ def test_a_rerun_job_resumes_from_the_checkpoints_kept_for_the_continuation(eval
     import shutil
 
     train = evaluate_run / "results" / "train"
-    kept = train / "memagent" / "smollm2-135m" / "base" / "seed1"
+    kept = train / "memagent" / "smollm2-tiny" / "base" / "seed1"
     assert [p.name for p in checkpoint.checkpoints(kept / "checkpoints")] == ["step_000001"]
-    assert not checkpoint.checkpoints(train / "mem1" / "smollm2-135m" / "base" / "seed1" / "checkpoints")
+    assert not checkpoint.checkpoints(train / "mem1" / "smollm2-tiny" / "base" / "seed1" / "checkpoints")
     shutil.rmtree(kept / "final")
     # the final folder itself as target: snakemake leaves a deleted intermediate alone while what it fed is current
     snakemake(evaluate_run, *LOCAL, str((kept / "final").relative_to(evaluate_run)))
@@ -246,13 +246,13 @@ def test_a_rerun_job_resumes_from_the_checkpoints_kept_for_the_continuation(eval
     )
     assert json.loads(rerun.data.tags["memtrain.wildcards"]) == {
         "algorithm": "memagent",
-        "backbone": "smollm2-135m",
+        "backbone": "smollm2-tiny",
         "init": "base",
         "seed": "1",
     }
     assert rerun.data.tags["posttrain.resumed_from_step"] == "1"
     log = (
-        evaluate_run / "results" / "logs" / "posttrain" / "memagent" / "smollm2-135m" / "base" / "seed1.log"
+        evaluate_run / "results" / "logs" / "posttrain" / "memagent" / "smollm2-tiny" / "base" / "seed1.log"
     ).read_text()
     assert "step 1/" not in log  # nothing left to train: the final model is re-saved
     assert [p.name for p in checkpoint.checkpoints(kept / "checkpoints")] == ["step_000001"]
@@ -269,12 +269,12 @@ def test_a_post_training_job_on_veRL_exports_a_policy_the_evaluation_reads(evalu
     executor = ("--profile", str(SLURM_PROFILE)) if through_slurm else LOCAL
     if through_slurm:
         request.getfixturevalue("slurm_cluster")
-    target = "results/eval/long_context/smollm2-135m/memagent/base/seed1.parquet"
+    target = "results/eval/long_context/smollm2-tiny/memagent/base/seed1.parquet"
     plan = snakemake(workdir, "-n", target, configs=("test.yaml", "test-verl.yaml")).stdout
     assert job_counts(plan) == {"posttrain_train": 1, "eval_long_context": 1}  # the trainer changed, nothing else
     snakemake(workdir, *executor, target, configs=("test.yaml", "test-verl.yaml"))
 
-    final = workdir / "results" / "train" / "memagent" / "smollm2-135m" / "base" / "seed1" / "final"
+    final = workdir / "results" / "train" / "memagent" / "smollm2-tiny" / "base" / "seed1" / "final"
     summary = json.loads((final / "training.json").read_text())
     assert (summary["backend"], summary["device"], summary["steps"], summary["finished"]) == ("verl", "cpu", 1, True)
     rows = pq.read_table(workdir / target).to_pylist()
@@ -289,7 +289,7 @@ def test_a_post_training_job_on_veRL_exports_a_policy_the_evaluation_reads(evalu
     evaluation = max(
         (r for r in found if r.data.tags.get("memtrain.rule") == "eval_long_context"), key=lambda r: r.info.start_time
     )
-    assert evaluation.data.tags["memtrain.policy"].endswith("train/memagent/smollm2-135m/base/seed1/final")
+    assert evaluation.data.tags["memtrain.policy"].endswith("train/memagent/smollm2-tiny/base/seed1/final")
 
 
 @pytest.mark.slow
@@ -313,10 +313,10 @@ def all_run(evaluate_run) -> Path:
 @pytest.mark.slow
 def test_all_continues_memagent_and_evaluates_every_exported_step(all_run):
     results = all_run / "results"
-    seed = results / "train" / "memagent" / "smollm2-135m" / "base" / "seed1"
+    seed = results / "train" / "memagent" / "smollm2-tiny" / "base" / "seed1"
     for step in (2, 3):  # posttrain steps 1, continued by 2 with an evaluation every step
         assert (seed / "continued" / f"step{step}" / "model.safetensors").is_file()
-        rows = pq.read_table(results / "eval" / "scaling" / "smollm2-135m" / "base" / "seed1" / f"step{step}.parquet")
+        rows = pq.read_table(results / "eval" / "scaling" / "smollm2-tiny" / "base" / "seed1" / f"step{step}.parquet")
         assert sorted(rows.column("num_docs").to_pylist()) == [3, 3, 6, 6]
     assert json.loads((seed / "continued" / "step3" / "training.json").read_text())["steps"] == 3
     (run,) = [r for r in runs(all_run) if r.data.tags.get("memtrain.rule") == "posttrain_continue"]
@@ -370,22 +370,22 @@ def test_all_ends_with_tables_beside_the_paper_figures_case_study_and_one_report
     trace = pd.read_csv(report / "table1_long_context_qa_provenance.csv")
     assert all(run_id in evaluations for ids in trace["run_ids"] for run_id in ids.split(";"))
     base = trace[(trace["variant"] == "base") & (trace["column"].astype(str) == "avg")]["run_ids"].item()
-    assert evaluations[base] == {"backbone": "smollm2-135m", "trained": "none", "init": "base", "seed": "0"}
+    assert evaluations[base] == {"backbone": "smollm2-tiny", "trained": "none", "init": "base", "seed": "0"}
 
-    figures = ["fig3_ablations_smollm2-135m.png", "fig4_posttrain_scaling_smollm2-135m.png", "training_curves.png"]
+    figures = ["fig3_ablations_smollm2-tiny.png", "fig4_posttrain_scaling_smollm2-tiny.png", "training_curves.png"]
     for name in figures:
         assert (report / name).read_bytes()[:4] == b"\x89PNG" and (report / name).stat().st_size > 10_000
-    case = json.loads((report / "case_study_smollm2-135m.json").read_text())
+    case = json.loads((report / "case_study_smollm2-tiny.json").read_text())
     assert set(case["models"]) == {"MemAgent", "MemTrain+MemAgent"}
     for model in case["models"].values():
         assert len(model["chunks"]) >= 1 and all(isinstance(c["memory"], str) for c in model["chunks"])
-    assert case["question"] in (report / "case_study_smollm2-135m.md").read_text()
+    assert case["question"] in (report / "case_study_smollm2-tiny.md").read_text()
     index = (report / "index.md").read_text()
     head = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
     assert f"git commit: `{head}`" in index and "**Stand-ins.**" in index
-    for name in [*figures, "case_study_smollm2-135m.md", "table2_search_qa_provenance.csv"]:
+    for name in [*figures, "case_study_smollm2-tiny.md", "table2_search_qa_provenance.csv"]:
         assert f"]({name})" in index, name
 
     (report_run,) = [r for r in runs(all_run) if r.data.tags.get("memtrain.rule") == "report"]
@@ -404,8 +404,8 @@ def test_all_ends_with_tables_beside_the_paper_figures_case_study_and_one_report
     }
     assert artifacts("figures") == {f"figures/{name}" for name in figures}
     assert artifacts("case_study") == {
-        "case_study/case_study_smollm2-135m.md",
-        "case_study/case_study_smollm2-135m.json",
+        "case_study/case_study_smollm2-tiny.md",
+        "case_study/case_study_smollm2-tiny.json",
     }
     assert "Nothing to be done" in snakemake(all_run, "-n", "all").stdout
 

@@ -51,6 +51,33 @@ def test_local_folder_is_copied_and_reloads_with_identical_logits(tmp_path, tiny
     assert len(models.load_saved_tokenizer(output)) == summary["tokenizer_size"]
 
 
+SCRATCH = {"num_hidden_layers": 1, "hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2,
+           "num_key_value_heads": 1}  # fmt: skip
+
+
+def test_scratch_sizes_make_a_fixed_random_model_with_the_reference_tokenizer(tmp_path, tiny_dir):
+    spec = {"path": str(tiny_dir), "scratch": SCRATCH}
+    first = models.prepare_policy("tiny", spec, False, tmp_path / "a")
+    models.prepare_policy("tiny", spec, False, tmp_path / "b")
+
+    assert first["kind"] == "scratch" and first["vocab_size"] == first["tokenizer_size"] == 49152
+    # tied embeddings 49152 x 16; one layer: q 16x16, k and v 16x8 (one kv head of 8), o 16x16, mlp 3 x 16x32,
+    # two norms of 16; the final norm 16
+    assert first["num_parameters"] == 49152 * 16 + (256 + 128 + 128 + 256 + 3 * 512 + 32) + 16 == 788784
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert {key: config[key] for key in SCRATCH} == SCRATCH
+    a, b = models.load_policy(tmp_path / "a"), models.load_policy(tmp_path / "b")
+    assert torch.equal(logits(a), logits(b))  # the same base model whatever the run's seed
+    assert models.load_saved_tokenizer(tmp_path / "a").get_vocab() == models.load_saved_tokenizer(tiny_dir).get_vocab()
+
+
+def test_a_scratch_size_the_config_lacks_is_named(tmp_path, tiny_dir):
+    with pytest.raises(InputError, match="LlamaConfig has no 'num_layerz'") as error:
+        models.prepare_policy("tiny", {"path": str(tiny_dir), "scratch": {"num_layerz": 1}}, False, tmp_path / "x")
+    assert error.value.field == "backbones.tiny.scratch.num_layerz"
+    assert not (tmp_path / "x").exists()
+
+
 def test_dtype_is_applied_and_checked(tmp_path, tiny_dir):
     output = tmp_path / "bf16"
     summary = models.prepare_policy("tiny", {"path": str(tiny_dir)}, False, output, dtype="bfloat16")

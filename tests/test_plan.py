@@ -140,7 +140,7 @@ def test_calibration_from_benchmarks(test_run, tmp_path, capsys):
     job = _job(jobs, "memtrain_train", variant="full")
     predicted = estimate.seconds(work.job_work(job, config, numbers), job, numbers)
     results = tmp_path / "finished"
-    _benchmark(results / "benchmarks" / "memtrain" / "smollm2-135m" / "full.tsv", 2 * predicted - 1, 2 * predicted + 1)
+    _benchmark(results / "benchmarks" / "memtrain" / "smollm2-tiny" / "full.tsv", 2 * predicted - 1, 2 * predicted + 1)
     works = {j.jobid: work.job_work(j, config, numbers) for j in jobs}
     calibration = estimate.calibrate(jobs, works, results, "results", numbers)
     assert list(calibration) == ["memtrain_train"] and calibration["memtrain_train"].factor == pytest.approx(2.0)

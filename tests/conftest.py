@@ -103,7 +103,8 @@ def tiny_policy(tmp_path_factory, tokenizer):
 
 @pytest.fixture(scope="session")
 def smollm2_policy(tmp_path_factory):
-    """The bundled SmolLM2-135M-Instruct, dequantised once into a policy folder (slow tests only)."""
+    """The bundled SmolLM2-135M-Instruct, dequantised once into a policy folder (slow tests only; test_models checks
+    the folder itself)."""
     from memtrain import models
 
     folder = tmp_path_factory.mktemp("smollm2") / "base"

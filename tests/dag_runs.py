@@ -62,6 +62,14 @@ def snakemake(
     return _checked(subprocess.run(command, capture_output=True, text=True, env=_env(), check=False), check)
 
 
+def start_beside(request, fixture: str) -> None:
+    """Start the run of `fixture` (named `<x>_started`, giving a Started) now, when a selected test asks for `<x>`:
+    the caller has just finished what that run needs, and the tests that follow overlap with it."""
+    waited_for = fixture.removesuffix("_started")
+    if any(waited_for in item.fixturenames for item in request.session.items):
+        request.getfixturevalue(fixture)
+
+
 class Started:
     """A snakemake run going on beside the tests (its output in files, so that no pipe fills up); `wait` gives
     what `snakemake` would have returned. Runs whose jobs mostly wait (on a SLURM scheduler) overlap this way

@@ -11,7 +11,18 @@ from pathlib import Path
 import mlflow
 import pyarrow.parquet as pq
 import pytest
-from dag_runs import DETERMINISTIC_OUTPUTS, LOCAL, ROOT, SLURM_PROFILE, clone_workdir, job_counts, runs, snakemake
+from dag_runs import (
+    DETERMINISTIC_OUTPUTS,
+    LOCAL,
+    ROOT,
+    SLURM_PROFILE,
+    Started,
+    clone_workdir,
+    job_counts,
+    runs,
+    snakemake,
+    start_beside,
+)
 
 from memtrain import tracking
 from memtrain.rl import checkpoint
@@ -157,8 +168,9 @@ def test_memtrain_target_trains_three_variants_with_checkpoints_and_step_metrics
 
 
 @pytest.fixture(scope="module")
-def evaluate_run(memtrain_run) -> Path:
+def evaluate_run(memtrain_run, request) -> Path:
     snakemake(memtrain_run, *LOCAL, "evaluate")
+    start_beside(request, "verl_run_started")
     return memtrain_run
 
 
@@ -253,40 +265,6 @@ def test_a_rerun_job_resumes_from_the_checkpoints_kept_for_the_continuation(eval
     ).read_text()
     assert "step 1/" not in log  # nothing left to train: the final model is re-saved
     assert [p.name for p in checkpoint.checkpoints(kept / "checkpoints")] == ["step_000001"]
-
-
-@pytest.mark.slow
-def test_a_post_training_job_on_veRL_exports_a_policy_the_evaluation_reads(evaluate_run, request, tmp_path):
-    """config/test-verl.yaml over the evaluated test DAG: the MemAgent job (and the evaluation of its export) rerun
-    on veRL's trainer on this CPU, through the SLURM executor when a local cluster can start."""
-    import slurm_cluster as local_slurm
-
-    workdir = clone_workdir(evaluate_run, tmp_path / "dag")
-    through_slurm = local_slurm.unavailable_reason() is None
-    executor = ("--profile", str(SLURM_PROFILE)) if through_slurm else LOCAL
-    if through_slurm:
-        request.getfixturevalue("slurm_cluster")
-    target = "results/eval/long_context/smollm2-tiny/memagent/base/seed1.parquet"
-    plan = snakemake(workdir, "-n", target, configs=("test.yaml", "test-verl.yaml")).stdout
-    assert job_counts(plan) == {"posttrain_train": 1, "eval_long_context": 1}  # the trainer changed, nothing else
-    snakemake(workdir, *executor, target, configs=("test.yaml", "test-verl.yaml"))
-
-    final = workdir / "results" / "train" / "memagent" / "smollm2-tiny" / "base" / "seed1" / "final"
-    summary = json.loads((final / "training.json").read_text())
-    assert (summary["backend"], summary["device"], summary["steps"], summary["finished"]) == ("verl", "cpu", 1, True)
-    rows = pq.read_table(workdir / target).to_pylist()
-    assert sorted(r["num_docs"] for r in rows) == [3, 3, 6, 6]
-    found = runs(workdir)
-    verl_runs = [r for r in found if "memtrain/optimizer_steps" in r.data.metrics]
-    assert len(verl_runs) == 1 and verl_runs[0].data.metrics["memtrain/optimizer_steps"] >= 0
-    job = max(
-        (r for r in found if r.data.tags.get("memtrain.rule") == "posttrain_train"), key=lambda r: r.info.start_time
-    )
-    assert job.info.status == "FINISHED" and ("memtrain.slurm_job_id" in job.data.tags) == through_slurm
-    evaluation = max(
-        (r for r in found if r.data.tags.get("memtrain.rule") == "eval_long_context"), key=lambda r: r.info.start_time
-    )
-    assert evaluation.data.tags["memtrain.policy"].endswith("train/memagent/smollm2-tiny/base/seed1/final")
 
 
 @pytest.mark.slow
@@ -412,6 +390,60 @@ def test_figures_and_scaling_targets_rerun_only_their_own_jobs(all_run):
     assert job_counts(snakemake(all_run, "-n", "-f", "figures").stdout) == {"figures": 1}
     forced = job_counts(snakemake(all_run, "-n", "scaling", "-R", "posttrain_continue").stdout)
     assert forced == {"posttrain_continue": 1, "eval_scaling": 2, "scaling": 1}, forced
+
+
+VERL_TARGET = "results/eval/long_context/smollm2-tiny/memagent/base/seed1.parquet"
+VERL_CONFIGS = ("test.yaml", "test-verl.yaml")
+
+
+@pytest.fixture(scope="module")
+def verl_run_started(evaluate_run, request, tmp_path_factory):
+    """MemAgent's post-training on veRL's trainer and its evaluation, in a copy of the evaluated DAG taken before
+    `all` continues it: through the SLURM executor on the suite's cluster where one starts, locally otherwise.
+    Started as soon as `evaluate` is done (veRL's start-up and the scheduler's polling are mostly waiting), so
+    it runs beside the tests on the evaluated and the full DAG."""
+    import slurm_cluster as local_slurm
+
+    workdir = clone_workdir(evaluate_run, tmp_path_factory.mktemp("verl") / "dag")
+    through_slurm = local_slurm.unavailable_reason() is None
+    if through_slurm:
+        request.getfixturevalue("slurm_cluster")
+    plan = snakemake(workdir, "-n", VERL_TARGET, configs=VERL_CONFIGS).stdout
+    started = Started(
+        workdir, *(("--profile", str(SLURM_PROFILE)) if through_slurm else LOCAL), VERL_TARGET, configs=VERL_CONFIGS
+    )
+    yield workdir, through_slurm, plan, started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def verl_run(verl_run_started):
+    workdir, through_slurm, plan, started = verl_run_started
+    started.wait()
+    return workdir, through_slurm, plan
+
+
+@pytest.mark.slow
+def test_a_post_training_job_on_veRL_exports_a_policy_the_evaluation_reads(verl_run):
+    workdir, through_slurm, plan = verl_run
+    assert job_counts(plan) == {"posttrain_train": 1, "eval_long_context": 1}  # the trainer changed, nothing else
+
+    final = workdir / "results" / "train" / "memagent" / "smollm2-tiny" / "base" / "seed1" / "final"
+    summary = json.loads((final / "training.json").read_text())
+    assert (summary["backend"], summary["device"], summary["steps"], summary["finished"]) == ("verl", "cpu", 1, True)
+    rows = pq.read_table(workdir / VERL_TARGET).to_pylist()
+    assert sorted(r["num_docs"] for r in rows) == [3, 3, 6, 6]
+    found = runs(workdir)
+    verl_runs = [r for r in found if "memtrain/optimizer_steps" in r.data.metrics]
+    assert len(verl_runs) == 1 and verl_runs[0].data.metrics["memtrain/optimizer_steps"] >= 0
+    job = max(
+        (r for r in found if r.data.tags.get("memtrain.rule") == "posttrain_train"), key=lambda r: r.info.start_time
+    )
+    assert job.info.status == "FINISHED" and ("memtrain.slurm_job_id" in job.data.tags) == through_slurm
+    evaluation = max(
+        (r for r in found if r.data.tags.get("memtrain.rule") == "eval_long_context"), key=lambda r: r.info.start_time
+    )
+    assert evaluation.data.tags["memtrain.policy"].endswith("train/memagent/smollm2-tiny/base/seed1/final")
 
 
 @pytest.mark.slow

@@ -397,14 +397,14 @@ VERL_CONFIGS = ("test.yaml", "test-verl.yaml")
 
 
 @pytest.fixture(scope="module")
-def verl_run_started(evaluate_run, request, tmp_path_factory):
+def verl_run_started(memtrain_run, request, tmp_path_factory):
     """MemAgent's post-training on veRL's trainer and its evaluation, in a copy of the evaluated DAG taken before
     `all` continues it: through the SLURM executor on the suite's cluster where one starts, locally otherwise.
-    Started as soon as `evaluate` is done (veRL's start-up and the scheduler's polling are mostly waiting), so
-    it runs beside the tests on the evaluated and the full DAG."""
+    evaluate_run starts it as soon as `evaluate` is done in memtrain_run's working directory (veRL's start-up
+    and the scheduler's polling are mostly waiting), so it runs beside the tests on the evaluated and full DAG."""
     import slurm_cluster as local_slurm
 
-    workdir = clone_workdir(evaluate_run, tmp_path_factory.mktemp("verl") / "dag")
+    workdir = clone_workdir(memtrain_run, tmp_path_factory.mktemp("verl") / "dag")
     through_slurm = local_slurm.unavailable_reason() is None
     if through_slurm:
         request.getfixturevalue("slurm_cluster")
@@ -417,7 +417,7 @@ def verl_run_started(evaluate_run, request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def verl_run(verl_run_started):
+def verl_run(evaluate_run, verl_run_started):  # evaluate_run first: it starts verl_run_started
     workdir, through_slurm, plan, started = verl_run_started
     started.wait()
     return workdir, through_slurm, plan

@@ -153,13 +153,15 @@ def data_rerun_started(request, tmp_path_factory):
     cluster can start (test_slurm checks the jobs really went through it), otherwise locally. Its jobs take one
     thread each, as the local DAG runs' do, so the runs beside it share the cores without oversubscribing them."""
     import slurm_cluster as local_slurm
-    from dag_runs import LOCAL, SLURM_PROFILE, Started
+    from dag_runs import LOCAL, SLURM_PROFILE, Started, start_beside
 
     workdir = tmp_path_factory.mktemp("dag_rerun")
     through_slurm = local_slurm.unavailable_reason() is None
     if through_slurm:
         request.getfixturevalue("slurm_cluster")
     started = Started(workdir, *(("--profile", str(SLURM_PROFILE)) if through_slurm else LOCAL), "data")
+    if through_slurm:
+        start_beside(request, "slurm_failure_started")
     yield workdir, through_slurm, started
     started.stop()
 
@@ -170,6 +172,28 @@ def data_rerun(data_rerun_started) -> DataRerun:
     it is paid for once."""
     workdir, through_slurm, started = data_rerun_started
     return DataRerun(workdir, through_slurm, started.wait())
+
+
+@pytest.fixture(scope="session")
+def slurm_failure_started(slurm_cluster, tmp_path_factory):
+    """`wiki_download` through the SLURM executor on a corpus whose second record has no text (test_slurm checks
+    how the failure is reported); started beside the data rerun, since its time is the executor's polling."""
+    from dag_runs import SLURM_PROFILE, Started
+
+    workdir = tmp_path_factory.mktemp("slurm_failure")
+    corpus = workdir / "corpus.jsonl"
+    corpus.write_text('{"id": "1", "title": "A", "text": "fine"}\n{"id": "2", "title": "B"}\n')
+    source = f"data={{'source': {{'kind': 'jsonl', 'path': '{corpus}'}}}}"
+    # the failing job alone: for `data`, snakemake would wait for the tokenizer job before it exits
+    started = Started(workdir, "--profile", str(SLURM_PROFILE), "results/data/articles.parquet", "--config", source)
+    yield workdir, started
+    started.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_failure(slurm_failure_started):
+    workdir, started = slurm_failure_started
+    return workdir, started.wait(check=False)
 
 
 # --- the MEM1 retrieval server, started once for the suite (test_retriever, the veRL MEM1 run) -----------------

@@ -7,10 +7,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 
 import pytest
-from dag_runs import ROOT, SLURM_PROFILE, job_counts, runs, snakemake
+from dag_runs import ROOT, job_counts, runs
 
 from memtrain.plan.dag import parse_jobs
 
@@ -136,22 +135,12 @@ def test_data_jobs_ran_as_slurm_jobs_recorded_in_mlflow(data_rerun):
 
 
 @pytest.mark.slow
-def test_a_failing_slurm_job_is_reported_failed(slurm_cluster, tmp_path: Path):
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text('{"id": "1", "title": "A", "text": "fine"}\n{"id": "2", "title": "B"}\n')
-    result = snakemake(
-        tmp_path,
-        "--profile",
-        str(SLURM_PROFILE),
-        "results/data/articles.parquet",  # the failing job alone: snakemake would wait for the tokenizer job too
-        "--config",
-        f"data={{'source': {{'kind': 'jsonl', 'path': '{corpus}'}}}}",
-        check=False,
-    )
+def test_a_failing_slurm_job_is_reported_failed(slurm_failure):
+    workdir, result = slurm_failure
     assert result.returncode != 0
     assert "Error in rule wiki_download" in result.stdout + result.stderr
-    assert not (tmp_path / "results" / "data" / "articles.parquet").exists()
-    by_rule = {r.data.tags.get("memtrain.rule", "invocation"): r for r in runs(tmp_path)}
+    assert not (workdir / "results" / "data" / "articles.parquet").exists()
+    by_rule = {r.data.tags.get("memtrain.rule", "invocation"): r for r in runs(workdir)}
     assert by_rule["invocation"].info.status == "FAILED"
     failed = by_rule["wiki_download"]
     assert failed.info.status == "FAILED" and "record line 2" in failed.data.tags["memtrain.error"]

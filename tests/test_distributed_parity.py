@@ -130,45 +130,77 @@ def settings(loss: str = "eq4") -> tuple[dict, dict]:
     return cfg, schedule
 
 
-def run_verl(cfg, schedule, items, policy: Path, root: Path) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """veRL's trainer for one step on the recorded rollouts; its step metrics and the updated weights."""
-    params = {"agent": cfg["agent"], "rl": cfg["rl"], "trainer": cfg["trainer"]}
-    config_path = train.prepare(
-        params, "memtrain", schedule, items, str(policy), root / "ckpt", "parity", variant="full", mask_token="[MASK]"
-    )
-    replay = root / "sessions.pkl"
-    replay.write_bytes(pickle.dumps(recorded_sessions()))
-    registry = root / "replay_loops.yaml"
-    registry.write_text(
-        yaml.safe_dump(
-            [
-                {
-                    "name": kinds.MEMTRAIN.agent_loop,
-                    "_target_": "verl_replay.ReplayAgentLoop",
-                    "settings_path": str(replay),
-                }
-            ]
+class VerlStep:
+    """veRL's trainer for one step on the recorded rollouts, started in its own process; `result` waits for it and
+    gives its step metrics and the updated weights."""
+
+    def __init__(self, cfg, schedule, items, policy: Path, root: Path) -> None:
+        params = {"agent": cfg["agent"], "rl": cfg["rl"], "trainer": cfg["trainer"]}
+        config_path = train.prepare(
+            params,
+            "memtrain",
+            schedule,
+            items,
+            str(policy),
+            root / "ckpt",
+            "parity",
+            variant="full",
+            mask_token="[MASK]",
         )
-    )
-    config = OmegaConf.load(config_path)
-    config.data.shuffle = False
-    config.actor_rollout_ref.rollout.agent.agent_loop_config_path = str(registry)
-    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
-    config.ray_kwargs.ray_init.runtime_env.env_vars.PYTHONPATH = path
-    OmegaConf.save(config, config_path)
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    env = {
-        **os.environ,
-        **verl_config.environment(cfg["trainer"]["verl"]),
-        "PYTHONPATH": path,
-        "MLFLOW_TRACKING_URI": uri,
+        replay = root / "sessions.pkl"
+        replay.write_bytes(pickle.dumps(recorded_sessions()))
+        registry = root / "replay_loops.yaml"
+        registry.write_text(
+            yaml.safe_dump(
+                [
+                    {
+                        "name": kinds.MEMTRAIN.agent_loop,
+                        "_target_": "verl_replay.ReplayAgentLoop",
+                        "settings_path": str(replay),
+                    }
+                ]
+            )
+        )
+        config = OmegaConf.load(config_path)
+        config.data.shuffle = False
+        config.actor_rollout_ref.rollout.agent.agent_loop_config_path = str(registry)
+        path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+        config.ray_kwargs.ray_init.runtime_env.env_vars.PYTHONPATH = path
+        OmegaConf.save(config, config_path)
+        self.root, self.uri = root, f"sqlite:///{root / 'mlflow.db'}"
+        env = {
+            **os.environ,
+            **verl_config.environment(cfg["trainer"]["verl"]),
+            "PYTHONPATH": path,
+            "MLFLOW_TRACKING_URI": self.uri,
+        }
+        self.process = subprocess.Popen([sys.executable, "-m", "memtrain.distributed", str(config_path)], env=env)
+
+    def result(self) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        assert self.process.wait() == 0, f"veRL's trainer exited with {self.process.returncode}"
+        export.export_policy(self.root / "ckpt" / "global_step_1" / "actor", self.root / "verl_policy", {}, "float32")
+        client = mlflow.MlflowClient(self.uri)
+        (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        weights = load_policy(self.root / "verl_policy", device="cpu", dtype="float32").state_dict()
+        return run.data.metrics, weights
+
+
+def parity_items() -> list[dict]:
+    return [{**DOCUMENT, "doc_id": f"d{i}"} for i in range(len(REWARDS))]
+
+
+@pytest.fixture(scope="module")
+def verl_steps(tiny_policy, tmp_path_factory):
+    """Both losses' veRL steps, started together: each veRL start-up keeps one core busy, one after the other, so
+    two of them side by side take little longer than one."""
+    steps = {
+        loss: VerlStep(*settings(loss), parity_items(), tiny_policy, tmp_path_factory.mktemp(loss)) for loss in LOSSES
     }
-    subprocess.run([sys.executable, "-m", "memtrain.distributed", str(config_path)], env=env, check=True)
-    export.export_policy(root / "ckpt" / "global_step_1" / "actor", root / "verl_policy", {}, "float32")
-    client = mlflow.MlflowClient(uri)
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    weights = load_policy(root / "verl_policy", device="cpu", dtype="float32").state_dict()
-    return run.data.metrics, weights
+    yield steps
+    for step in steps.values():
+        if step.process.poll() is None:
+            step.process.kill()
+            step.process.wait()
 
 
 def run_local(cfg, schedule, items, policy: Path, root: Path) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
@@ -193,11 +225,10 @@ def run_local(cfg, schedule, items, policy: Path, root: Path) -> tuple[dict[str,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", list(LOSSES))
-def test_one_step_on_veRL_equals_the_local_trainer_step(tiny_policy, tmp_path, loss):
+def test_one_step_on_veRL_equals_the_local_trainer_step(verl_steps, tiny_policy, tmp_path, loss):
     cfg, schedule = settings(loss)
-    items = [{**DOCUMENT, "doc_id": f"d{i}"} for i in range(len(REWARDS))]
-    verl_metrics, verl_weights = run_verl(cfg, schedule, items, tiny_policy, tmp_path)
-    local_metrics, local_weights = run_local(cfg, schedule, items, tiny_policy, tmp_path)
+    verl_metrics, verl_weights = verl_steps[loss].result()
+    local_metrics, local_weights = run_local(cfg, schedule, parity_items(), tiny_policy, tmp_path)
     initial = load_policy(tiny_policy, device="cpu", dtype="float32").state_dict()
 
     assert local_metrics["rollout_rounds"] == verl_metrics["training/filter_groups/rollout_rounds"] == 2

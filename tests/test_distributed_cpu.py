@@ -12,6 +12,8 @@ filtering trains on zero advantages (the KL term only): what is checked is the m
 from __future__ import annotations
 
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import mlflow
@@ -62,6 +64,7 @@ def metric_histories(root: Path, *names: str) -> list[dict[str, dict[int, float]
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("mem1_run_started")  # MEM1's run goes on beside this one
 def test_a_preempted_run_resumes_from_veRL_checkpoints_with_one_optimizer_step_per_item_mini_batch(
     tiny_policy, tmp_path
 ):
@@ -85,10 +88,8 @@ def test_a_preempted_run_resumes_from_veRL_checkpoints_with_one_optimizer_step_p
         run(cfg, {**schedule, "lr": 5e-6}, tmp_path, tiny_policy)
 
 
-@pytest.mark.slow
-def test_mem1_searches_our_server_and_group_filtering_refills_at_most_max_refill_rounds_then_skips(
-    tiny_policy, retrieval_server, tmp_path
-):
+def mem1_run(policy: str, retriever_url: str, root: Path) -> dict:
+    """MEM1 on veRL against the suite's retrieval server: 4 items, batch 2, group filtering with one refill round."""
     from memtrain.data.qa_builders import MultiObjectiveQuestion
 
     cfg = cpu_config(filter={"enabled": True, "max_refill_rounds": 1})
@@ -100,26 +101,42 @@ def test_mem1_searches_our_server_and_group_filtering_refills_at_most_max_refill
         for i in range(4)
     ]
     params = {"agent": cfg["agent"], "rl": cfg["rl"], "trainer": cfg["trainer"], "retriever": cfg["retriever"]}
-    summary = train.run(
+    return train.run(
         params,
         "mem1",
         schedule,
         items,
-        str(tiny_policy),
-        tmp_path / "ckpt",
-        tmp_path / "final",
+        policy,
+        root / "ckpt",
+        root / "final",
         "mem1-seed1",
-        tmp_path / "logs",
-        retriever_url=retrieval_server.url,
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        root / "logs",
+        retriever_url=retriever_url,
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
     )
+
+
+@pytest.fixture(scope="module")
+def mem1_run_started(tiny_policy, retrieval_server, tmp_path_factory):
+    """mem1_run in a process of its own, started with the pre-emption test: each veRL start-up keeps one core busy,
+    one actor after the other, so two runs side by side take little longer than one. (A process, not a thread:
+    the veRL config is composed through hydra's global state.)"""
+    root = tmp_path_factory.mktemp("mem1")
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield root, pool.submit(mem1_run, str(tiny_policy), retrieval_server.url, root)
+
+
+@pytest.mark.slow
+def test_mem1_searches_our_server_and_group_filtering_refills_at_most_max_refill_rounds_then_skips(mem1_run_started):
+    root, started = mem1_run_started
+    summary = started.result()
     assert summary["finished"]
     (history,) = metric_histories(
-        tmp_path, "training/filter_groups/rollout_rounds", "memtrain/skipped", "memtrain/optimizer_steps"
+        root, "training/filter_groups/rollout_rounds", "memtrain/skipped", "memtrain/optimizer_steps"
     )
     assert history == {
         "training/filter_groups/rollout_rounds": {1: 2.0},
         "memtrain/skipped": {1: 1.0},
         "memtrain/optimizer_steps": {1: 0.0},
     }
-    assert (tmp_path / "final" / "model.safetensors").is_file()
+    assert (root / "final" / "model.safetensors").is_file()

@@ -3,10 +3,16 @@ MLflow's UI)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+Ready = TypeVar("Ready")
 
 
 def stop(process: subprocess.Popen, grace: float) -> None:
@@ -33,3 +39,54 @@ def log_tail(path: str | os.PathLike, lines: int = 30) -> str:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def package_env() -> dict[str, str]:
+    """This environment with the package on PYTHONPATH, so that `python -m memtrain...` imports it from any cwd."""
+    import memtrain
+
+    env = dict(os.environ)
+    package_root = str(Path(memtrain.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    return env
+
+
+@contextlib.contextmanager
+def running(command: Sequence[str], log: str | os.PathLike, grace: float) -> Iterator[subprocess.Popen]:
+    """`command` as a child for the length of the block, its output appended to `log`, the package importable
+    (package_env); stopped however the block ends: SIGTERM, then SIGKILL after `grace` seconds."""
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as handle:
+        process = subprocess.Popen(
+            list(command), stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, env=package_env()
+        )
+    try:
+        yield process
+    finally:
+        stop(process, grace)
+
+
+def wait_ready(
+    ready: Callable[[], Ready | None],
+    process: subprocess.Popen,
+    name: str,
+    log: str | os.PathLike,
+    timeout: float,
+    error: type[Exception] = RuntimeError,
+    poll: float = 0.2,
+) -> Ready:
+    """What `ready()` returns once it is not None (a server's address, True once /health passes), polled every
+    `poll` seconds; `error`, naming `name` and the end of its log, as soon as the process exits or after `timeout`
+    seconds, instead of waiting on a server that will never answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise error(
+                f"{name} exited with code {process.returncode} before it was ready; its log ({log}) ends:\n"
+                f"{log_tail(log, 40)}"
+            )
+        found = ready()
+        if found is not None:
+            return found
+        time.sleep(poll)
+    raise error(f"{name} not ready after {timeout:.0f} s; its log ({log}) ends:\n{log_tail(log, 40)}")

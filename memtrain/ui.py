@@ -13,13 +13,12 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from memtrain import tracking
-from memtrain.processes import free_loopback_port, log_tail, stop
+from memtrain.processes import free_loopback_port, running, wait_ready
 
 
 def runs_page(base_url: str, experiment_id: str) -> str:
@@ -31,32 +30,20 @@ def _command(results_dir: str | os.PathLike, host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--host", host, "--port", str(port)]
 
 
+def _healthy(url: str) -> bool | None:
+    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2):
+        return True
+    return None
+
+
 @contextlib.contextmanager
 def serving(results_dir: str | os.PathLike, log: Path, startup_timeout: float = 120.0) -> Iterator[str]:
     """MLflow's UI on a free loopback port for the length of the block (what tests/test_dag.py looks at)."""
     port = free_loopback_port()
     base = f"http://127.0.0.1:{port}"
-    with open(log, "ab") as handle:
-        process = subprocess.Popen(
-            _command(results_dir, "127.0.0.1", port), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"mlflow server exited with code {process.returncode}; its log ends:\n{log_tail(log)}"
-                )
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{base}/health", timeout=2):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mlflow server not up after {startup_timeout:.0f} s; its log ends:\n{log_tail(log)}"
-                )
-            time.sleep(0.5)
+    with running(_command(results_dir, "127.0.0.1", port), log, grace=10.0) as process:
+        wait_ready(lambda: _healthy(f"{base}/health"), process, "mlflow server", log, startup_timeout, poll=0.5)
         yield base
-    finally:
-        stop(process, grace=10.0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,9 @@ from typing import Any
 
 import torch
 
-import memtrain
 from memtrain.engines.completions import CompletionsEngine, EngineError
 from memtrain.engines.http_server import LOOPBACK
-from memtrain.processes import free_loopback_port, log_tail, stop
+from memtrain.processes import free_loopback_port, log_tail, running, wait_ready
 
 
 @dataclass(frozen=True)
@@ -113,44 +111,28 @@ def serve(
         raise ValueError(f"unknown generation server {kind!r} (known: {', '.join(SERVERS)})")
     workdir = Path(tempfile.mkdtemp(prefix="memtrain-generation-"))
     log = Path(log_path) if log_path else workdir / "server.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     spec = ServerSpec(str(model), free_loopback_port(), device, dtype, linear, threads, settings)
     command = SERVERS[kind](spec)
-    env = dict(os.environ)
-    package_root = str(Path(memtrain.__file__).resolve().parent.parent)  # importable from any cwd
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    process = None
     try:
-        with open(log, "ab") as handle:
-            process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, env=env
+        with running(command, log, grace=30.0) as process:
+            engine = CompletionsEngine(
+                f"http://{LOOPBACK}:{spec.port}",
+                spec.model,
+                torch.Generator().manual_seed(seed),
+                timeout=settings["request_timeout"],
+                describe_failure=lambda: _failure(process, log),
             )
-        engine = CompletionsEngine(
-            f"http://{LOOPBACK}:{spec.port}",
-            spec.model,
-            torch.Generator().manual_seed(seed),
-            timeout=settings["request_timeout"],
-            describe_failure=lambda: _failure(process, log),
-        )
-        _wait_healthy(engine, process, log, settings["startup_timeout"])
-        yield engine
+            wait_ready(
+                lambda: True if engine.health() else None,
+                process,
+                "generation server",
+                log,
+                settings["startup_timeout"],
+                EngineError,
+            )
+            yield engine
     finally:
-        if process is not None:
-            stop(process, grace=30.0)
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _wait_healthy(engine: CompletionsEngine, process: subprocess.Popen, log: Path, startup_timeout: float) -> None:
-    deadline = time.monotonic() + startup_timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise EngineError(
-                f"generation server exited with code {process.returncode} before it was ready{_failure(process, log)}"
-            )
-        if engine.health():
-            return
-        time.sleep(0.2)
-    raise EngineError(f"generation server not healthy after {startup_timeout:.0f} s{_failure(process, log)}")
 
 
 def _failure(process: subprocess.Popen | None, log: Path) -> str:

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -23,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import memtrain
-from memtrain.processes import log_tail, stop
+from memtrain.processes import running, wait_ready
 from memtrain.retriever.protocol import check_host, format_contents, split_contents
 
 
@@ -156,7 +154,6 @@ def serve(
     workdir = Path(tempfile.mkdtemp(prefix="memtrain-retriever-"))
     ready = workdir / "url"
     log = Path(log_path) if log_path else workdir / "server.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
         "-m",
@@ -186,45 +183,22 @@ def serve(
         if value is not None:
             command += [flag, str(value)]
     command += ["--allow-remote"] * allow_remote + ["--allow-downloads"] * allow_downloads
-    env = dict(os.environ)
-    package_root = str(Path(memtrain.__file__).resolve().parent.parent)  # importable from any cwd
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    process = None
     try:
-        with open(log, "ab") as log_handle:
-            process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log_handle, stderr=subprocess.STDOUT, env=env
+        with running(command, log, grace=15.0) as process:
+            url = wait_ready(
+                lambda: _healthy_url(ready), process, "retrieval server", log, startup_timeout, RetrieverError, 0.1
             )
-        client = ServedClient(
-            _wait_ready(process, ready, log, startup_timeout, keep_log=log_path is not None), timeout, process, log
-        )
-        yield client
+            yield ServedClient(url, timeout, process, log)
     finally:
-        if process is not None:
-            stop(process, grace=15.0)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _wait_ready(process: subprocess.Popen, ready: Path, log: Path, startup_timeout: float, keep_log: bool) -> str:
-    where = f"log {log}" if keep_log else "server log"
-    deadline = time.monotonic() + startup_timeout
-    url, last_error = None, None
-    while time.monotonic() < deadline:
-        code = process.poll()
-        if code is not None:
-            raise RetrieverError(
-                f"retrieval server exited with code {code} before it was ready; {where}:\n{log_tail(log, 40)}"
-            )
-        if url is None and ready.exists():
-            url = ready.read_text().strip() or None
-        if url is not None:
-            try:
-                if RetrieverClient(url, timeout=5.0).health().get("status") == "ok":
-                    return url
-            except RetrieverError as error:
-                last_error = error
-        time.sleep(0.1)
-    raise RetrieverError(
-        f"retrieval server not ready after {startup_timeout:.0f} s"
-        f"{f' ({last_error})' if last_error else ''}; {where}:\n{log_tail(log, 40)}"
-    )
+def _healthy_url(ready: Path) -> str | None:
+    """The address the server wrote to its ready file, once its /health passes."""
+    url = ready.read_text().strip() if ready.exists() else ""
+    if not url:
+        return None
+    with contextlib.suppress(RetrieverError):
+        if RetrieverClient(url, timeout=5.0).health().get("status") == "ok":
+            return url
+    return None

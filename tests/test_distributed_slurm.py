@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+
 import pytest
 
 from memtrain.distributed import ray_slurm
@@ -68,6 +71,11 @@ print(json.dumps({"job": job_id, "nodes": nodes, "head": plan.head, "cpus": cpus
 """
 
 
+def _job_state(job_id: str) -> str:
+    shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=True)
+    return dict(item.split("=", 1) for item in shown.stdout.split() if "=" in item)["JobState"]
+
+
 @pytest.mark.slow
 def test_ray_starts_on_the_nodes_of_a_live_slurm_job_and_stops(slurm_cluster, tmp_path):
     """Inside a real SLURM job (the local test cluster): the job finds its nodes through scontrol, starts the
@@ -75,7 +83,6 @@ def test_ray_starts_on_the_nodes_of_a_live_slurm_job_and_stops(slurm_cluster, tm
     real multi-node cluster)."""
     import json
     import socket
-    import subprocess
     import sys
 
     with socket.socket() as probe:
@@ -87,7 +94,6 @@ def test_ray_starts_on_the_nodes_of_a_live_slurm_job_and_stops(slurm_cluster, tm
         [
             "sbatch",
             "--parsable",
-            "--wait",
             "-p",
             "cpu",
             "-c",
@@ -103,7 +109,13 @@ def test_ray_starts_on_the_nodes_of_a_live_slurm_job_and_stops(slurm_cluster, tm
         text=True,
         check=False,
     )
-    assert submitted.returncode == 0, out.read_text()[-3000:] if out.exists() else submitted.stderr
+    assert submitted.returncode == 0, submitted.stderr
+    # polled here rather than with `sbatch --wait`, whose own polling backs off to 2, 4, 8, 16 s... between checks
+    deadline = time.monotonic() + 180
+    while (state := _job_state(submitted.stdout.strip())) in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+        assert time.monotonic() < deadline, f"the SLURM job is still {state} after 180 s"
+        time.sleep(0.5)
+    assert state == "COMPLETED", out.read_text()[-3000:] if out.exists() else state
     report = json.loads(out.read_text().strip().splitlines()[-1])
     assert report["job"] == submitted.stdout.strip() and report["nodes"] == [socket.gethostname().split(".")[0]]
     assert report["head"] == report["nodes"][0] and report["cpus"] == 1 and report["auth"] == "token"

@@ -79,9 +79,13 @@ def test_mlflow_ui_opens_on_the_runs_table_with_the_pipeline_run(data_run, tmp_p
         browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
                    "--window-size=1600,1000"]  # fmt: skip
         page = ui.runs_page(base, experiment)
-        dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=180, check=True)
-        subprocess.run([*browser, f"--screenshot={tmp_path / 'runs.png'}", page], capture_output=True, timeout=180,
-                       check=True)  # fmt: skip
+        dom = subprocess.run(  # one page load gives both the DOM and the screenshot
+            [*browser, "--dump-dom", f"--screenshot={tmp_path / 'runs.png'}", page],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=True,
+        )
     invocations = [r.info.run_name for r in all_runs if r.data.tags.get("memtrain.kind") == "invocation"]
     assert invocations and all(f">{name}<" in dom.stdout for name in invocations)
     assert re.search(r"<h2[^>]*>Runs</h2>", dom.stdout), "not the runs table (MLflow's GenAI view says Overview)"

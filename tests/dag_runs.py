@@ -11,7 +11,7 @@ from pathlib import Path
 
 import mlflow
 
-from memtrain import tracking
+from memtrain import processes, tracking
 
 ROOT = Path(__file__).resolve().parent.parent
 SLURM_PROFILE = ROOT / "tests" / "slurm"
@@ -89,13 +89,7 @@ class Started:
 
     def stop(self) -> None:
         """Ends a run nobody waited for (the session stopped early); snakemake cancels its SLURM jobs on SIGTERM."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        processes.stop(self.process, grace=60)
 
 
 def runs(workdir: Path) -> list:

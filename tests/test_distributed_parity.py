@@ -29,6 +29,7 @@ from masked_document import DOCUMENT
 from omegaconf import OmegaConf
 
 from memtrain import config as memtrain_config
+from memtrain import processes
 from memtrain.distributed import export, train, verl_config
 from memtrain.models import load_policy
 from memtrain.rl import kinds
@@ -198,9 +199,7 @@ def verl_steps(tiny_policy, tmp_path_factory):
     }
     yield steps
     for step in steps.values():
-        if step.process.poll() is None:
-            step.process.kill()
-            step.process.wait()
+        processes.stop(step.process, grace=30)
 
 
 def run_local(cfg, schedule, items, policy: Path, root: Path) -> tuple[dict[str, float], dict[str, torch.Tensor]]:

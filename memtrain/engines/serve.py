@@ -135,11 +135,10 @@ def serve(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _failure(process: subprocess.Popen | None, log: Path) -> str:
+def _failure(process: subprocess.Popen, log: Path) -> str:
     """The server's side of a failure: whether it is still running, and the end of its log."""
-    if process is not None:
-        # A server that just crashed may close its socket a moment before it exits: give it that moment.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=2.0)
-    state = "" if process is None or process.poll() is None else f"; the server exited with code {process.returncode}"
+    # A server that just crashed may close its socket a moment before it exits: give it that moment.
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=2.0)
+    state = "" if process.poll() is None else f"; the server exited with code {process.returncode}"
     return f"{state}; its log ({log}) ends:\n{log_tail(log)}"

@@ -60,10 +60,10 @@ run: setup
 	$(BIN)/snakemake --cores $(CORES) all
 
 test: setup
-	$(BIN)/pytest tests --durations=30
+	$(BIN)/pytest tests -n 2 --durations=30
 
 test-fast: setup
-	$(BIN)/pytest tests -m "not slow"
+	$(BIN)/pytest tests -n 2 -m "not slow"
 
 # The lint gate CI runs before the tests: any finding fails it. ruff and snakefmt are pinned in the lock.
 LINT_CONFIGS := config/config.yaml config/test.yaml config/paper.yaml "config/test.yaml config/test-verl.yaml"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,53 @@ import pytest
 from memtrain import config as memtrain_config
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# --- `make test` runs on two workers (pytest-xdist) ---------------------------------------------------------------
+# A module runs whole on one worker, so its module fixtures are paid for once, and modules that share a session
+# resource run on the same worker: the machine has one SLURM cluster (/etc/slurm/slurm.conf), and the DAG runs, the
+# retrieval server and the dequantised SmolLM2 are built once. These groups come first, in this order: the SLURM
+# group is the suite's critical path, and the other worker takes the remaining modules while it runs.
+SHARED = {
+    "slurm_cluster": ("test_dag", "test_distributed_slurm", "test_slurm"),
+    "smollm2_and_retriever": (
+        "test_retriever",
+        "test_distributed_cpu",
+        "test_memory_agent",
+        "test_models",
+        "test_downstream_agents",
+    ),
+}
+GROUP_OF_MODULE = {module: group for group, modules in SHARED.items() for module in modules}
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each, or they slow each other down
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _scope(nodeid: str) -> str:
+    """The unit one worker runs: the test's resource group, or else its module."""
+    module = nodeid.split("::")[0]
+    return GROUP_OF_MODULE.get(Path(module).stem, module)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The resource groups first, in SHARED's order; within a module the tests keep their order (stable sort)."""
+    rank = {group: index for index, group in enumerate(SHARED)}
+    items.sort(key=lambda item: rank.get(GROUP_OF_MODULE.get(item.path.stem, ""), len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Whatever `--dist` says, a worker runs whole units (_scope), in collection order. xdist's own `loadgroup`
+    would do this with marks, but it names a group by renaming `item._nodeid`, which pytest 9 no longer reads (a
+    node's id is `item._id`), so every test would be a unit of its own."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedResourceScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    config.option.loadscopereorder = False  # keep the collection order: the resource groups first
+    return SharedResourceScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -234,9 +234,12 @@ def test_evaluate_target_post_trains_from_base_and_memtrain_and_evaluates_every_
             "train/memtrain/smollm2-tiny/full/final" if init == "memtrain-full" else "models/smollm2-tiny/base"
         )
     assert (results / "logs" / "retriever" / "eval_search_qa" / "smollm2-tiny" / "none" / "base" / "seed0.log").exists()
-    assert not [
-        p for p in psutil.process_iter(["cmdline"]) if "memtrain.retriever" in " ".join(p.info["cmdline"] or [])
+    servers = [  # of this run: other tests' retrieval servers may be running beside it
+        p
+        for p in psutil.process_iter(["cmdline", "cwd"])
+        if "memtrain.retriever" in " ".join(p.info["cmdline"] or []) and p.info["cwd"] == str(evaluate_run.resolve())
     ]
+    assert not servers
     assert "Nothing to be done" in snakemake(evaluate_run, "-n", "evaluate").stdout
 
 

@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # --- `make test` runs on two workers (pytest-xdist) ---------------------------------------------------------------
 # A module runs whole on one worker, so its module fixtures are paid for once, and modules that share a session
 # resource run on the same worker: the machine has one SLURM cluster (/etc/slurm/slurm.conf), and the DAG runs, the
-# retrieval server and the dequantised SmolLM2 are built once. These groups come first, in this order: the SLURM
-# group is the suite's critical path, and the other worker takes the remaining modules while it runs.
+# retrieval server, the dequantised SmolLM2 and the corpus slices with their entities and embeddings are built once.
+# These groups come first, in this order: the SLURM group is the suite's critical path, and the other worker takes
+# the remaining modules while it runs.
 SHARED = {
     "slurm_cluster": ("test_dag", "test_distributed_slurm", "test_slurm"),
     "smollm2_and_retriever": (
@@ -28,6 +29,7 @@ SHARED = {
         "test_models",
         "test_downstream_agents",
     ),
+    "corpus": ("test_documents", "test_entities", "test_retrieval"),  # spaCy's entities and the embeddings
 }
 GROUP_OF_MODULE = {module: group for group, modules in SHARED.items() for module in modules}
 

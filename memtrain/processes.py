@@ -15,6 +15,11 @@ from typing import TypeVar
 Ready = TypeVar("Ready")
 
 
+class NotReady(Exception):
+    """Raised by a readiness check that can say why the server is not ready yet (its /health refused, say): the
+    last reason goes into wait_ready's timeout error, where a bare None would leave only the log to go on."""
+
+
 def stop(process: subprocess.Popen, grace: float) -> None:
     """SIGTERM, and SIGKILL if the process is still there after `grace` seconds; reaped either way."""
     if process.poll() is None:
@@ -77,16 +82,21 @@ def wait_ready(
 ) -> Ready:
     """What `ready()` returns once it is not None (a server's address, True once /health passes), polled every
     `poll` seconds; `error`, naming `name` and the end of its log, as soon as the process exits or after `timeout`
-    seconds, instead of waiting on a server that will never answer."""
-    deadline = time.monotonic() + timeout
+    seconds, instead of waiting on a server that will never answer. `ready()` may raise NotReady to say why not:
+    the timeout error then ends with the last reason."""
+    deadline, last = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise error(
                 f"{name} exited with code {process.returncode} before it was ready; its log ({log}) ends:\n"
                 f"{log_tail(log, 40)}"
             )
-        found = ready()
+        try:
+            found = ready()
+        except NotReady as reason:
+            found, last = None, reason
         if found is not None:
             return found
         time.sleep(poll)
-    raise error(f"{name} not ready after {timeout:.0f} s; its log ({log}) ends:\n{log_tail(log, 40)}")
+    why = f"\nthe last check: {last}" if last is not None else ""
+    raise error(f"{name} not ready after {timeout:.0f} s; its log ({log}) ends:\n{log_tail(log, 40)}{why}")

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from memtrain import tracking
-from memtrain.processes import free_loopback_port, running, wait_ready
+from memtrain.processes import NotReady, free_loopback_port, running, wait_ready
 
 
 def runs_page(base_url: str, experiment_id: str) -> str:
@@ -30,10 +30,12 @@ def _command(results_dir: str | os.PathLike, host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--host", host, "--port", str(port)]
 
 
-def _healthy(url: str) -> bool | None:
-    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2):
-        return True
-    return None
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError as failure:
+        raise NotReady(f"{url}: {failure}") from failure
 
 
 @contextlib.contextmanager

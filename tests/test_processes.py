@@ -51,3 +51,18 @@ def test_wait_ready_gives_up_after_the_timeout_naming_the_log(tmp_path):
     with processes.running(SLEEPER, log, grace=5.0) as process, pytest.raises(RuntimeError) as error:
         processes.wait_ready(lambda: None, process, "server", log, 2, poll=0.05)
     assert str(error.value).startswith(f"server not ready after 2 s; its log ({log}) ends:")
+
+
+def test_wait_ready_ends_its_timeout_error_with_the_last_reason_the_check_gave(tmp_path):
+    log = tmp_path / "child.log"
+    reasons = iter(f"refused {n}" for n in range(10**6))
+
+    def ready():
+        raise processes.NotReady(next(reasons))
+
+    with processes.running(SLEEPER, log, grace=5.0) as process, pytest.raises(RuntimeError) as error:
+        processes.wait_ready(ready, process, "server", log, 1, poll=0.05)
+    message = str(error.value)
+    assert message.startswith("server not ready after 1 s;")
+    last = int(message.rsplit("the last check: refused ", 1)[1])  # the last one, not the first
+    assert last >= 2 and f"refused {last + 1}" not in message

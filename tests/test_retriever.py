@@ -348,3 +348,15 @@ def test_mem1_rollout_with_real_smollm2_against_the_running_server(client, smoll
         assert episode.information[0].startswith("Doc 1(Title:")
         assert len(tokenizer(episode.information[0], add_special_tokens=False)["input_ids"]) <= 96
         assert episode.information[0] in tokenizer.decode(episode.turns[1].prompt_ids)
+
+
+def test_a_server_whose_health_check_fails_is_not_ready_and_says_why(tmp_path):
+    from memtrain.processes import NotReady, free_loopback_port
+    from memtrain.retriever.client import _healthy_url
+
+    ready = tmp_path / "ready"
+    assert _healthy_url(ready) is None  # no address written yet: nothing to say
+    url = f"http://127.0.0.1:{free_loopback_port()}"  # nothing listens there
+    ready.write_text(url)
+    with pytest.raises(NotReady, match=rf"^{url}/health: "):
+        _healthy_url(ready)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memtrain.processes import running, wait_ready
+from memtrain.processes import NotReady, running, wait_ready
 from memtrain.retriever.protocol import check_host, format_contents, split_contents
 
 
@@ -194,11 +194,14 @@ def serve(
 
 
 def _healthy_url(ready: Path) -> str | None:
-    """The address the server wrote to its ready file, once its /health passes."""
+    """The address the server wrote to its ready file, once its /health passes (NotReady says how it failed)."""
     url = ready.read_text().strip() if ready.exists() else ""
     if not url:
         return None
-    with contextlib.suppress(RetrieverError):
-        if RetrieverClient(url, timeout=5.0).health().get("status") == "ok":
-            return url
-    return None
+    try:
+        status = RetrieverClient(url, timeout=5.0).health().get("status")
+    except RetrieverError as failure:
+        raise NotReady(f"{url}/health: {failure}") from failure
+    if status != "ok":
+        raise NotReady(f"{url}/health answered status {status!r}")
+    return url

@@ -41,6 +41,12 @@ def _binary(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
 
 
+def slurm_job(job_id: str) -> dict[str, str]:
+    """`scontrol show job` as a dict (the test cluster keeps finished jobs for an hour)."""
+    shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=True)
+    return dict(item.split("=", 1) for item in shown.stdout.split() if "=" in item)
+
+
 def _memory_mb() -> int:
     """Most of the machine's memory, leaving room for the daemons and snakemake itself."""
     for line in Path("/proc/meminfo").read_text().splitlines():

@@ -6,6 +6,7 @@ import subprocess
 import time
 
 import pytest
+from slurm_cluster import slurm_job
 
 from memtrain.distributed import ray_slurm
 
@@ -71,11 +72,6 @@ print(json.dumps({"job": job_id, "nodes": nodes, "head": plan.head, "cpus": cpus
 """
 
 
-def _job_state(job_id: str) -> str:
-    shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=True)
-    return dict(item.split("=", 1) for item in shown.stdout.split() if "=" in item)["JobState"]
-
-
 @pytest.mark.slow
 def test_ray_starts_on_the_nodes_of_a_live_slurm_job_and_stops(slurm_cluster, tmp_path):
     """Inside a real SLURM job (the local test cluster): the job finds its nodes through scontrol, starts the
@@ -111,8 +107,8 @@ def test_ray_starts_on_the_nodes_of_a_live_slurm_job_and_stops(slurm_cluster, tm
     )
     assert submitted.returncode == 0, submitted.stderr
     # polled here rather than with `sbatch --wait`, whose own polling backs off to 2, 4, 8, 16 s... between checks
-    deadline = time.monotonic() + 180
-    while (state := _job_state(submitted.stdout.strip())) in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+    deadline, job_id = time.monotonic() + 180, submitted.stdout.strip()
+    while (state := slurm_job(job_id)["JobState"]) in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
         assert time.monotonic() < deadline, f"the SLURM job is still {state} after 180 s"
         time.sleep(0.5)
     assert state == "COMPLETED", out.read_text()[-3000:] if out.exists() else state

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import pytest
 from dag_runs import ROOT, job_counts, runs
+from slurm_cluster import slurm_job
 
 from memtrain.plan.dag import parse_jobs
 
@@ -103,12 +104,6 @@ def test_one_stage_replans_alone_through_the_profile():
         "eval_long_context": 18,
         "ablations": 1,
     }
-
-
-def slurm_job(job_id: str) -> dict[str, str]:
-    """`scontrol show job` as a dict (the test cluster keeps finished jobs for an hour)."""
-    shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=True)
-    return dict(item.split("=", 1) for item in shown.stdout.split() if "=" in item)
 
 
 @pytest.mark.slow

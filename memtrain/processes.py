@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -44,6 +45,15 @@ def log_tail(path: str | os.PathLike, lines: int = 30) -> str:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def http_ready(url: str, timeout: float) -> bool:
+    """True once a GET of `url` succeeds (a server's health route); NotReady with the error until then."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return True
+    except OSError as failure:  # refused, timed out, or an HTTP error status (urllib's HTTPError is an OSError)
+        raise NotReady(f"{url}: {failure}") from failure
 
 
 def package_env() -> dict[str, str]:

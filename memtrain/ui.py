@@ -13,12 +13,11 @@ import contextlib
 import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from memtrain import tracking
-from memtrain.processes import NotReady, free_loopback_port, running, wait_ready
+from memtrain.processes import free_loopback_port, http_ready, running, wait_ready
 
 
 def runs_page(base_url: str, experiment_id: str) -> str:
@@ -30,21 +29,13 @@ def _command(results_dir: str | os.PathLike, host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--host", host, "--port", str(port)]
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except OSError as failure:
-        raise NotReady(f"{url}: {failure}") from failure
-
-
 @contextlib.contextmanager
 def serving(results_dir: str | os.PathLike, log: Path, startup_timeout: float = 120.0) -> Iterator[str]:
     """MLflow's UI on a free loopback port for the length of the block (what tests/test_dag.py looks at)."""
     port = free_loopback_port()
     base = f"http://127.0.0.1:{port}"
     with running(_command(results_dir, "127.0.0.1", port), log, grace=10.0) as process:
-        wait_ready(lambda: _healthy(f"{base}/health"), process, "mlflow server", log, startup_timeout, poll=0.5)
+        wait_ready(lambda: http_ready(f"{base}/health", 2.0), process, "mlflow server", log, startup_timeout, poll=0.5)
         yield base
 
 

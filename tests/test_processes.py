@@ -66,3 +66,16 @@ def test_wait_ready_ends_its_timeout_error_with_the_last_reason_the_check_gave(t
     assert message.startswith("server not ready after 1 s;")
     last = int(message.rsplit("the last check: refused ", 1)[1])  # the last one, not the first
     assert last >= 2 and f"refused {last + 1}" not in message
+
+
+def test_http_ready_is_true_on_an_answer_and_names_the_url_and_the_error_until_then():
+    import http.server
+    import threading
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        assert processes.http_ready(f"http://127.0.0.1:{server.server_port}/", 5.0) is True
+        server.shutdown()
+    url = f"http://127.0.0.1:{processes.free_loopback_port()}/health"  # nothing listens there
+    with pytest.raises(processes.NotReady, match=rf"^{url}: "):
+        processes.http_ready(url, 5.0)

@@ -24,7 +24,7 @@ import torch
 
 from memtrain.engines.completions import CompletionsEngine, EngineError
 from memtrain.engines.http_server import LOOPBACK
-from memtrain.processes import free_loopback_port, log_tail, running, wait_ready
+from memtrain.processes import free_loopback_port, http_ready, log_tail, running, wait_ready
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def serve(
                 describe_failure=lambda: _failure(process, log),
             )
             wait_ready(
-                lambda: True if engine.health() else None,
+                lambda: http_ready(f"{engine.url}/health", 5.0),
                 process,
                 "generation server",
                 log,

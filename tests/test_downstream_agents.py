@@ -17,7 +17,7 @@ from memtrain.agent.prompts import load_templates
 from memtrain.agent.search_agent import SearchAgent, SearchBudgets, parse_reply, split_answers
 from memtrain.engines import Generation
 from memtrain.eval import long_context, search_qa
-from memtrain.rl import launch
+from memtrain.rl import policies
 from memtrain.rl.mem1_task import Mem1Task
 from memtrain.rl.memagent_task import MemAgentTask
 from memtrain.settings import Runtime
@@ -135,8 +135,8 @@ def test_memagent_task_scores_the_boxed_answer(tokenizer, tiny_policy):
         agent={"budgets": {"instruction": 320, "chunk": 16, "memory": 12, "response": 16, "max_chunks": 3}},
         data={"documents": {"min_tokens": 10, "max_tokens": 48}},
     )
-    policy = launch.load(tiny_policy, Runtime.of(cfg), seed=0)
-    agent = launch.memory_agent(policy, cfg)
+    policy = policies.load(tiny_policy, Runtime.of(cfg), seed=0)
+    agent = policies.memory_agent(policy, cfg)
     agent.engine = ScriptedEngine(
         tokenizer,
         lambda p: "so \\boxed{The Eiffel Tower}" if "Your answer" in p else "notes",
@@ -149,7 +149,7 @@ def test_memagent_task_scores_the_boxed_answer(tokenizer, tiny_policy):
     assert group.rewards == [1.0, 1.0] and len(chunks) == 3 and truncated
     assert all(len(m.samples) == len(chunks) + 1 for m in group.members)  # every memory update, then the answer
 
-    random_agent = launch.memory_agent(policy, cfg)  # the tiny random policy: real budgets, noise replies
+    random_agent = policies.memory_agent(policy, cfg)  # the tiny random policy: real budgets, noise replies
     rollout = MemAgentTask(random_agent, group_size=2, reward="sub_em").rollout([item], np.random.default_rng(0))
     assert len(rollout.values["reward"]) == 2 and all(r == 0.0 for r in rollout.values["reward"])
     for member in rollout.groups[0].members:

@@ -12,7 +12,7 @@ from masked_document import BUDGETS, DOCUMENT, TEXT, small_config
 
 from memtrain.agent.chunks import chunk_document
 from memtrain.agent.memory_agent import Budgets
-from memtrain.rl import launch
+from memtrain.rl import policies
 from memtrain.rl.memtrain_task import MemTrainTask
 from memtrain.settings import Runtime
 
@@ -23,8 +23,8 @@ def settings(**memtrain) -> dict:
 
 def make_task(policy_path, variant: str) -> tuple[MemTrainTask, dict]:
     config = settings()
-    policy = launch.load(policy_path, Runtime.of(config), seed=0)
-    task = MemTrainTask(launch.memory_agent(policy, config), config["memtrain"], variant, "[MASK]")
+    policy = policies.load(policy_path, Runtime.of(config), seed=0)
+    task = MemTrainTask(policies.memory_agent(policy, config), config["memtrain"], variant, "[MASK]")
     return task, config
 
 

@@ -308,7 +308,7 @@ def test_mem1_rollout_with_real_smollm2_against_the_running_server(client, smoll
     import numpy as np
 
     from memtrain import config as memtrain_config
-    from memtrain.rl import launch
+    from memtrain.rl import policies
     from memtrain.rl.mem1_task import Mem1Task
 
     cfg = memtrain_config.deep_merge(
@@ -320,8 +320,8 @@ def test_mem1_rollout_with_real_smollm2_against_the_running_server(client, smoll
         sent.extend(queries)
         return [passages_to_string(hits) for hits in client.search(list(queries), 3)]
 
-    policy = launch.load(smollm2_policy, Runtime.of(cfg), seed=3)
-    agent = launch.search_agent(policy, cfg, search)
+    policy = policies.load(smollm2_policy, Runtime.of(cfg), seed=3)
+    agent = policies.search_agent(policy, cfg, search)
     item = type(
         "Item",
         (),

@@ -15,7 +15,7 @@ import torch
 from memtrain import config as memtrain_config
 from memtrain.agent.chat import encode_user
 from memtrain.engines import Sampling
-from memtrain.rl import checkpoint, launch
+from memtrain.rl import checkpoint, launch, policies
 from memtrain.rl.samples import Group, Member, Rollout, Sample
 from memtrain.rl.trainer import DataCursor, Schedule, StepLogger, Trainer
 from memtrain.settings import RL
@@ -48,7 +48,7 @@ def rl_settings(**changes) -> dict:
 def make_trainer(tiny_policy, tokenizer, tmp_path, steps, lr=2e-2, **rl_changes) -> tuple[Trainer, list]:
     rl = RL.of({"rl": rl_settings(device="cpu", checkpoint_every=1, keep_checkpoints=10, micro_batch_tokens=4096,
                                   **rl_changes)})  # fmt: skip
-    policy = launch.load(tiny_policy, rl.runtime, seed=3, kl_coef=rl.loss.kl_coef)
+    policy = policies.load(tiny_policy, rl.runtime, seed=3, kl_coef=rl.loss.kl_coef)
     prompts = [encode_user(tokenizer, f"Say something about the number {n}.") for n in range(12)]
     task = FirstTokenTask(policy.engine, len(tokenizer), group_size=8)
     history: list = []
@@ -135,7 +135,7 @@ def test_a_step_where_every_group_is_filtered_is_skipped_not_fatal(tiny_policy, 
 def continued_training(tiny_policy, tokenizer, root, steps, resume=False, continue_from=None, exports=None):
     """launch.train of the toy task for `steps` steps, as the posttrain stage runs it."""
     rl = rl_settings(device="cpu", checkpoint_every=1, keep_checkpoints=10, micro_batch_tokens=4096)
-    policy = launch.load(tiny_policy, RL.of({"rl": rl}).runtime, seed=3, kl_coef=rl["loss"]["kl_coef"])
+    policy = policies.load(tiny_policy, RL.of({"rl": rl}).runtime, seed=3, kl_coef=rl["loss"]["kl_coef"])
     prompts = [encode_user(tokenizer, f"Say something about the number {n}.") for n in range(12)]
     task = FirstTokenTask(policy.engine, len(tokenizer), group_size=8)
     schedule = {"steps": steps, "batch_size": 4, "mini_batch_size": 2, "lr": 2e-2, "seed": 5}
@@ -224,7 +224,7 @@ def test_an_export_no_step_changed_shares_its_starting_weights_and_a_trained_one
     import os
 
     rl = rl_settings(device="cpu", micro_batch_tokens=4096)
-    policy = launch.load(tiny_policy, RL.of({"rl": rl}).runtime, seed=3, kl_coef=rl["loss"]["kl_coef"])
+    policy = policies.load(tiny_policy, RL.of({"rl": rl}).runtime, seed=3, kl_coef=rl["loss"]["kl_coef"])
     launch.save_policy(policy, tmp_path / "unchanged", {"steps": 0})
     assert os.path.samefile(tmp_path / "unchanged" / "model.safetensors", tiny_policy / "model.safetensors")
     with torch.no_grad():

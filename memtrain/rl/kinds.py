@@ -84,8 +84,8 @@ def _document_from_json(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _memtrain_task(engine, tokenizer, settings, group_size, search):
-    from memtrain.rl.launch import build_memory_agent
     from memtrain.rl.memtrain_task import MemTrainTask
+    from memtrain.rl.policies import build_memory_agent
 
     return MemTrainTask(
         build_memory_agent(engine, tokenizer, settings),
@@ -127,8 +127,8 @@ def _long_context_from_json(data):
 
 
 def _memagent_task(engine, tokenizer, settings, group_size, search):
-    from memtrain.rl.launch import build_memory_agent
     from memtrain.rl.memagent_task import MemAgentTask
+    from memtrain.rl.policies import build_memory_agent
 
     return MemAgentTask(
         build_memory_agent(engine, tokenizer, settings), group_size, settings["posttrain"]["memagent"]["reward"]
@@ -162,8 +162,8 @@ def _multi_objective_from_json(data):
 
 
 def _mem1_task(engine, tokenizer, settings, group_size, search):
-    from memtrain.rl.launch import build_search_agent
     from memtrain.rl.mem1_task import Mem1Task
+    from memtrain.rl.policies import build_search_agent
 
     if search is None:
         raise ValueError("the MEM1 task needs a search function")

@@ -1,4 +1,4 @@
-"""Wiring of a local training run: models, engine, agent, task and trainer from the config, and the final save.
+"""Wiring of a local training run: the trainer over a loaded policy (memtrain.rl.policies), and the final save.
 
 Kept apart from the trainer so the loop stays readable top to bottom and the downstream trainers
 (MemAgent, MEM1) can reuse the same setup with their own task.
@@ -6,152 +6,18 @@ Kept apart from the trainer so the loop stays readable top to bottom and the dow
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from memtrain.agent.memory_agent import Budgets, MemoryAgent
-from memtrain.agent.prompts import load_templates
-from memtrain.agent.search_agent import Search, SearchAgent, SearchBudgets
-from memtrain.engines import Engine
-from memtrain.engines.hf import HFEngine
 from memtrain.errors import InputError
 from memtrain.io import atomic_dir, link_if_identical, write_json
-from memtrain.models import load_policy, load_saved_tokenizer, resolve_device
+from memtrain.rl.policies import Policy
 from memtrain.rl.trainer import Schedule, StepLogger, Task, Trainer
-from memtrain.settings import RL, Runtime
+from memtrain.settings import RL
 from memtrain.tracking import config_hash
-
-
-@dataclass
-class Policy:
-    """The models and sampler one local training run needs."""
-
-    model: Any
-    reference: Any
-    tokenizer: Any
-    engine: HFEngine
-    generator: torch.Generator
-    source: Path  # the folder it was loaded from
-
-    @property
-    def pad_token_id(self) -> int:
-        return self.engine.pad_token_id
-
-
-def load(
-    policy_path: str | os.PathLike, runtime: Runtime, seed: int, threads: int | None = None, kl_coef: float = 0.0
-) -> Policy:
-    """Policy, frozen reference (for training with a KL term, kl_coef > 0) and the engine sharing the policy's
-    weights."""
-    if threads:
-        torch.set_num_threads(threads)
-    device = resolve_device(runtime.device)
-    torch.manual_seed(seed)
-    model = load_policy(policy_path, device=device, dtype=runtime.dtype)
-    frozen = load_policy(policy_path, device=device, dtype=runtime.dtype) if kl_coef > 0 else None
-    tokenizer = load_saved_tokenizer(policy_path)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    # Padding never reaches the loss (masked), so eos serves when a tokenizer names no pad token.
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    engine = HFEngine(
-        model,
-        pad_token_id=pad,
-        generator=generator,
-        max_batch_size=runtime.engine_batch_size,
-        linear=runtime.engine_linear,
-    )
-    return Policy(model, frozen, tokenizer, engine, generator, Path(policy_path))
-
-
-@dataclass(frozen=True)
-class Decoder:
-    """What an evaluation needs from a policy: an engine over it, its tokenizer and its context length."""
-
-    engine: Engine
-    tokenizer: Any
-    max_positions: int
-
-
-@contextlib.contextmanager
-def decoder(
-    policy_path: str | os.PathLike, params: Mapping[str, Any], seed: int, threads: int | None = None
-) -> Iterator[Decoder]:
-    """The policy behind `eval.engine`: loaded in this process, or served by a child server for the block."""
-    kind, runtime = params["eval"]["engine"], Runtime.of(params)
-    if kind == "local":
-        policy = load(policy_path, runtime, seed, threads=threads)
-        yield Decoder(policy.engine, policy.tokenizer, policy.model.config.max_position_embeddings)
-        return
-    from transformers import AutoConfig
-
-    from memtrain.engines.serve import serve
-
-    positions = AutoConfig.from_pretrained(policy_path, local_files_only=True).max_position_embeddings
-    with serve(
-        kind,
-        policy_path,
-        params["eval"]["server"],
-        device=runtime.device,
-        dtype=runtime.dtype,
-        seed=seed,
-        linear=runtime.engine_linear,
-        threads=threads,
-    ) as engine:
-        yield Decoder(engine, load_saved_tokenizer(policy_path), positions)
-
-
-def memory_agent(
-    policy: Policy | Decoder, config: Mapping[str, Any], sampling: Mapping[str, Any] | None = None
-) -> MemoryAgent:
-    return build_memory_agent(policy.engine, policy.tokenizer, config, sampling)
-
-
-def build_memory_agent(
-    engine: Engine, tokenizer, config: Mapping[str, Any], sampling: Mapping[str, Any] | None = None
-) -> MemoryAgent:
-    """The memory agent over any engine (the local HF engine here, veRL's rollout servers in memtrain.distributed)."""
-    agent = config["agent"]
-    sampling = sampling or config["rl"]["sampling"]
-    return MemoryAgent(
-        engine,
-        tokenizer,
-        load_templates(agent),
-        Budgets.from_config(agent["budgets"]),
-        temperature=sampling["temperature"],
-        top_p=sampling["top_p"],
-    )
-
-
-def search_agent(
-    policy: Policy | Decoder, config: Mapping[str, Any], search: Search, sampling: Mapping[str, Any] | None = None
-) -> SearchAgent:
-    """The MEM1 agent; `sampling` defaults to the training sampling (evaluation passes its own)."""
-    return build_search_agent(policy.engine, policy.tokenizer, config, search, sampling)
-
-
-def build_search_agent(
-    engine: Engine, tokenizer, config: Mapping[str, Any], search: Search, sampling: Mapping[str, Any] | None = None
-) -> SearchAgent:
-    """The MEM1 agent over any engine."""
-    mem1 = config["posttrain"]["mem1"]
-    sampling = sampling or config["rl"]["sampling"]
-    budgets = SearchBudgets(mem1["response_tokens"], mem1["information_tokens"], mem1["max_turns"])
-    return SearchAgent(
-        engine,
-        tokenizer,
-        load_templates(config["agent"]),
-        budgets,
-        search,
-        temperature=sampling["temperature"],
-        top_p=sampling["top_p"],
-    )
 
 
 def step_logger(run, logged: Sequence[str], steps: int) -> StepLogger:

@@ -272,7 +272,7 @@ def posttrain(job: Job, run, algorithm: str, output: str, continue_from: str | N
     params.exports_dir; `output` is the last of them, or the final policy.
     """
     from memtrain.config import posttrain_params, scaling_steps
-    from memtrain.rl import kinds, launch
+    from memtrain.rl import kinds, launch, policies
 
     kind = kinds.get(algorithm)
     params = posttrain_params(job.config, algorithm)
@@ -293,7 +293,7 @@ def posttrain(job: Job, run, algorithm: str, output: str, continue_from: str | N
         prune_checkpoints(run, job, summary, output, continue_from)
         return
     rl = RL.of(params)
-    policy = launch.load(job.input.policy, rl.runtime, settings["seed"], threads=job.threads, kl_coef=rl.loss.kl_coef)
+    policy = policies.load(job.input.policy, rl.runtime, settings["seed"], threads=job.threads, kl_coef=rl.loss.kl_coef)
     with contextlib.ExitStack() as stack:
         search = (
             stack.enter_context(retriever(params, job.input.corpus, job.input.index, job.params.server_log))
@@ -425,14 +425,14 @@ def eval_long_context(job: Job, run) -> None:
     """Long-context QA by length: memory models chunk by chunk, base models with the whole context at once."""
     from memtrain.data import qa
     from memtrain.eval import long_context
-    from memtrain.rl import launch
+    from memtrain.rl import policies
 
     params = job.config
     chosen = params["eval"]["long_context_sampling"] or params["eval"]["sampling"]
     run.set_tags({"memtrain.policy": job.input.policy})
     items = qa.read_long_context(job.input.data)
     started = time.perf_counter()
-    with launch.decoder(job.input.policy, params, int(job.wildcards["seed"]), threads=job.threads) as policy:
+    with policies.decoder(job.input.policy, params, int(job.wildcards["seed"]), threads=job.threads) as policy:
         rows = _long_context_rows(job.params.mode, policy, params, items, chosen, run)
     _write_rows(rows, job.output.rows)
     run.log_metrics({**long_context.summary(rows), "questions": len(rows), "seconds": time.perf_counter() - started})
@@ -446,11 +446,11 @@ def _long_context_rows(
     from memtrain.agent.prompts import load_templates
     from memtrain.engines import Sampling
     from memtrain.eval import long_context
-    from memtrain.rl import launch
+    from memtrain.rl import policies
 
     evaluation = params["eval"]
     if mode == "memory":
-        agent = launch.memory_agent(policy, params, chosen)
+        agent = policies.memory_agent(policy, params, chosen)
         rows = sampled(lambda: long_context.with_memory(agent, items, evaluation["batch_size"]), evaluation["samples"])
     else:
         from memtrain.agent.chat import stop_token_ids
@@ -479,7 +479,7 @@ def eval_search_qa(job: Job, run) -> None:
     """Multi-objective search QA on every configured benchmark with the MEM1 agent and the retrieval server."""
     from memtrain.data import qa_builders
     from memtrain.eval import search_qa
-    from memtrain.rl import launch
+    from memtrain.rl import policies
 
     params = job.config
     evaluation = params["eval"]
@@ -488,9 +488,11 @@ def eval_search_qa(job: Job, run) -> None:
     started = time.perf_counter()
     with (
         retriever(params, job.input.corpus, job.input.index, job.params.server_log) as search,
-        launch.decoder(job.input.policy, params, int(job.wildcards["seed"]), threads=job.threads) as policy,
+        policies.decoder(job.input.policy, params, int(job.wildcards["seed"]), threads=job.threads) as policy,
     ):
-        agent = launch.search_agent(policy, params, search, evaluation["search_qa_sampling"] or evaluation["sampling"])
+        agent = policies.search_agent(
+            policy, params, search, evaluation["search_qa_sampling"] or evaluation["sampling"]
+        )
         rows = sampled(lambda: search_qa.evaluate(agent, items, evaluation["batch_size"]), evaluation["samples"])
     _write_rows(rows, job.output.rows)
     run.log_metrics({**search_qa.summary(rows), "questions": len(rows), "seconds": time.perf_counter() - started})

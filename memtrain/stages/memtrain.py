@@ -24,7 +24,7 @@ def prepare_model(job: Job, run) -> None:
 
 def memtrain_train(job: Job, run) -> None:
     """MemTrain GRPO of one backbone and variant: E2E masked reconstruction with (or without) IMR."""
-    from memtrain.rl import kinds, launch
+    from memtrain.rl import kinds, launch, policies
 
     params, variant = job.config, job.wildcards["variant"]
     mask_token = params["data"]["documents"]["mask_token"]
@@ -52,7 +52,7 @@ def memtrain_train(job: Job, run) -> None:
         prune_checkpoints(run, job, summary, job.output.final)
         return
     rl = RL.of(params)
-    policy = launch.load(job.input.policy, rl.runtime, settings["seed"], threads=job.threads, kl_coef=rl.loss.kl_coef)
+    policy = policies.load(job.input.policy, rl.runtime, settings["seed"], threads=job.threads, kl_coef=rl.loss.kl_coef)
     task = kinds.MEMTRAIN.task(
         policy.engine,
         policy.tokenizer,

@@ -214,7 +214,7 @@ def case_study(job: Job, run) -> None:
     from memtrain.data import qa
     from memtrain.io import atomic_path, write_json
     from memtrain.report import case_study as case
-    from memtrain.rl import launch
+    from memtrain.rl import policies
 
     params = job.config
     question, num_docs = case.pick(pd.read_parquet(job.input.baseline_eval), pd.read_parquet(job.input.ours_eval))
@@ -226,8 +226,8 @@ def case_study(job: Job, run) -> None:
     traces = {}
     for label, path in (("MemAgent", job.input.baseline), ("MemTrain+MemAgent", job.input.ours)):
         sampling = params["eval"]["long_context_sampling"] or params["eval"]["sampling"]
-        with launch.decoder(path, params, 0, threads=job.threads) as policy:
-            traces[label] = case.trace(launch.memory_agent(policy, params, sampling), items[0])
+        with policies.decoder(path, params, 0, threads=job.threads) as policy:
+            traces[label] = case.trace(policies.memory_agent(policy, params, sampling), items[0])
     write_json(case.to_json(items[0], traces), job.output.json)
     with atomic_path(job.output.markdown) as tmp:
         tmp.write_text(case.to_markdown(items[0], traces), encoding="utf-8")

@@ -5,7 +5,6 @@ from snakemake.utils import min_version
 min_version("9.27")
 
 from memtrain import config as memtrain_config
-from memtrain import tracking
 
 # --configfile (tests, the slurm profile) replaces the embedded default instead of being merged into it.
 if not workflow.overwrite_configfiles:
@@ -37,13 +36,21 @@ rule all:
         rules.figures.output,
 
 
+# memtrain.tracking (MLflow: ~0.8 CPU-s) is imported only where a run is recorded, not by every dry run and SLURM
+# job step that parses this file.
 onstart:
+    from memtrain import tracking
+
     tracking.start_invocation(RESULTS, EXPERIMENT, targets=sys.argv[1:], config=config)
 
 
 onsuccess:
+    from memtrain import tracking
+
     tracking.end_invocation(os.environ[tracking.PARENT_RUN_ENV], "FINISHED", RESULTS)
 
 
 onerror:
+    from memtrain import tracking
+
     tracking.end_invocation(os.environ[tracking.PARENT_RUN_ENV], "FAILED", RESULTS)

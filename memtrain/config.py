@@ -8,6 +8,7 @@ the dotted key at fault, which jsonschema's own messages do not.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
@@ -38,8 +39,15 @@ def _with_defaults(validator_class: type) -> type:
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
+# libyaml's loader where PyYAML was built with it: the schema is read by every snakemake parse and stage job,
+# and the pure-Python loader takes ~0.3 CPU-s for it.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@functools.cache
 def load_schema() -> dict[str, Any]:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The config schema, read once per process (callers must not modify it)."""
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=_YAML_LOADER)
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -187,7 +195,7 @@ def scaling_steps(config: Mapping[str, Any]) -> list[int]:
 def load(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> MutableMapping[str, Any]:
     """Read a YAML config file, merge `overrides` on top (as snakemake --config does) and validate it."""
     try:
-        config = yaml.safe_load(Path(path).read_text()) or {}
+        config = yaml.load(Path(path).read_text(), Loader=_YAML_LOADER) or {}
     except (OSError, yaml.YAMLError) as error:
         raise InputError(f"cannot read config: {error}", file=path) from error
     if not isinstance(config, dict):

@@ -10,26 +10,18 @@ tests/test_settings.py checks that every field is a schema key and every schema 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-import yaml
-
-from memtrain.config import SCHEMA_PATH
+from memtrain.config import load_schema
 
 T = TypeVar("T")
 
 
-@functools.cache
-def _schema() -> dict[str, Any]:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
-
-
 def schema_node(path: str) -> dict[str, Any]:
     """The schema of the config key at dotted `path` (e.g. 'rl.loss')."""
-    node = _schema()
+    node = load_schema()
     for key in path.split("."):
         node = node["properties"][key]
     return node

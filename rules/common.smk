@@ -17,9 +17,10 @@ CONDA_ENV = "../environment.yml"
 # With --sdm conda the rule's environment provides python; otherwise the interpreter running snakemake
 # (the project's .venv) does, so `.venv/bin/snakemake` works without activating anything.
 PYTHON = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else sys.executable
-# Training and evaluation take every core of a local run; on a cluster (no --cores) the profile's set-threads
-# gives each rule its cpus, and 1 stands in until it does.
-ALL_CORES = workflow.resource_settings.cores or 1
+# Threads of a training or evaluation job: in a local run `threads_per_job` of the --cores (null: all of them); on a
+# cluster (no --cores) the profile's set-threads gives each rule its cpus, and 1 stands in until it does.
+_CORES = workflow.resource_settings.cores
+JOB_THREADS = min(config["threads_per_job"] or _CORES, _CORES) if _CORES else 1
 
 
 scattergather:
@@ -129,20 +130,18 @@ def downstream_params(wildcards) -> dict:
     """Only the settings a job depends on, so that editing one training's section reruns only its jobs."""
     rl = config["rl"]
     algorithm = getattr(wildcards, "algorithm", None)
-    training = {}
     if algorithm is not None:  # a post-training, on the configured trainer
-        posttrain, training = {algorithm: POSTTRAIN[algorithm]}, {"trainer": config["trainer"]}
-    else:  # an evaluation: the runtime knobs of the policy, and the MEM1 limits of the search agent
+        posttrain, own = {algorithm: POSTTRAIN[algorithm]}, {"trainer": config["trainer"]}
+    else:  # an evaluation: the runtime knobs of the policy, the MEM1 limits of the search agent and `eval`
         rl = {key: rl[key] for key in ("device", "dtype", "engine_batch_size", "engine_linear")}
-        posttrain = {"mem1": POSTTRAIN["mem1"]}
+        posttrain, own = {"mem1": POSTTRAIN["mem1"]}, {"eval": config["eval"]}
     return {
         "agent": config["agent"],
         "rl": rl,
         "posttrain": posttrain,
-        "eval": config["eval"],
         "retriever": config["retriever"],
         "allow_downloads": config["allow_downloads"],
-        **training,
+        **own,
     }
 
 

@@ -105,7 +105,7 @@ rule search_index:
         benchmark_path("search_index")
     conda:
         CONDA_ENV
-    threads: ALL_CORES
+    threads: JOB_THREADS
     params:
         **stage_job("retriever", "data.index", "qa.index", "allow_downloads"),
     shell:
@@ -123,7 +123,7 @@ rule posttrain_train:
         benchmark_path("posttrain", "{algorithm}/{backbone}/{init}/seed{seed}")
     conda:
         CONDA_ENV
-    threads: ALL_CORES
+    threads: JOB_THREADS
     params:
         **stage_job(
             downstream_params,
@@ -148,7 +148,7 @@ rule eval_long_context:
         benchmark_path("eval_long_context", "{backbone}/{trained}/{init}/seed{seed}")
     conda:
         CONDA_ENV
-    threads: ALL_CORES
+    threads: JOB_THREADS
     params:
         **stage_job(
             downstream_params,
@@ -172,7 +172,7 @@ rule eval_search_qa:
         benchmark_path("eval_search_qa", "{backbone}/{trained}/{init}/seed{seed}")
     conda:
         CONDA_ENV
-    threads: ALL_CORES
+    threads: JOB_THREADS
     params:
         **stage_job(
             downstream_params,

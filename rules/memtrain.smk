@@ -37,7 +37,7 @@ rule memtrain_train:
         benchmark_path("memtrain", "{backbone}/{variant}")
     conda:
         CONDA_ENV
-    threads: ALL_CORES
+    threads: JOB_THREADS
     params:
         **stage_job(
             lambda w: {

@@ -19,7 +19,7 @@ rule case_study:
         benchmark_path("case_study", "{backbone}")
     conda:
         CONDA_ENV
-    threads: ALL_CORES
+    threads: JOB_THREADS
     params:
         **stage_job(downstream_params),
     shell:

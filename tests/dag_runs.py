@@ -57,7 +57,7 @@ def _checked(result: subprocess.CompletedProcess, check: bool) -> subprocess.Com
 def snakemake(
     workdir: Path, *args: str, check: bool = True, configs: tuple[str, ...] = ("test.yaml",)
 ) -> subprocess.CompletedProcess:
-    """snakemake on the files `configs` of config/ (later ones overlay earlier ones) in `workdir`."""
+    """snakemake on the files `configs` of config/ or absolute paths (later ones overlay earlier ones) in `workdir`."""
     command = _command(workdir, args, configs)
     return _checked(subprocess.run(command, capture_output=True, text=True, env=_env(), check=False), check)
 

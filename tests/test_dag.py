@@ -132,6 +132,16 @@ def test_unknown_config_key_stops_snakemake_with_a_clear_message(tmp_path):
     assert "max_wordz" in result.stderr + result.stdout and "data.passages" in result.stderr + result.stdout
 
 
+def test_threads_per_job_gives_each_training_job_its_share_of_a_local_runs_cores(tmp_path):
+    def threads(value: int) -> list[int]:
+        plan = snakemake(tmp_path, "-n", "--cores", "4", "memtrain", "--config", f"threads_per_job={value}").stdout
+        blocks = re.findall(r"^rule memtrain_train:\n((?:\s+.*\n)+?)(?:\S|$)", plan, re.MULTILINE)
+        return [int(m.group(1)) if (m := re.search(r"threads: (\d+)", b)) else 1 for b in blocks]
+
+    assert threads(1) == [1, 1, 1] and threads(3) == [3, 3, 3]
+    assert threads(8) == [4, 4, 4]  # at most the run's cores
+
+
 @pytest.fixture(scope="module")
 def memtrain_run(data_run) -> Path:
     snakemake(data_run, *LOCAL, "memtrain")
@@ -399,25 +409,34 @@ def test_figures_and_scaling_targets_rerun_only_their_own_jobs(all_run):
     assert forced == {"posttrain_continue": 1, "eval_scaling": 2, "scaling": 1}, forced
 
 
-VERL_TARGET = "results/eval/long_context/smollm2-tiny/memagent/base/seed1.parquet"
+VERL_TARGET = "results/eval/search_qa/smollm2-tiny/mem1/base/seed1.parquet"
 VERL_CONFIGS = ("test.yaml", "test-verl.yaml")
+VERL_SERVER_LOG = "results/logs/retriever/posttrain/smollm2-tiny/base/seed1.log"
+# MEM1 on veRL with one refill round: a random policy never scores, so every group is uninformative, the step
+# draws one more batch, still finds nothing to train on and is skipped.
+VERL_REFILL = {"posttrain": {"mem1": {"rl": {"filter": {"enabled": True, "max_refill_rounds": 1}}}}}
 
 
 @pytest.fixture(scope="module")
 def verl_run_started(memtrain_run, request, tmp_path_factory):
-    """MemAgent's post-training on veRL's trainer and its evaluation, in a copy of the evaluated DAG taken before
-    `all` continues it: through the SLURM executor on the suite's cluster where one starts, locally otherwise.
-    evaluate_run starts it as soon as `evaluate` is done in memtrain_run's working directory (veRL's start-up
-    and the scheduler's polling are mostly waiting), so it runs beside the tests on the evaluated and full DAG."""
+    """MEM1's post-training on veRL's trainer (its search server started by the stage) and its evaluation, in a
+    copy of the evaluated DAG taken before `all` continues it: through the SLURM executor on the suite's cluster
+    where one starts, locally otherwise. evaluate_run starts it as soon as `evaluate` is done in memtrain_run's
+    working directory (veRL's start-up and the scheduler's polling are mostly waiting), so it runs beside the tests
+    on the evaluated and full DAG."""
     import slurm_cluster as local_slurm
 
     workdir = clone_workdir(memtrain_run, tmp_path_factory.mktemp("verl") / "dag")
+    (workdir / VERL_SERVER_LOG).unlink()  # the local run's: the veRL job must write its own
+    overlay = workdir.parent / "refill.yaml"
+    overlay.write_text(json.dumps(VERL_REFILL))
+    configs = (*VERL_CONFIGS, str(overlay))
     through_slurm = local_slurm.unavailable_reason() is None
     if through_slurm:
         request.getfixturevalue("slurm_cluster")
-    plan = snakemake(workdir, "-n", VERL_TARGET, configs=VERL_CONFIGS).stdout
+    plan = snakemake(workdir, "-n", VERL_TARGET, configs=configs).stdout
     started = Started(
-        workdir, *(("--profile", str(SLURM_PROFILE)) if through_slurm else LOCAL), VERL_TARGET, configs=VERL_CONFIGS
+        workdir, *(("--profile", str(SLURM_PROFILE)) if through_slurm else LOCAL), VERL_TARGET, configs=configs
     )
     yield workdir, through_slurm, plan, started
     started.stop()
@@ -431,26 +450,37 @@ def verl_run(evaluate_run, verl_run_started):  # evaluate_run first: it starts v
 
 
 @pytest.mark.slow
-def test_a_post_training_job_on_veRL_exports_a_policy_the_evaluation_reads(verl_run):
+def test_a_MEM1_job_on_veRL_refills_once_skips_and_exports_a_policy_the_evaluation_reads(verl_run):
     workdir, through_slurm, plan = verl_run
-    assert job_counts(plan) == {"posttrain_train": 1, "eval_long_context": 1}  # the trainer changed, nothing else
+    assert job_counts(plan) == {"posttrain_train": 1, "eval_search_qa": 1}  # the trainer changed, nothing else
 
-    final = workdir / "results" / "train" / "memagent" / "smollm2-tiny" / "base" / "seed1" / "final"
+    final = workdir / "results" / "train" / "mem1" / "smollm2-tiny" / "base" / "seed1" / "final"
     summary = json.loads((final / "training.json").read_text())
     assert (summary["backend"], summary["device"], summary["steps"], summary["finished"]) == ("verl", "cpu", 1, True)
+    assert (final / "model.safetensors").is_file() and (workdir / VERL_SERVER_LOG).is_file()
     rows = pq.read_table(workdir / VERL_TARGET).to_pylist()
-    assert sorted(r["num_docs"] for r in rows) == [3, 3, 6, 6]
+    assert len(rows) == 2 and all(len(r["targets"]) == 2 for r in rows)
+
     found = runs(workdir)
-    verl_runs = [r for r in found if "memtrain/optimizer_steps" in r.data.metrics]
-    assert len(verl_runs) == 1 and verl_runs[0].data.metrics["memtrain/optimizer_steps"] >= 0
+    (trained,) = [r for r in found if "memtrain/optimizer_steps" in r.data.metrics]
+    client = mlflow.MlflowClient(tracking.tracking_uri(workdir / "results"))
+    history = {
+        name: {m.step: m.value for m in client.get_metric_history(trained.info.run_id, name)}
+        for name in ("training/filter_groups/rollout_rounds", "memtrain/skipped", "memtrain/optimizer_steps")
+    }
+    assert history == {  # at most max_refill_rounds more rounds, then the step is skipped: no update
+        "training/filter_groups/rollout_rounds": {1: 2.0},
+        "memtrain/skipped": {1: 1.0},
+        "memtrain/optimizer_steps": {1: 0.0},
+    }
     job = max(
         (r for r in found if r.data.tags.get("memtrain.rule") == "posttrain_train"), key=lambda r: r.info.start_time
     )
     assert job.info.status == "FINISHED" and ("memtrain.slurm_job_id" in job.data.tags) == through_slurm
     evaluation = max(
-        (r for r in found if r.data.tags.get("memtrain.rule") == "eval_long_context"), key=lambda r: r.info.start_time
+        (r for r in found if r.data.tags.get("memtrain.rule") == "eval_search_qa"), key=lambda r: r.info.start_time
     )
-    assert evaluation.data.tags["memtrain.policy"].endswith("train/memagent/smollm2-tiny/base/seed1/final")
+    assert evaluation.data.tags["memtrain.policy"].endswith("train/mem1/smollm2-tiny/base/seed1/final")
 
 
 @pytest.mark.slow

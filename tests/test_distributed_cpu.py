@@ -2,18 +2,16 @@
 
 memtrain.distributed.train.run on config/test.yaml + config/test-verl.yaml (the CPU platform, the
 Hugging Face rollout replica, one FSDP2 worker, veRL's private Ray instance), a random 2-layer Llama
-over the real SmolLM2 vocabulary, MemTrain's and MEM1's agent loops (MEM1 against the suite's retrieval
-server): rollouts, our advantages, the update,
-checkpoints, resume, the export into our policy folder, and veRL's metrics in our MLflow store.
-A random policy never scores, so the run with group filtering skips its step and the one without
-filtering trains on zero advantages (the KL term only): what is checked is the machinery, step by step.
+over the real SmolLM2 vocabulary and MemTrain's agent loop: rollouts, our advantages, the update,
+checkpoints, pre-emption and resume, the export into our policy folder, and veRL's metrics in our MLflow store.
+A random policy never scores, so the run without group filtering trains on zero advantages (the KL term only):
+what is checked is the machinery, step by step. MEM1 on veRL, with its search server and a refill round, runs as
+a DAG job (tests/test_dag.py); the parity of the update with the local trainer is tests/test_distributed_parity.py.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import mlflow
@@ -64,7 +62,6 @@ def metric_histories(root: Path, *names: str) -> list[dict[str, dict[int, float]
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("mem1_run_started")  # MEM1's run goes on beside this one
 def test_a_preempted_run_resumes_from_veRL_checkpoints_with_one_optimizer_step_per_item_mini_batch(
     tiny_policy, tmp_path
 ):
@@ -86,57 +83,3 @@ def test_a_preempted_run_resumes_from_veRL_checkpoints_with_one_optimizer_step_p
 
     with pytest.raises(InputError, match="other settings"):  # as the local trainer, never someone else's state
         run(cfg, {**schedule, "lr": 5e-6}, tmp_path, tiny_policy)
-
-
-def mem1_run(policy: str, retriever_url: str, root: Path) -> dict:
-    """MEM1 on veRL against the suite's retrieval server: 4 items, batch 2, group filtering with one refill round."""
-    from memtrain.data.qa_builders import MultiObjectiveQuestion
-
-    cfg = cpu_config(filter={"enabled": True, "max_refill_rounds": 1})
-    schedule = {**cfg["posttrain"]["mem1"], "seed": 1, "steps": 1, "batch_size": 2, "mini_batch_size": 2}
-    items = [
-        MultiObjectiveQuestion(
-            f"q{i}", "Where is the Alhambra? Who built the Eiffel Tower?", (("Granada",), ("Gustave Eiffel",)), "toy"
-        )
-        for i in range(4)
-    ]
-    params = {"agent": cfg["agent"], "rl": cfg["rl"], "trainer": cfg["trainer"], "retriever": cfg["retriever"]}
-    return train.run(
-        params,
-        "mem1",
-        schedule,
-        items,
-        policy,
-        root / "ckpt",
-        root / "final",
-        "mem1-seed1",
-        root / "logs",
-        retriever_url=retriever_url,
-        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-    )
-
-
-@pytest.fixture(scope="module")
-def mem1_run_started(tiny_policy, retrieval_server, tmp_path_factory):
-    """mem1_run in a process of its own, started with the pre-emption test: each veRL start-up keeps one core busy,
-    one actor after the other, so two runs side by side take little longer than one. (A process, not a thread:
-    the veRL config is composed through hydra's global state.)"""
-    root = tmp_path_factory.mktemp("mem1")
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield root, pool.submit(mem1_run, str(tiny_policy), retrieval_server.url, root)
-
-
-@pytest.mark.slow
-def test_mem1_searches_our_server_and_group_filtering_refills_at_most_max_refill_rounds_then_skips(mem1_run_started):
-    root, started = mem1_run_started
-    summary = started.result()
-    assert summary["finished"]
-    (history,) = metric_histories(
-        root, "training/filter_groups/rollout_rounds", "memtrain/skipped", "memtrain/optimizer_steps"
-    )
-    assert history == {
-        "training/filter_groups/rollout_rounds": {1: 2.0},
-        "memtrain/skipped": {1: 1.0},
-        "memtrain/optimizer_steps": {1: 0.0},
-    }
-    assert (root / "final" / "model.safetensors").is_file()

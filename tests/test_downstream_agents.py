@@ -156,6 +156,23 @@ def test_memagent_task_scores_the_boxed_answer(tokenizer, tiny_policy):
         assert all(len(s.response_ids) <= 16 for s in member.samples)
 
 
+def test_evaluations_decode_in_eval_dtype_while_training_keeps_rl_dtype(tokenizer, tiny_policy):
+    import math
+
+    import torch
+
+    from memtrain.engines import Sampling
+
+    prompt = tokenizer("Where is the Eiffel Tower?")["input_ids"]
+    for dtype, expected in ((None, torch.float32), ("bfloat16", torch.bfloat16)):
+        cfg = config(eval={"dtype": dtype})
+        with policies.decoder(tiny_policy, cfg, seed=0) as decoded:
+            assert next(decoded.engine.model.parameters()).dtype == expected
+            (reply,) = decoded.engine.generate([prompt], Sampling(6, temperature=0.0))
+        assert len(reply.token_ids) == 6 and all(math.isfinite(lp) and lp <= 0 for lp in reply.logprobs)
+        assert Runtime.of(cfg).dtype == "float32"  # what the trainers load
+
+
 def test_whole_document_prompt_is_cut_in_the_middle(tokenizer):
     templates = load_templates(config()["agent"])
     document = "START " + "filler words here. " * 400 + " END"

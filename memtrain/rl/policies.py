@@ -7,6 +7,7 @@ trainer and, through GRPO, veRL: a few CPU-seconds per job, paid by every evalua
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -78,8 +79,10 @@ class Decoder:
 def decoder(
     policy_path: str | os.PathLike, params: Mapping[str, Any], seed: int, threads: int | None = None
 ) -> Iterator[Decoder]:
-    """The policy behind `eval.engine`: loaded in this process, or served by a child server for the block."""
+    """The policy behind `eval.engine`, in `eval.dtype`: loaded in this process, or served by a child server for
+    the block."""
     kind, runtime = params["eval"]["engine"], Runtime.of(params)
+    runtime = dataclasses.replace(runtime, dtype=params["eval"]["dtype"] or runtime.dtype)
     if kind == "local":
         policy = load(policy_path, runtime, seed, threads=threads)
         yield Decoder(policy.engine, policy.tokenizer, policy.model.config.max_position_embeddings)

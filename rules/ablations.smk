@@ -45,6 +45,7 @@ rule posttrain_continue:
         log_path("posttrain_continue", "{backbone}/{init}/seed{seed}"),
     benchmark:
         benchmark_path("posttrain_continue", "{backbone}/{init}/seed{seed}")
+    priority: TRAINING_PRIORITY
     conda:
         CONDA_ENV
     threads: JOB_THREADS

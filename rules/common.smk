@@ -21,6 +21,9 @@ PYTHON = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.depl
 # cluster (no --cores) the profile's set-threads gives each rule its cpus, and 1 stands in until it does.
 _CORES = workflow.resource_settings.cores
 JOB_THREADS = min(config["threads_per_job"] or _CORES, _CORES) if _CORES else 1
+# Trainings start before evaluations whenever both are ready: each training unblocks evaluations, and a DAG that
+# ends on many short evaluations keeps every core busy to the end instead of one long chain on one core.
+TRAINING_PRIORITY = 1
 
 
 scattergather:

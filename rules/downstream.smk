@@ -121,6 +121,7 @@ rule posttrain_train:
         log_path("posttrain", "{algorithm}/{backbone}/{init}/seed{seed}"),
     benchmark:
         benchmark_path("posttrain", "{algorithm}/{backbone}/{init}/seed{seed}")
+    priority: TRAINING_PRIORITY
     conda:
         CONDA_ENV
     threads: JOB_THREADS

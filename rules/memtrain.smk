@@ -35,6 +35,7 @@ rule memtrain_train:
         log_path("memtrain", "{backbone}/{variant}"),
     benchmark:
         benchmark_path("memtrain", "{backbone}/{variant}")
+    priority: TRAINING_PRIORITY
     conda:
         CONDA_ENV
     threads: JOB_THREADS

@@ -296,6 +296,14 @@ def test_ablations_target_plans_only_the_ablation_branch(evaluate_run):
     assert all("memtrain-e2e" in o or "memtrain-decoupled" in o for o in planned_outputs if "results/" in o)
 
 
+@pytest.mark.slow
+def test_an_eval_setting_replans_every_evaluation_and_no_training(evaluate_run):
+    overlay = evaluate_run.parent / "eval-batch.yaml"
+    overlay.write_text(json.dumps({"eval": {"batch_size": 3}}))
+    plan = snakemake(evaluate_run, "-n", "evaluate", configs=("test.yaml", str(overlay))).stdout
+    assert job_counts(plan) == {"eval_long_context": 4, "eval_search_qa": 3, "evaluate": 1}
+
+
 @pytest.fixture(scope="module")
 def all_run(evaluate_run) -> Path:
     snakemake(evaluate_run, *LOCAL, "all")

@@ -18,7 +18,7 @@ stop_token_ids=() makes every sequence generate exactly --new-tokens tokens, so 
 work. Timings depend on the machine and on what else runs on it; nothing is asserted.
 
     .venv/bin/python bench/rollout_throughput.py [--model PATH] [--batch 8] [--prompt-tokens 256]
-        [--new-tokens 64] [--turns 3] [--threads 2] [--skip-sequential]
+        [--new-tokens 64] [--turns 3] [--threads 2] [--dtype float32|bfloat16] [--skip-sequential]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 COPY_BYTES = 1 << 30  # large enough that caches do not inflate the bandwidth figure
 COPY_REPEATS = 5
 DECODE_REPEATS = 3
-MATMUL_SIZE = 2048  # square fp32 matmul for the compute peak, as bench/train_throughput.py measures it
+MATMUL_SIZE = 2048  # square matmul in the weights' dtype for the compute peak, as bench/train_throughput.py measures it
 MATMUL_REPEATS = 10
 CEILING_REPEATS = 10
 LOGPROB_REPEATS = 2
@@ -77,7 +77,7 @@ def best_time(function: Callable[[], T], repeats: int) -> tuple[T, float, float]
     return min((timed(function) for _ in range(repeats)), key=lambda run: run[1])
 
 
-def load_model(path: str | None) -> tuple[torch.nn.Module, str]:
+def load_model(path: str | None, dtype: torch.dtype = torch.float32) -> tuple[torch.nn.Module, str]:
     from transformers import AutoModelForCausalLM
 
     if path is None:
@@ -87,11 +87,11 @@ def load_model(path: str | None) -> tuple[torch.nn.Module, str]:
         folder = Path(spec.submodule_search_locations[0])
         # transformers 5 dequantizes GGUF tensors on load (there is no GgufConfig); dtype= replaced torch_dtype=.
         model = AutoModelForCausalLM.from_pretrained(
-            str(folder), gguf_file=DEFAULT_GGUF, dtype=torch.float32, local_files_only=True
+            str(folder), gguf_file=DEFAULT_GGUF, dtype=dtype, local_files_only=True
         )
-        return model, f"{DEFAULT_GGUF} (dequantized to float32)"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
-    return model, path
+        return model, f"{DEFAULT_GGUF} (dequantized to {str(dtype).removeprefix('torch.')})"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+    return model, f"{path} ({str(dtype).removeprefix('torch.')})"
 
 
 def matmul_layers(model: torch.nn.Module) -> list[torch.nn.Linear]:
@@ -100,8 +100,12 @@ def matmul_layers(model: torch.nn.Module) -> list[torch.nn.Linear]:
     return [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
 
 
-def available_kernels() -> list[str]:
-    """The linear kernels this build can run (rl.engine_linear), each timed for decode."""
+def available_kernels(dtype: torch.dtype) -> list[str]:
+    """The linear kernels this build can run (rl.engine_linear) on weights of this dtype, each timed for
+    decode. oneDNN takes float32 only (linear_kernels.OneDNNLinear): with other weights it would time blas
+    twice."""
+    if dtype != torch.float32:
+        return ["blas"]
     try:
         linear_kernels.OneDNNLinear()
     except RuntimeError:
@@ -140,10 +144,10 @@ def memory_bandwidth() -> tuple[float, float, float]:
     return 2 * COPY_BYTES / copy, COPY_BYTES / read, max(copy_busy, read_busy)
 
 
-def matmul_peak() -> tuple[float, float]:
-    """(best FLOP/s of an fp32 MATMUL_SIZE square matmul: the attainable compute peak of this process,
-    other processes' cores)."""
-    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+def matmul_peak(dtype: torch.dtype) -> tuple[float, float]:
+    """(best FLOP/s of a MATMUL_SIZE square matmul in the weights' dtype: the attainable compute peak of
+    this process, other processes' cores)."""
+    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, dtype=dtype), torch.randn(MATMUL_SIZE, MATMUL_SIZE, dtype=dtype)
     a @ b
     _, seconds, busy = best_time(lambda: a @ b, MATMUL_REPEATS)
     return 2 * MATMUL_SIZE**3 / seconds, busy
@@ -211,6 +215,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens generated per turn")
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="weights dtype: float32 as training rollouts (rl.dtype), bfloat16 as the embedded default's evaluations",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--skip-sequential",
@@ -225,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.batch, args.prompt_tokens, args.turns, args.threads) < 1 or args.new_tokens < 2:
         raise SystemExit("--batch, --prompt-tokens, --turns, --threads must be >= 1 and --new-tokens >= 2")
     torch.set_num_threads(args.threads)
-    model, name = load_model(args.model)
+    dtype = getattr(torch, args.dtype)
+    model, name = load_model(args.model, dtype)
     model.eval()
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     engines = {
@@ -236,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             max_batch_size=args.batch,
             linear=kernel,
         )
-        for kernel in available_kernels()
+        for kernel in available_kernels(dtype)
     }
     engine = HFEngine(
         model, pad_token_id=pad, generator=torch.Generator().manual_seed(args.seed), max_batch_size=args.batch
@@ -293,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             busy.append(size_busy)
     bandwidth, read_bandwidth, bandwidth_busy = memory_bandwidth()
-    peak, peak_busy = matmul_peak()
+    peak, peak_busy = matmul_peak(dtype)
     busy += [bandwidth_busy, peak_busy]
     ceilings: dict[tuple[str, int], float] = {}
     for kernel in engines:
@@ -339,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         f"read-only {read_bandwidth / 1e9:.1f} GB/s (sum of 1 GiB, information only)"
     )
     print(
-        f"  matmul peak: {peak / 1e9:.1f} GFLOP/s (fp32 {MATMUL_SIZE}x{MATMUL_SIZE} @ {MATMUL_SIZE}x{MATMUL_SIZE},"
+        f"  matmul peak: {peak / 1e9:.1f} GFLOP/s ({args.dtype} {MATMUL_SIZE}x{MATMUL_SIZE} @ {MATMUL_SIZE}x{MATMUL_SIZE},"
         f" best of {MATMUL_REPEATS}); {flops_per_token / 1e6:.0f} MFLOP per token = 2 x matmul weights"
     )
     print(

@@ -24,9 +24,10 @@ import yaml
 from memtrain import config as memtrain_config
 from memtrain import models
 from memtrain.distributed import train
-from memtrain.rl import launch
+from memtrain.rl import launch, policies
 from memtrain.rl.memtrain_task import MemTrainTask
 from memtrain.rl.trainer import StepLogger
+from memtrain.settings import MemTrain, Runtime, build
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -65,8 +66,8 @@ def config(verl: bool) -> dict:
 def local_step(policy_path: Path, documents: list, schedule: dict, root: Path, threads: int) -> float:
     cfg = config(verl=False)
     params = {"agent": cfg["agent"], "rl": cfg["rl"], "mask_token": "[MASK]"}
-    policy = launch.load(policy_path, cfg["rl"], schedule["seed"], threads=threads)
-    task = MemTrainTask(launch.memory_agent(policy, params), schedule, "full", "[MASK]")
+    policy = policies.load(policy_path, Runtime.of(cfg), schedule["seed"], threads=threads)
+    task = MemTrainTask(policies.memory_agent(policy, params), build(MemTrain, schedule), "full", "[MASK]")
     seconds = []
     logger = StepLogger(
         metrics=lambda values, step: seconds.append(values["step_seconds"]), rollouts=lambda records, step: None

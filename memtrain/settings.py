@@ -1,15 +1,17 @@
-"""Typed views of the config sections the trainer and the agents read most: `rl` here, `agent.budgets` as the memory
-agent's Budgets, and each training's schedule as the trainer's Schedule.
+"""Typed views of the config sections the trainer and the agents read most: `rl`, `agent`, and each training
+kind's own section (`memtrain`, `posttrain.memagent`, `posttrain.mem1`).
 
 Built once from the validated config (the schema has filled every default), so code reads `rl.loss.kl_coef` rather
 than `params["rl"]["loss"]["kl_coef"]`, a misspelt field fails at import-time type checks instead of as a KeyError
 deep in a run, and each class's docstring lists its fields with the schema's own descriptions (`help(RL)`).
+Each class knows its dotted config path, so `section(MemTrain, config)` finds it wherever it sits.
 tests/test_settings.py checks that every field is a schema key and every schema key a field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -54,10 +56,25 @@ def build(cls: type[T], values: Mapping[str, Any]) -> T:
         value, kind = values[name], hints[name]
         if dataclasses.is_dataclass(kind):
             value = build(kind, value)
-        elif typing.get_origin(kind) is tuple or kind is tuple:
+        elif value is not None and _is_tuple(kind):
             value = tuple(value)
         arguments[name] = value
     return cls(**arguments)
+
+
+def _is_tuple(kind: Any) -> bool:
+    """A tuple type, alone or in a union with None (`tuple[str, ...] | None`)."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return any(_is_tuple(member) for member in typing.get_args(kind))
+    return kind is tuple or typing.get_origin(kind) is tuple
+
+
+def section(cls: type[T], config: Mapping[str, Any]) -> T:
+    """The typed section `cls` of a (validated) config, read at the class's dotted schema path."""
+    values = config
+    for key in cls.schema_path.split("."):
+        values = values[key]
+    return build(cls, values)
 
 
 @from_schema("rl.sampling")
@@ -146,3 +163,92 @@ class Runtime:
     @classmethod
     def of(cls, config: Mapping[str, Any]) -> Runtime:
         return build(cls, config["rl"])
+
+
+@from_schema("agent.budgets")
+@dataclasses.dataclass(frozen=True)
+class Budgets:
+    """Token budgets of one turn (paper: 1024 instruction, 5120 chunk, 1024 memory, 1024 response, 8 chunks)."""
+
+    instruction: int
+    chunk: int
+    memory: int
+    response: int
+    max_chunks: int
+
+    @property
+    def context(self) -> int:
+        """Longest prompt plus reply a turn can need: what the policy's context window must hold."""
+        return self.instruction + self.chunk + self.memory + self.response
+
+
+@from_schema("agent.prompts")
+@dataclasses.dataclass(frozen=True)
+class Prompts:
+    """Template files replacing the built-in ones (memtrain.agent.prompts); None keeps the built-in."""
+
+    memory_update: str | None
+    final_answer: str | None
+    recall: str | None
+    full_context: str | None
+    search: str | None
+
+
+@from_schema("agent")
+@dataclasses.dataclass(frozen=True)
+class Agent:
+    """What every agent (memory or search) is built from."""
+
+    budgets: Budgets
+    prompts: Prompts
+    no_memory: str
+
+
+@from_schema("memtrain")
+@dataclasses.dataclass(frozen=True)
+class MemTrain:
+    """The MemTrain training (paper section 3): which backbones and variants, its schedule and its task."""
+
+    backbones: tuple[str, ...] | None
+    variants: tuple[str, ...]
+    steps: int
+    batch_size: int
+    mini_batch_size: int
+    group_size: int
+    recall_group_size: int
+    recall_coef: float
+    lr: float
+    seed: int
+    problem: str
+    target_token: str
+
+
+@from_schema("posttrain.memagent")
+@dataclasses.dataclass(frozen=True)
+class MemAgent:
+    """MemAgent post-training (RULER-HotpotQA): its schedule, reward and `rl` overlay."""
+
+    steps: int
+    batch_size: int
+    mini_batch_size: int
+    group_size: int
+    lr: float
+    reward: str
+    rl: Mapping[str, Any]
+
+
+@from_schema("posttrain.mem1")
+@dataclasses.dataclass(frozen=True)
+class Mem1:
+    """MEM1 post-training (multi-objective search QA): its schedule, episode limits, reward and `rl` overlay."""
+
+    steps: int
+    batch_size: int
+    mini_batch_size: int
+    group_size: int
+    lr: float
+    max_turns: int
+    response_tokens: int
+    information_tokens: int
+    reward: str
+    rl: Mapping[str, Any]

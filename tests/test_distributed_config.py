@@ -41,10 +41,10 @@ def test_every_training_kind_composes_and_passes_veRL_validation(cfg):
         assert (built.trainer.nnodes, built.trainer.n_gpus_per_node) == (2, 4)
         assert built.trainer.use_v1 and built.trainer.v1.trainer_mode == verl_config.TRAINER_MODE
         assert built.trainer.total_training_steps == schedule["steps"] and built.trainer.default_local_dir == "/ckpt"
-        prompt, response = kinds.get(kind).lengths(cfg["agent"], schedule)
+        prompt, response = kinds.get(kind).turn_lengths(cfg, schedule)
         assert (rollout.prompt_length, rollout.response_length) == (prompt, response)
     budgets = cfg["agent"]["budgets"]
-    assert kinds.MEMTRAIN.lengths(cfg["agent"], cfg["memtrain"]) == (
+    assert kinds.MEMTRAIN.turn_lengths(cfg, cfg["memtrain"]) == (
         budgets["instruction"] + budgets["chunk"] + budgets["memory"],
         budgets["response"],
     )
@@ -97,7 +97,7 @@ def test_the_paper_config_builds_a_valid_veRL_config_for_every_training(cfg):
             assert built.algorithm.filter_groups.enable is False and actor.kl_loss_coef == 1e-3
             assert actor.optim.lr_warmup_steps == {"memagent": 20, "mem1": 10}[kind]
             assert built.actor_rollout_ref.rollout.top_p == {"memagent": 1.0, "mem1": 0.95}[kind]
-    assert kinds.MEMTRAIN.lengths(paper["agent"], paper["memtrain"]) == (1024 + 5120 + 1024, 1024)
+    assert kinds.MEMTRAIN.turn_lengths(paper, paper["memtrain"]) == (1024 + 5120 + 1024, 1024)
 
 
 def test_dapo_refill_is_bounded_by_our_sampler_and_not_by_a_concurrency_limit(cfg):

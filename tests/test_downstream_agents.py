@@ -20,7 +20,7 @@ from memtrain.eval import long_context, search_qa
 from memtrain.rl import policies
 from memtrain.rl.mem1_task import Mem1Task
 from memtrain.rl.memagent_task import MemAgentTask
-from memtrain.settings import Runtime
+from memtrain.settings import Agent, Runtime, section
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,7 @@ def scripted_agent(tokenizer, reply, max_turns=3, information=200):
     engine = ScriptedEngine(tokenizer, reply, stop=tokenizer.convert_tokens_to_ids("<|im_end|>"))
     cfg = config()
     agent = SearchAgent(
-        engine, tokenizer, load_templates(cfg["agent"]), SearchBudgets(64, information, max_turns), search
+        engine, tokenizer, load_templates(section(Agent, cfg)), SearchBudgets(64, information, max_turns), search
     )
     return agent, engine, searched
 
@@ -174,7 +174,7 @@ def test_evaluations_decode_in_eval_dtype_while_training_keeps_rl_dtype(tokenize
 
 
 def test_whole_document_prompt_is_cut_in_the_middle(tokenizer):
-    templates = load_templates(config()["agent"])
+    templates = load_templates(section(Agent, config()))
     document = "START " + "filler words here. " * 400 + " END"
     prompt, cut = long_context.fit_document(tokenizer, templates, "Which?", document, window=300, response_tokens=40)
     text = tokenizer.decode(prompt)

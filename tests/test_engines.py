@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memtrain.engines import Engine, Generation, Sampling, linear_kernels
+from memtrain.engines import Engine, Generation, Sampling, attention, linear_kernels
 from memtrain.engines.hf import HFEngine
 from memtrain.engines.sampling import choose
 
@@ -387,3 +387,85 @@ def test_onednn_leaves_autograd_and_other_dtypes_to_torch(model):
             half = torch.nn.functional.linear(inputs.bfloat16(), weight.bfloat16())
     torch.testing.assert_close(fast, out.detach())
     assert weight.grad is not None and half.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("mask_kind", ["boolean", "additive", "none"])
+def test_one_row_attention_equals_sdpa_over_repeated_key_value_heads(mask_kind):
+    """The grouped one-row path against transformers' sdpa, which copies each kv head to its query heads."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    generator = torch.Generator().manual_seed(0)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    query = torch.randn(2, 6, 1, 8, generator=generator)
+    key, value = torch.randn(2, 2, 5, 8, generator=generator), torch.randn(2, 2, 5, 8, generator=generator)
+    allowed = torch.tensor([[1, 1, 1, 0, 0], [0, 1, 1, 1, 1]], dtype=torch.bool)[:, None, None, :]
+    mask = {
+        "boolean": allowed,
+        "additive": torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min),
+        "none": None,
+    }[mask_kind]
+    ours, _ = attention.sdpa_with_one_row_decode(module, query, key, value, mask, scaling=0.3)
+    theirs, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.3)
+    assert ours.shape == theirs.shape == (2, 1, 6, 8)
+    torch.testing.assert_close(ours, theirs)
+    # By hand for one head: query head 4 reads kv head 4 // 3 = 1; row 0 attends to keys 0-2 only.
+    if mask_kind == "boolean":
+        weights = torch.softmax(0.3 * key[0, 1, :3] @ query[0, 4, 0], dim=-1)
+        torch.testing.assert_close(ours[0, 0, 4], weights @ value[0, 1, :3])
+
+
+def test_multi_row_queries_run_transformers_sdpa_unchanged():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    generator = torch.Generator().manual_seed(1)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 2, True
+    query, key, value = (torch.randn(1, shape, 4, 8, generator=generator) for shape in (4, 2, 2))
+    mask = torch.ones(1, 1, 4, 4, dtype=torch.bool).tril()
+    ours, _ = attention.sdpa_with_one_row_decode(module, query, key, value, mask)
+    theirs, _ = sdpa_attention_forward(module, query, key, value, mask)
+    assert torch.equal(ours, theirs)
+
+
+def test_the_one_row_attention_is_switched_on_for_generate_only(model):
+    """Inside generate a CPU sdpa model decodes with the one-row attention; before, after and after an
+    error inside the call it is on sdpa again, so the trainer's passes never run it."""
+    assert model.config._attn_implementation == "sdpa"
+    seen: list[str] = []
+    hook = model.model.layers[0].register_forward_hook(
+        lambda module, args, output: seen.append(model.config._attn_implementation)
+    )
+    try:
+        engine(model).generate(prompts([3, 5]), Sampling(max_new_tokens=3, temperature=0))
+        assert seen and set(seen) == {attention.NAME}
+        assert model.config._attn_implementation == model.model.layers[0].self_attn.config._attn_implementation
+        assert model.config._attn_implementation == "sdpa"
+    finally:
+        hook.remove()
+
+    def fail(module, args, output):
+        raise RuntimeError("forward failed")
+
+    hook = model.model.layers[0].register_forward_hook(fail)
+    try:
+        with pytest.raises(RuntimeError, match="forward failed"):
+            engine(model).generate(prompts([3]), GREEDY)
+        assert model.config._attn_implementation == "sdpa"
+    finally:
+        hook.remove()
+
+
+def test_other_attention_implementations_decode_as_they_are(model):
+    seen: list[str] = []
+    hook = model.model.layers[0].register_forward_hook(
+        lambda module, args, output: seen.append(model.config._attn_implementation)
+    )
+    model.set_attn_implementation("eager")
+    try:
+        eager = engine(model).generate(prompts([9, 3, 17]), GREEDY)
+        assert set(seen) == {"eager"} and model.config._attn_implementation == "eager"
+    finally:
+        model.set_attn_implementation("sdpa")
+        hook.remove()
+    assert_same(engine(model).generate(prompts([9, 3, 17]), GREEDY), eager)

@@ -11,10 +11,9 @@ import pytest
 from masked_document import BUDGETS, DOCUMENT, TEXT, small_config
 
 from memtrain.agent.chunks import chunk_document
-from memtrain.agent.memory_agent import Budgets
 from memtrain.rl import policies
 from memtrain.rl.memtrain_task import MemTrainTask
-from memtrain.settings import Runtime
+from memtrain.settings import Budgets, MemTrain, Runtime, section
 
 
 def settings(**memtrain) -> dict:
@@ -24,7 +23,7 @@ def settings(**memtrain) -> dict:
 def make_task(policy_path, variant: str) -> tuple[MemTrainTask, dict]:
     config = settings()
     policy = policies.load(policy_path, Runtime.of(config), seed=0)
-    task = MemTrainTask(policies.memory_agent(policy, config), config["memtrain"], variant, "[MASK]")
+    task = MemTrainTask(policies.memory_agent(policy, config), section(MemTrain, config), variant, "[MASK]")
     return task, config
 
 

@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 
 from memtrain.agent.chunks import chunk_document
-from memtrain.agent.memory_agent import Budgets, MemoryAgent
+from memtrain.agent.memory_agent import MemoryAgent
 from memtrain.agent.prompts import load_templates
 from memtrain.data.qa import LongContextItem, Paragraph
 from memtrain.data.qa_builders import format_documents
 from memtrain.engines import Generation
 from memtrain.errors import InputError
 from memtrain.report import case_study
+from memtrain.settings import Agent, Budgets, section
 
 # --- pick ---------------------------------------------------------------------------------------------------
 
@@ -136,7 +137,11 @@ def memory_for(text: str) -> str:
 def agent(tokenizer, test_config):
     budgets = Budgets(instruction=320, chunk=24, memory=64, response=64, max_chunks=2)
     return MemoryAgent(
-        ScriptedEngine(tokenizer, "Dijon"), tokenizer, load_templates(test_config["agent"]), budgets, temperature=0.0
+        ScriptedEngine(tokenizer, "Dijon"),
+        tokenizer,
+        load_templates(section(Agent, test_config)),
+        budgets,
+        temperature=0.0,
     )
 
 

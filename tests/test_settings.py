@@ -7,11 +7,27 @@ import dataclasses
 import pytest
 
 from memtrain import config as memtrain_config
-from memtrain.agent.memory_agent import Budgets
-from memtrain.settings import RL, Filter, Loss, Optimizer, Runtime, Sampling, build, schema_node
+from memtrain.rl import kinds
+from memtrain.settings import (
+    RL,
+    Agent,
+    Budgets,
+    Filter,
+    Loss,
+    Mem1,
+    MemAgent,
+    MemTrain,
+    Optimizer,
+    Prompts,
+    Runtime,
+    Sampling,
+    build,
+    schema_node,
+    section,
+)
 
 # every class whose fields are the whole of its schema section
-WHOLE = [RL, Sampling, Filter, Loss, Optimizer, Budgets]
+WHOLE = [RL, Sampling, Filter, Loss, Optimizer, Budgets, Prompts, Agent, MemTrain, MemAgent, Mem1]
 
 
 @pytest.mark.parametrize("cls", WHOLE, ids=lambda c: c.schema_path)
@@ -35,3 +51,39 @@ def test_the_defaults_build_typed_nested_sections_and_the_docs_come_from_the_sch
 def test_a_section_missing_a_key_is_a_key_error_naming_it():
     with pytest.raises(KeyError, match="grad_clip"):
         build(Optimizer, {"weight_decay": 0.0, "betas": [0.9, 0.99], "eps": 1e-8, "warmup_steps": 0})
+
+
+def test_each_training_kind_is_scheduled_by_its_typed_section():
+    assert {name: kind.section for name, kind in kinds.KINDS.items()} == {
+        "memtrain": MemTrain,
+        "memagent": MemAgent,
+        "mem1": Mem1,
+    }
+
+
+def test_sections_are_read_at_their_dotted_paths_with_tuples_and_nulls_typed():
+    config = memtrain_config.validate(
+        {"memtrain": {"backbones": ["smollm2-135m"], "group_size": 3}, "posttrain": {"mem1": {"max_turns": 4}}}
+    )
+    memtrain = section(MemTrain, config)
+    assert memtrain.backbones == ("smollm2-135m",) and memtrain.variants == ("full", "e2e", "decoupled")
+    assert memtrain.group_size == 3 and section(MemTrain, memtrain_config.validate({})).backbones is None
+    mem1 = section(Mem1, config)
+    assert mem1.max_turns == 4 and mem1.reward == "sum"
+    # validation merges each post-training's overlay into a complete rl section
+    assert RL.of({"rl": mem1.rl}).loss == RL.of(config).loss
+    agent = section(Agent, config)
+    assert agent.budgets == build(Budgets, config["agent"]["budgets"]) and agent.prompts.search is None
+    assert agent.no_memory == "No previous memory."
+
+
+def test_a_sections_fields_turn_back_into_the_config_slice_it_was_read_from():
+    """Stages hash `dataclasses.asdict` of a training's section as its checkpoint key: the same JSON as the
+    config slice, so checkpoints written before the typed sections still resume."""
+    import json
+
+    config = memtrain_config.validate({})
+    for cls, values in [(MemTrain, config["memtrain"]), (Mem1, config["posttrain"]["mem1"])]:
+        assert json.dumps(dataclasses.asdict(section(cls, config)), sort_keys=True) == json.dumps(
+            values, sort_keys=True
+        )

@@ -9,36 +9,14 @@ step as an independent conversation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from memtrain.agent.chat import decode_reply, encode_user, stop_token_ids
 from memtrain.agent.chunks import Chunk, chunk_document
 from memtrain.agent.prompts import Templates
 from memtrain.engines import Engine, Generation, Sampling
-from memtrain.settings import build, from_schema
-
-
-@from_schema("agent.budgets")
-@dataclass(frozen=True)
-class Budgets:
-    """Token budgets of one turn (paper: 1024 instruction, 5120 chunk, 1024 memory, 1024 response, 8 chunks)."""
-
-    instruction: int
-    chunk: int
-    memory: int
-    response: int
-    max_chunks: int
-
-    @classmethod
-    def from_config(cls, settings: Mapping[str, Any]) -> Budgets:
-        return build(cls, settings)
-
-    @property
-    def context(self) -> int:
-        """Longest prompt plus reply a turn can need: what the policy's context window must hold."""
-        return self.instruction + self.chunk + self.memory + self.response
+from memtrain.settings import Budgets
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,11 @@ the config (`agent.prompts.<name>`); a replacement must keep the same placeholde
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from memtrain.errors import InputError
+from memtrain.settings import Agent
 
 MEMORY_UPDATE = """You are given a problem, your memory of the document read so far, and the next section of the document. The section may help to solve the problem. Rewrite the memory so that it keeps every useful detail of the previous memory and adds the new information from the section that could help to solve the problem. Reply with the updated memory only.
 
@@ -142,11 +141,11 @@ def _check(name: str, template: str, source: str | os.PathLike) -> str:
     return template
 
 
-def load_templates(settings: Mapping[str, Any]) -> Templates:
+def load_templates(agent: Agent) -> Templates:
     """The templates named by `agent.prompts` (a file path per template, or null for our default)."""
     chosen = {}
     for name, default in DEFAULTS.items():
-        path = settings["prompts"][name]
+        path = getattr(agent.prompts, name)
         if path is None:
             chosen[name] = default
             continue
@@ -157,4 +156,4 @@ def load_templates(settings: Mapping[str, Any]) -> Templates:
                 f"cannot read prompt template: {error}", file=path, field=f"agent.prompts.{name}"
             ) from error
         chosen[name] = _check(name, text, path)
-    return Templates(**chosen, no_memory=settings["no_memory"])
+    return Templates(**chosen, no_memory=agent.no_memory)

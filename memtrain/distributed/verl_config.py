@@ -137,7 +137,7 @@ def overrides(
             "local trainer only",
             field="rl.loss.normaliser",
         )
-    prompt_length, response_length = kinds.get(kind).lengths(params["agent"], schedule)
+    prompt_length, response_length = kinds.get(kind).turn_lengths(params, schedule)
     epochs = math.ceil(schedule["steps"] * schedule["batch_size"] / num_items)
     actor, rollout = "actor_rollout_ref.actor", "actor_rollout_ref.rollout"
     settings = {

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from memtrain.engines import linear_kernels
+from memtrain.engines import attention, linear_kernels
 from memtrain.engines.base import Generation, Sampling, check_prompts
 from memtrain.engines.sampling import choose
 from memtrain.engines.slot_cache import SlotCache
@@ -85,7 +85,11 @@ class HFEngine:
         modes = [(module, module.training) for module in self.model.modules()]
         self.model.eval()
         try:
-            with torch.inference_mode(), linear_kernels.LINEAR_KERNELS[self.linear]():
+            with (
+                torch.inference_mode(),
+                linear_kernels.LINEAR_KERNELS[self.linear](),
+                attention.decoding_attention(self.model, _device_of(self.model)),
+            ):
                 return _Call(self, prompts, sampling, uniforms).run()
         finally:
             for module, training in modes:
@@ -224,7 +228,7 @@ class _Call:
     def _mask(self, allowed: torch.Tensor) -> torch.Tensor:
         """A (rows, 1, queries, keys) mask: boolean for sdpa (a quarter of the memory of a float mask, which
         matters for long prefills), additive for attention implementations that add the mask to the scores."""
-        if self.model.config._attn_implementation == "sdpa":
+        if self.model.config._attn_implementation in attention.BOOLEAN_MASKS:
             return allowed[:, None]
         return torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill_(
             ~allowed, torch.finfo(self.dtype).min

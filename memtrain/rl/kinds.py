@@ -2,7 +2,7 @@
 
 A kind says how its items are read from the stage's input file and carried as JSON through veRL's dataset,
 how its task is built over any engine (the local Hugging Face engine, or veRL's rollout servers inside an
-agent loop), which config section schedules it, how long one turn's prompt and reply may get (what veRL pads
+agent loop), which config section schedules it (a typed section of memtrain.settings), how long one turn's prompt and reply may get (what veRL pads
 to), and which step metrics the job log shows. The local stages (memtrain.cli, memtrain.downstream) and the
 veRL back-end (memtrain.distributed) look a kind up here instead of switching on its name.
 """
@@ -20,6 +20,7 @@ from memtrain.agent.search_agent import Search
 from memtrain.engines import Engine
 from memtrain.errors import InputError
 from memtrain.rl.trainer import Task
+from memtrain.settings import Agent, Mem1, MemAgent, MemTrain, build, section
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,11 @@ class Kind:
     read: Callable[[str | os.PathLike], list[Any]]
     to_json: Callable[[Any], dict[str, Any]]
     from_json: Callable[[dict[str, Any]], Any]
+    section: type  # the typed config section that schedules it (memtrain.settings)
     # `settings` is run_settings(...); `search` is the MEM1 agent's retrieval, None for the others
     task: Callable[[Engine, Any, Mapping[str, Any], int, Search | None], Task]
-    lengths: Callable[[Mapping[str, Any], Mapping[str, Any]], tuple[int, int]]
+    # (longest prompt, longest reply) of one turn, from the agent settings and the kind's section
+    lengths: Callable[[Agent, Any], tuple[int, int]]
     question: Callable[[Any], str]  # what veRL's dataset row shows; our agent loops build every prompt themselves
     logged: tuple[str, ...]  # step metrics printed to the job's log
     uses_search: bool = False
@@ -46,6 +49,11 @@ class Kind:
         if not items:
             raise InputError(f"no {self.name} training items", file=path)
         return items
+
+    def turn_lengths(self, params: Mapping[str, Any], schedule: Mapping[str, Any]) -> tuple[int, int]:
+        """(longest prompt, longest reply) of one turn: what veRL pads every turn to. `params` holds the
+        `agent` section, `schedule` the kind's own section (with its seed)."""
+        return self.lengths(section(Agent, params), build(self.section, schedule))
 
     def encode(self, item: Any) -> str:
         return json.dumps(self.to_json(item), sort_keys=True)
@@ -89,16 +97,16 @@ def _memtrain_task(engine, tokenizer, settings, group_size, search):
 
     return MemTrainTask(
         build_memory_agent(engine, tokenizer, settings),
-        {**settings["memtrain"], "group_size": group_size},
+        dataclasses.replace(section(MemTrain, settings), group_size=group_size),
         settings["variant"],
         settings["mask_token"],
     )
 
 
-def _memory_agent_lengths(agent, schedule) -> tuple[int, int]:
+def _memory_agent_lengths(agent: Agent, schedule: MemTrain | MemAgent) -> tuple[int, int]:
     """Memory-agent prompts hold the instruction, a chunk and the previous memory."""
-    budgets = agent["budgets"]
-    return budgets["instruction"] + budgets["chunk"] + budgets["memory"], budgets["response"]
+    budgets = agent.budgets
+    return budgets.instruction + budgets.chunk + budgets.memory, budgets.response
 
 
 MEMTRAIN = Kind(
@@ -106,6 +114,7 @@ MEMTRAIN = Kind(
     _read_documents,
     dict,
     _document_from_json,
+    MemTrain,
     _memtrain_task,
     _memory_agent_lengths,
     question=lambda document: f"Reconstruct the masked entity of document {document['doc_id']}.",
@@ -130,9 +139,7 @@ def _memagent_task(engine, tokenizer, settings, group_size, search):
     from memtrain.rl.memagent_task import MemAgentTask
     from memtrain.rl.policies import build_memory_agent
 
-    return MemAgentTask(
-        build_memory_agent(engine, tokenizer, settings), group_size, settings["posttrain"]["memagent"]["reward"]
-    )
+    return MemAgentTask(build_memory_agent(engine, tokenizer, settings), group_size, section(MemAgent, settings).reward)
 
 
 _POSTTRAIN_LOGGED = ("reward", "em", "filtered_fraction", "skipped", "kl", "step_seconds")
@@ -141,6 +148,7 @@ MEMAGENT = Kind(
     _read_long_context,
     dataclasses.asdict,
     _long_context_from_json,
+    MemAgent,
     _memagent_task,
     _memory_agent_lengths,
     question=lambda item: item.question,
@@ -167,17 +175,12 @@ def _mem1_task(engine, tokenizer, settings, group_size, search):
 
     if search is None:
         raise ValueError("the MEM1 task needs a search function")
-    return Mem1Task(
-        build_search_agent(engine, tokenizer, settings, search), group_size, settings["posttrain"]["mem1"]["reward"]
-    )
+    return Mem1Task(build_search_agent(engine, tokenizer, settings, search), group_size, section(Mem1, settings).reward)
 
 
-def _mem1_lengths(agent, schedule) -> tuple[int, int]:
+def _mem1_lengths(agent: Agent, schedule: Mem1) -> tuple[int, int]:
     """MEM1 prompts hold the instruction, the latest reply and the retrieved text shown with it."""
-    return (
-        agent["budgets"]["instruction"] + schedule["response_tokens"] + schedule["information_tokens"],
-        schedule["response_tokens"],
-    )
+    return agent.budgets.instruction + schedule.response_tokens + schedule.information_tokens, schedule.response_tokens
 
 
 MEM1 = Kind(
@@ -185,6 +188,7 @@ MEM1 = Kind(
     _read_multi_objective,
     dataclasses.asdict,
     _multi_objective_from_json,
+    Mem1,
     _mem1_task,
     _mem1_lengths,
     question=lambda item: item.question,

@@ -21,6 +21,7 @@ from memtrain.agent.memory_agent import MemoryAgent, Trajectory, Turn
 from memtrain.errors import InputError
 from memtrain.rl.rewards import end_to_end_rewards, uses_recall
 from memtrain.rl.samples import Group, Member, Rollout, Sample
+from memtrain.settings import MemTrain
 
 DOCUMENT_COLUMNS = ["doc_id", "answer", "text", "passages"]
 
@@ -43,12 +44,12 @@ def _sample(turn: Turn) -> Sample:
 
 
 class MemTrainTask:
-    def __init__(self, agent: MemoryAgent, settings: Mapping[str, Any], variant: str, mask_token: str) -> None:
+    def __init__(self, agent: MemoryAgent, settings: MemTrain, variant: str, mask_token: str) -> None:
         self.agent, self.variant, self.mask_token = agent, variant, mask_token
-        self.problem = settings["problem"]
-        self.placeholder = settings["target_token"]
-        self.group_size, self.recall_group_size = settings["group_size"], settings["recall_group_size"]
-        self.recall_coef = settings["recall_coef"]
+        self.problem = settings.problem
+        self.placeholder = settings.target_token
+        self.group_size, self.recall_group_size = settings.group_size, settings.recall_group_size
+        self.recall_coef = settings.recall_coef
         self.agent.check_problem(self.problem)
         self._chunks: dict[str, tuple[list[Chunk], bool]] = {}
 

@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 
-from memtrain.agent.memory_agent import Budgets, MemoryAgent
+from memtrain.agent.memory_agent import MemoryAgent
 from memtrain.agent.prompts import load_templates
 from memtrain.agent.search_agent import Search, SearchAgent, SearchBudgets
 from memtrain.engines import Engine
 from memtrain.engines.hf import HFEngine
 from memtrain.models import load_policy, load_saved_tokenizer, resolve_device
-from memtrain.settings import Runtime
+from memtrain.settings import Agent, Mem1, Runtime, section
 
 
 @dataclass
@@ -115,13 +115,13 @@ def build_memory_agent(
     engine: Engine, tokenizer, config: Mapping[str, Any], sampling: Mapping[str, Any] | None = None
 ) -> MemoryAgent:
     """The memory agent over any engine (the local HF engine here, veRL's rollout servers in memtrain.distributed)."""
-    agent = config["agent"]
+    agent = section(Agent, config)
     sampling = sampling or config["rl"]["sampling"]
     return MemoryAgent(
         engine,
         tokenizer,
         load_templates(agent),
-        Budgets.from_config(agent["budgets"]),
+        agent.budgets,
         temperature=sampling["temperature"],
         top_p=sampling["top_p"],
     )
@@ -138,13 +138,13 @@ def build_search_agent(
     engine: Engine, tokenizer, config: Mapping[str, Any], search: Search, sampling: Mapping[str, Any] | None = None
 ) -> SearchAgent:
     """The MEM1 agent over any engine."""
-    mem1 = config["posttrain"]["mem1"]
+    mem1 = section(Mem1, config)
     sampling = sampling or config["rl"]["sampling"]
-    budgets = SearchBudgets(mem1["response_tokens"], mem1["information_tokens"], mem1["max_turns"])
+    budgets = SearchBudgets(mem1.response_tokens, mem1.information_tokens, mem1.max_turns)
     return SearchAgent(
         engine,
         tokenizer,
-        load_templates(config["agent"]),
+        load_templates(section(Agent, config)),
         budgets,
         search,
         temperature=sampling["temperature"],

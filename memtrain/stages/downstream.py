@@ -5,6 +5,7 @@ agent, rl and eval."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 from memtrain import rules
 from memtrain.errors import InputError
-from memtrain.settings import RL
+from memtrain.settings import RL, Agent, section
 from memtrain.stages.job import Job, output_summary, prune_checkpoints
 
 OFFLINE = "offline"
@@ -276,15 +277,17 @@ def posttrain(job: Job, run, algorithm: str, output: str, continue_from: str | N
 
     kind = kinds.get(algorithm)
     params = posttrain_params(job.config, algorithm)
-    settings = {**params["posttrain"][algorithm], "seed": int(job.wildcards["seed"])}
+    training, seed = section(kind.section, params), int(job.wildcards["seed"])
     on_verl = params["trainer"]["backend"] == "verl"
     source, exports = None, {}
     if continue_from:
-        source = _finished_checkpoint(continue_from, settings["steps"], algorithm, on_verl)
+        source = _finished_checkpoint(continue_from, training.steps, algorithm, on_verl)
         *between, _ = scaling_steps(params)
         exports = {step: Path(job.params.exports_dir) / f"step{step}" for step in between}
-        settings["steps"] += params["posttrain"]["scaling"]["steps"]
+        training = dataclasses.replace(training, steps=training.steps + params["posttrain"]["scaling"]["steps"])
         run.set_tags({"posttrain.continued_from": str(source)})
+    # What the checkpoint key hashes and veRL's agent loops read.
+    settings = {**dataclasses.asdict(training), "seed": seed}
     run.set_tags({"memtrain.policy": job.input.policy})
     items = kind.items(job.input.data)
     if on_verl:
@@ -293,7 +296,7 @@ def posttrain(job: Job, run, algorithm: str, output: str, continue_from: str | N
         prune_checkpoints(run, job, summary, output, continue_from)
         return
     rl = RL.of(params)
-    policy = policies.load(job.input.policy, rl.runtime, settings["seed"], threads=job.threads, kl_coef=rl.loss.kl_coef)
+    policy = policies.load(job.input.policy, rl.runtime, seed, threads=job.threads, kl_coef=rl.loss.kl_coef)
     with contextlib.ExitStack() as stack:
         search = (
             stack.enter_context(retriever(params, job.input.corpus, job.input.index, job.params.server_log))
@@ -304,7 +307,7 @@ def posttrain(job: Job, run, algorithm: str, output: str, continue_from: str | N
             policy.engine,
             policy.tokenizer,
             kinds.run_settings(params, kind.name, settings),
-            settings["group_size"],
+            training.group_size,
             search,
         )
         summary = launch.train(
@@ -315,7 +318,7 @@ def posttrain(job: Job, run, algorithm: str, output: str, continue_from: str | N
             {**settings, "algorithm": algorithm},
             job.params.checkpoints,
             output,
-            launch.step_logger(run, kind.logged, settings["steps"]),
+            launch.step_logger(run, kind.logged, training.steps),
             resume=True,
             on_resume=lambda step: run.set_tags({"posttrain.resumed_from_step": step}),
             continue_from=source,
@@ -456,13 +459,11 @@ def _long_context_rows(
         from memtrain.agent.chat import stop_token_ids
 
         window = evaluation["context_window"] or policy.max_positions
+        agent = section(Agent, params)
         sampling = Sampling(
-            params["agent"]["budgets"]["response"],
-            chosen["temperature"],
-            chosen["top_p"],
-            stop_token_ids(policy.tokenizer),
+            agent.budgets.response, chosen["temperature"], chosen["top_p"], stop_token_ids(policy.tokenizer)
         )
-        templates = load_templates(params["agent"])
+        templates = load_templates(agent)
         rows = sampled(
             lambda: long_context.full_context(
                 policy.engine, policy.tokenizer, templates, items, window, sampling, evaluation["batch_size"]

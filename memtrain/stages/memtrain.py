@@ -3,10 +3,11 @@ backbone and variant (full, e2e, decoupled) on the local trainer or on veRL (tra
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from memtrain import rules
-from memtrain.settings import RL
+from memtrain.settings import RL, MemTrain, section
 from memtrain.stages.job import Job, prune_checkpoints
 
 
@@ -28,7 +29,8 @@ def memtrain_train(job: Job, run) -> None:
 
     params, variant = job.config, job.wildcards["variant"]
     mask_token = params["data"]["documents"]["mask_token"]
-    settings = params["memtrain"]
+    training = section(MemTrain, params)
+    settings = dataclasses.asdict(training)  # what the checkpoint key hashes and veRL's agent loops read
     documents = kinds.MEMTRAIN.items(job.input.documents)
     if params["trainer"]["backend"] == "verl":
         from memtrain.distributed import train as distributed
@@ -52,12 +54,12 @@ def memtrain_train(job: Job, run) -> None:
         prune_checkpoints(run, job, summary, job.output.final)
         return
     rl = RL.of(params)
-    policy = policies.load(job.input.policy, rl.runtime, settings["seed"], threads=job.threads, kl_coef=rl.loss.kl_coef)
+    policy = policies.load(job.input.policy, rl.runtime, training.seed, threads=job.threads, kl_coef=rl.loss.kl_coef)
     task = kinds.MEMTRAIN.task(
         policy.engine,
         policy.tokenizer,
         kinds.run_settings(params, "memtrain", settings, variant, mask_token),
-        settings["group_size"],
+        training.group_size,
         None,
     )
     summary = launch.train(
@@ -68,7 +70,7 @@ def memtrain_train(job: Job, run) -> None:
         {**settings, "variant": variant},
         job.params.checkpoints,
         job.output.final,
-        launch.step_logger(run, kinds.MEMTRAIN.logged, settings["steps"]),
+        launch.step_logger(run, kinds.MEMTRAIN.logged, training.steps),
         resume=True,
         on_resume=lambda step: run.set_tags({"memtrain.resumed_from_step": step}),
     )

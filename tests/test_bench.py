@@ -1,0 +1,66 @@
+"""The benchmarks under bench/ run end to end, as a user starts them, at sizes that take seconds.
+
+Their figures are not checked (timings are the machine's); what is checked is that every code path of a
+benchmark still runs against the package as it is now, and prints its summary. bench/verl_step.py is left out:
+it starts veRL on Ray (about 75 s); docs/testing.md says so.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench(script: str, *arguments: str, cwd: Path = ROOT) -> str:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *arguments],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_rollout_throughput_runs_in_both_dtypes(tiny_policy, dtype):
+    out = bench(
+        "rollout_throughput.py",
+        *("--model", str(tiny_policy), "--dtype", dtype, "--batch", "2", "--prompt-tokens", "8"),
+        *("--new-tokens", "3", "--turns", "1", "--threads", "1"),
+    )
+    assert f"({dtype})" in out and "batched / sequential:" in out and "forward + backward:" in out
+    kernels = {line.split()[0] for line in out.splitlines() if line.strip().startswith(("blas ", "onednn "))}
+    assert kernels == ({"blas"} if dtype == "bfloat16" else {"blas", "onednn"})
+
+
+def test_train_throughput_runs(tiny_policy):
+    out = bench(
+        "train_throughput.py",
+        *("--model", str(tiny_policy), "--samples", "2", "--prompt-tokens", "16", "--response-tokens", "4"),
+        *("--micro-batch-tokens", "64", "--threads", "1", "--repeats", "1"),
+    )
+    assert "ratio" in out
+
+
+def test_retriever_throughput_runs():
+    out = bench(
+        "retriever_throughput.py",
+        *("--config", str(ROOT / "config" / "test.yaml"), "--passages", "20", "--queries", "4", "--batch", "2"),
+    )
+    assert "ratio batched / sequential:" in out
+
+
+def test_data_throughput_runs(tmp_path):
+    out = bench(
+        "data_throughput.py",
+        *("--config", str(ROOT / "config" / "test.yaml"), "--passages", "60", "--naive-passages", "10"),
+        *("--pivots", "5", "--results-dir", str(tmp_path), "--no-mlflow"),
+    )
+    assert (tmp_path / "benchmarks" / "data.json").is_file() and "projected" in out.lower()

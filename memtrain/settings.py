@@ -11,7 +11,6 @@ tests/test_settings.py checks that every field is a schema key and every schema 
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -56,17 +55,10 @@ def build(cls: type[T], values: Mapping[str, Any]) -> T:
         value, kind = values[name], hints[name]
         if dataclasses.is_dataclass(kind):
             value = build(kind, value)
-        elif value is not None and _is_tuple(kind):
+        elif typing.get_origin(kind) is tuple or kind is tuple:
             value = tuple(value)
         arguments[name] = value
     return cls(**arguments)
-
-
-def _is_tuple(kind: Any) -> bool:
-    """A tuple type, alone or in a union with None (`tuple[str, ...] | None`)."""
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        return any(_is_tuple(member) for member in typing.get_args(kind))
-    return kind is tuple or typing.get_origin(kind) is tuple
 
 
 def section(cls: type[T], config: Mapping[str, Any]) -> T:
@@ -207,10 +199,10 @@ class Agent:
 @from_schema("memtrain")
 @dataclasses.dataclass(frozen=True)
 class MemTrain:
-    """The MemTrain training (paper section 3): which backbones and variants, its schedule and its task."""
+    """What one MemTrain training (paper section 3) receives: its schedule and its task. The section's other keys,
+    `backbones` and `variants`, choose which trainings run (rules/memtrain.smk) and are left out of every
+    training's settings, so that choosing another set reruns no training."""
 
-    backbones: tuple[str, ...] | None
-    variants: tuple[str, ...]
     steps: int
     batch_size: int
     mini_batch_size: int

@@ -27,12 +27,19 @@ from memtrain.settings import (
 )
 
 # every class whose fields are the whole of its schema section
-WHOLE = [RL, Sampling, Filter, Loss, Optimizer, Budgets, Prompts, Agent, MemTrain, MemAgent, Mem1]
+WHOLE = [RL, Sampling, Filter, Loss, Optimizer, Budgets, Prompts, Agent, MemAgent, Mem1]
+# the keys of `memtrain` that choose which trainings run rather than how one trains (rules/memtrain.smk)
+MEMTRAIN_CHOICES = ("backbones", "variants")
 
 
 @pytest.mark.parametrize("cls", WHOLE, ids=lambda c: c.schema_path)
 def test_a_typed_section_has_exactly_the_keys_of_its_schema_section(cls):
     assert [f.name for f in dataclasses.fields(cls)] == list(schema_node(cls.schema_path)["properties"])
+
+
+def test_memtrain_is_its_section_but_the_choice_of_trainings():
+    keys = [key for key in schema_node("memtrain")["properties"] if key not in MEMTRAIN_CHOICES]
+    assert [f.name for f in dataclasses.fields(MemTrain)] == keys
 
 
 def test_runtime_is_the_part_of_rl_an_evaluation_receives():
@@ -61,13 +68,9 @@ def test_each_training_kind_is_scheduled_by_its_typed_section():
     }
 
 
-def test_sections_are_read_at_their_dotted_paths_with_tuples_and_nulls_typed():
-    config = memtrain_config.validate(
-        {"memtrain": {"backbones": ["smollm2-135m"], "group_size": 3}, "posttrain": {"mem1": {"max_turns": 4}}}
-    )
-    memtrain = section(MemTrain, config)
-    assert memtrain.backbones == ("smollm2-135m",) and memtrain.variants == ("full", "e2e", "decoupled")
-    assert memtrain.group_size == 3 and section(MemTrain, memtrain_config.validate({})).backbones is None
+def test_sections_are_read_at_their_dotted_paths():
+    config = memtrain_config.validate({"memtrain": {"group_size": 3}, "posttrain": {"mem1": {"max_turns": 4}}})
+    assert section(MemTrain, config).group_size == 3
     mem1 = section(Mem1, config)
     assert mem1.max_turns == 4 and mem1.reward == "sum"
     # validation merges each post-training's overlay into a complete rl section
@@ -83,7 +86,8 @@ def test_a_sections_fields_turn_back_into_the_config_slice_it_was_read_from():
     import json
 
     config = memtrain_config.validate({})
-    for cls, values in [(MemTrain, config["memtrain"]), (Mem1, config["posttrain"]["mem1"])]:
+    training = {key: value for key, value in config["memtrain"].items() if key not in MEMTRAIN_CHOICES}
+    for cls, values in [(MemTrain, training), (Mem1, config["posttrain"]["mem1"])]:
         assert json.dumps(dataclasses.asdict(section(cls, config)), sort_keys=True) == json.dumps(
             values, sort_keys=True
         )

@@ -17,6 +17,8 @@ from typing import Any
 
 from memtrain.errors import InputError
 from memtrain.rl import kinds
+from memtrain.rl.trainer import Schedule
+from memtrain.settings import RL
 
 # Our v1 trainer (memtrain.distributed.verl_trainer): veRL's sync trainer with per-group advantages.
 TRAINER_MODE = "memtrain_sync"
@@ -36,24 +38,24 @@ def environment(cluster: Mapping[str, Any]) -> dict[str, str]:
     return env
 
 
-def _filter_settings(rl: Mapping[str, Any], schedule: Mapping[str, Any]) -> dict[str, Any]:
+def _filter_settings(rl: RL, schedule: Schedule) -> dict[str, Any]:
     """DAPO group filtering with the local trainer's bounded refill (memtrain.distributed.replay)."""
-    if not rl["filter"]["enabled"]:
+    if not rl.filter.enabled:
         return {}
     return {
         "trainer.v1.sampler.custom_sampler.path": "pkg://memtrain.distributed.replay",
         "trainer.v1.sampler.custom_sampler.name": "BoundedRefillReplayBuffer",
         "+trainer.v1.sampler.sampler_kwargs.metric": FILTER_METRIC,
-        "+trainer.v1.sampler.sampler_kwargs.train_batch_size": schedule["batch_size"],
-        "+trainer.v1.sampler.sampler_kwargs.max_refill_rounds": rl["filter"]["max_refill_rounds"],
+        "+trainer.v1.sampler.sampler_kwargs.train_batch_size": schedule.batch_size,
+        "+trainer.v1.sampler.sampler_kwargs.max_refill_rounds": rl.filter.max_refill_rounds,
     }
 
 
-def _device_settings(rl: Mapping[str, Any], cluster: Mapping[str, Any]) -> dict[str, Any]:
+def _device_settings(rl: RL, cluster: Mapping[str, Any]) -> dict[str, Any]:
     """Overrides that follow from the device and from our dtype rather than from the algorithm."""
     actor, ref = "actor_rollout_ref.actor", "actor_rollout_ref.ref"
     settings: dict[str, Any] = {"+ray_kwargs.ray_init.runtime_env.env_vars": environment(cluster)}
-    if rl["dtype"] == "float32":  # veRL's default computes in bf16 with fp32 master weights; ours asks for fp32
+    if rl.dtype == "float32":  # veRL's default computes in bf16 with fp32 master weights; ours asks for fp32
         precision = {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
         settings.update(
             {f"+{actor}.fsdp_config.mixed_precision": precision, f"+{ref}.fsdp_config.mixed_precision": precision}
@@ -129,61 +131,64 @@ def overrides(
     hydra rejects a key veRL's config does not have (a typo), except the few `+key` that veRL's config
     leaves out on purpose (mixed precision, Ray's resources).
     """
-    rl, cluster = params["rl"], params["trainer"]["verl"]
-    loss, optim, sampling = rl["loss"], rl["optimizer"], rl["sampling"]
-    if loss["normaliser"] != "mini_batch":  # veRL's KL term takes no per-row weights
+    rl, cluster = RL.of(params), params["trainer"]["verl"]
+    loss, optim, sampling = rl.loss, rl.optimizer, rl.sampling
+    # `schedule` is the training's section with its seed, as the local trainer gets it
+    plan = Schedule.from_config(schedule)
+    group_size = kinds.get(kind).typed(schedule).group_size
+    if loss.normaliser != "mini_batch":  # veRL's KL term takes no per-row weights
         raise InputError(
             "veRL's loss divides by the mini-batch's samples: rl.loss.normaliser document runs on the "
             "local trainer only",
             field="rl.loss.normaliser",
         )
     prompt_length, response_length = kinds.get(kind).turn_lengths(params, schedule)
-    epochs = math.ceil(schedule["steps"] * schedule["batch_size"] / num_items)
+    epochs = math.ceil(plan.steps * plan.batch_size / num_items)
     actor, rollout = "actor_rollout_ref.actor", "actor_rollout_ref.rollout"
     settings = {
         "algorithm.adv_estimator": "grpo",
         "algorithm.norm_adv_by_std_in_grpo": False,  # Dr. GRPO
         "algorithm.use_kl_in_reward": False,
-        "algorithm.filter_groups.enable": rl["filter"]["enabled"],
+        "algorithm.filter_groups.enable": rl.filter.enabled,
         "algorithm.filter_groups.metric": FILTER_METRIC,
         "data.train_files": paths.train_file,
         "data.val_files": paths.train_file,
-        "data.train_batch_size": schedule["batch_size"],
+        "data.train_batch_size": plan.batch_size,
         "data.max_prompt_length": prompt_length,
         "data.max_response_length": response_length,
-        "data.seed": schedule["seed"],
+        "data.seed": plan.seed,
         "actor_rollout_ref.model.path": paths.policy,
         "actor_rollout_ref.model.enable_gradient_checkpointing": cluster["gradient_checkpointing"],
         "actor_rollout_ref.model.use_remove_padding": True,
-        f"{actor}.optim.lr": schedule["lr"],
-        f"{actor}.optim.weight_decay": optim["weight_decay"],
-        f"{actor}.optim.betas": list(optim["betas"]),
-        f"{actor}.optim.override_optimizer_config": {"eps": optim["eps"]},
-        f"{actor}.optim.lr_warmup_steps": optim["warmup_steps"],
-        f"{actor}.optim.clip_grad": optim["grad_clip"],
-        f"{actor}.ppo_mini_batch_size": schedule["mini_batch_size"],
-        f"{actor}.ppo_epochs": rl["ppo_epochs"],
+        f"{actor}.optim.lr": plan.lr,
+        f"{actor}.optim.weight_decay": optim.weight_decay,
+        f"{actor}.optim.betas": list(optim.betas),
+        f"{actor}.optim.override_optimizer_config": {"eps": optim.eps},
+        f"{actor}.optim.lr_warmup_steps": optim.warmup_steps,
+        f"{actor}.optim.clip_grad": optim.grad_clip,
+        f"{actor}.ppo_mini_batch_size": plan.mini_batch_size,
+        f"{actor}.ppo_epochs": rl.ppo_epochs,
         f"{actor}.use_dynamic_bsz": True,
         f"{actor}.ppo_max_token_len_per_gpu": cluster["max_tokens_per_gpu"],
-        f"{actor}.clip_ratio_low": loss["clip_ratio_low"],
-        f"{actor}.clip_ratio_high": loss["clip_ratio_high"],
-        f"{actor}.clip_ratio_c": loss["clip_ratio_c"],
-        f"{actor}.loss_agg_mode": loss["aggregation"],  # seq-mean-token-sum = the paper's Eq. 4
-        f"{actor}.use_kl_loss": loss["kl_coef"] > 0,
-        f"{actor}.kl_loss_coef": loss["kl_coef"],
-        f"{actor}.kl_loss_type": loss["kl_type"],
+        f"{actor}.clip_ratio_low": loss.clip_ratio_low,
+        f"{actor}.clip_ratio_high": loss.clip_ratio_high,
+        f"{actor}.clip_ratio_c": loss.clip_ratio_c,
+        f"{actor}.loss_agg_mode": loss.aggregation,  # seq-mean-token-sum = the paper's Eq. 4
+        f"{actor}.use_kl_loss": loss.kl_coef > 0,
+        f"{actor}.kl_loss_coef": loss.kl_coef,
+        f"{actor}.kl_loss_type": loss.kl_type,
         f"{actor}.entropy_coeff": 0,
         f"{actor}.ulysses_sequence_parallel_size": cluster["ulysses_sequence_parallel_size"],
-        f"{actor}.data_loader_seed": schedule["seed"],
+        f"{actor}.data_loader_seed": plan.seed,
         f"{actor}.fsdp_config.param_offload": cluster["param_offload"],
         f"{actor}.fsdp_config.optimizer_offload": cluster["optimizer_offload"],
         "actor_rollout_ref.ref.fsdp_config.param_offload": cluster["param_offload"],
         f"{rollout}.name": cluster["rollout_engine"],
         f"{rollout}.mode": "async",
-        f"{rollout}.n": schedule["group_size"],
-        f"{rollout}.temperature": sampling["temperature"],
-        f"{rollout}.top_p": sampling["top_p"],
-        f"{rollout}.seed": schedule["seed"],
+        f"{rollout}.n": group_size,
+        f"{rollout}.temperature": sampling.temperature,
+        f"{rollout}.top_p": sampling.top_p,
+        f"{rollout}.seed": plan.seed,
         f"{rollout}.prompt_length": prompt_length,
         f"{rollout}.response_length": response_length,
         f"{rollout}.max_model_len": prompt_length + response_length,
@@ -203,10 +208,10 @@ def overrides(
         "trainer.v1.trainer_mode": TRAINER_MODE,
         "trainer.nnodes": cluster["nodes"],
         "trainer.n_gpus_per_node": cluster["gpus_per_node"],
-        "trainer.total_training_steps": schedule["steps"],
+        "trainer.total_training_steps": plan.steps,
         "trainer.total_epochs": epochs,
-        "trainer.save_freq": rl["checkpoint_every"],
-        "trainer.max_actor_ckpt_to_keep": rl["keep_checkpoints"],
+        "trainer.save_freq": rl.checkpoint_every,
+        "trainer.max_actor_ckpt_to_keep": rl.keep_checkpoints,
         "trainer.default_local_dir": paths.checkpoints,
         "trainer.resume_mode": "resume_path" if paths.resume_from else "auto",
         "trainer.resume_from_path": paths.resume_from,
@@ -215,7 +220,7 @@ def overrides(
         "trainer.logger": list(cluster["loggers"]),
         "trainer.project_name": "memtrain",
         "trainer.experiment_name": experiment,
-        **_filter_settings(rl, schedule),
+        **_filter_settings(rl, plan),
         **_device_settings(rl, cluster),
     }
     return [f"{key}={_value(value)}" for key, value in settings.items()]

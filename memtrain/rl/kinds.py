@@ -50,10 +50,14 @@ class Kind:
             raise InputError(f"no {self.name} training items", file=path)
         return items
 
+    def typed(self, schedule: Mapping[str, Any]) -> Any:
+        """The kind's own config section (with or without its seed) as its typed section."""
+        return build(self.section, schedule)
+
     def turn_lengths(self, params: Mapping[str, Any], schedule: Mapping[str, Any]) -> tuple[int, int]:
         """(longest prompt, longest reply) of one turn: what veRL pads every turn to. `params` holds the
         `agent` section, `schedule` the kind's own section (with its seed)."""
-        return self.lengths(section(Agent, params), build(self.section, schedule))
+        return self.lengths(section(Agent, params), self.typed(schedule))
 
     def encode(self, item: Any) -> str:
         return json.dumps(self.to_json(item), sort_keys=True)

@@ -2,9 +2,10 @@
 
 A kind says how its items are read from the stage's input file and carried as JSON through veRL's dataset,
 how its task is built over any engine (the local Hugging Face engine, or veRL's rollout servers inside an
-agent loop), which config section schedules it (a typed section of memtrain.settings), how long one turn's prompt and reply may get (what veRL pads
-to), and which step metrics the job log shows. The local stages (memtrain.cli, memtrain.downstream) and the
-veRL back-end (memtrain.distributed) look a kind up here instead of switching on its name.
+agent loop), which config section schedules it (its typed class in memtrain.settings), how long one turn's
+prompt and reply may get (what veRL pads to), and which step metrics the job log shows. The training stages
+(memtrain.stages.memtrain, memtrain.stages.downstream) and the veRL back-end (memtrain.distributed) look a
+kind up here instead of switching on its name.
 """
 
 from __future__ import annotations

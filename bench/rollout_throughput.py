@@ -101,16 +101,10 @@ def matmul_layers(model: torch.nn.Module) -> list[torch.nn.Linear]:
 
 
 def available_kernels(dtype: torch.dtype) -> list[str]:
-    """The linear kernels this build can run (rl.engine_linear) on weights of this dtype, each timed for
-    decode. oneDNN takes float32 only (linear_kernels.OneDNNLinear): with other weights it would time blas
-    twice."""
-    if dtype != torch.float32:
-        return ["blas"]
-    try:
-        linear_kernels.OneDNNLinear()
-    except RuntimeError:
-        return ["blas"]
-    return ["blas", "onednn"]
+    """The linear kernels timed for decode: blas, and oneDNN where the engine's `auto` picks it (CPU, float32
+    weights, op present; linear_kernels.resolve). With other weights oneDNN would time blas twice."""
+    onednn = linear_kernels.resolve("auto", torch.device("cpu"), dtype) == "onednn"
+    return ["blas", "onednn"] if onednn else ["blas"]
 
 
 def run_trajectories(engine: HFEngine, prefixes: Sequence[list[int]], sampling: Sampling, turns: int) -> int:

@@ -102,7 +102,8 @@ def matmul_layers(model: torch.nn.Module) -> list[torch.nn.Linear]:
 
 def available_kernels(dtype: torch.dtype) -> list[str]:
     """The linear kernels timed for decode: blas, and oneDNN where the engine's `auto` picks it (CPU, float32
-    weights, op present; linear_kernels.resolve). With other weights oneDNN would time blas twice."""
+    or bfloat16 weights the CPU has oneDNN kernels for, ops present; linear_kernels.resolve). With other
+    weights oneDNN would time blas twice."""
     onednn = linear_kernels.resolve("auto", torch.device("cpu"), dtype) == "onednn"
     return ["blas", "onednn"] if onednn else ["blas"]
 
@@ -303,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     ceilings: dict[tuple[str, int], float] = {}
     for kernel in engines:
         for size in sizes:
-            with linear_kernels.LINEAR_KERNELS[kernel]():
-                ceilings[kernel, size], ceiling_busy = streaming_ceiling(layers, size)
+            # the layers as the engine runs them on this kernel; packing happens in the ceiling's warm-up pass
+            with linear_kernels.LINEAR_KERNELS[kernel](args.batch).scope(model):
+                ceilings[kernel, size], ceiling_busy = streaming_ceiling(matmul_layers(model), size)
             busy.append(ceiling_busy)
 
     print(

@@ -365,28 +365,87 @@ def test_onednn_linear_layers_decode_the_same_tokens(model):
     assert_same(onednn, blas)
 
 
-def test_auto_linear_is_onednn_only_for_float32_on_cpu():
+def test_auto_linear_is_onednn_on_cpu_for_float32_and_bfloat16_where_the_cpu_has_it():
     cpu = torch.device("cpu")
+    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert linear_kernels.resolve("auto", cpu, torch.float32) == "onednn"
-    assert linear_kernels.resolve("auto", cpu, torch.bfloat16) == "blas"
+    assert linear_kernels.resolve("auto", cpu, torch.bfloat16) == ("onednn" if bf16 else "blas")
+    assert linear_kernels.resolve("auto", cpu, torch.float16) == "blas"
     assert linear_kernels.resolve("auto", torch.device("cuda"), torch.float32) == "blas"
     assert linear_kernels.resolve("blas", cpu, torch.float32) == "blas"
     with pytest.raises(ValueError, match="unknown engine linear kernel 'mkl'"):
         linear_kernels.resolve("mkl", cpu, torch.float32)
 
 
-def test_onednn_leaves_autograd_and_other_dtypes_to_torch(model):
-    """Inside the mode, a pass that needs gradients (the trainer's) and a bf16 layer take torch's own kernel."""
-    weight = torch.randn(5, 4, requires_grad=True)
+def test_onednn_scope_swaps_linear_layers_and_leaves_autograd_and_other_dtypes_to_torch():
+    """Inside the scope the model's parameters and state_dict are its own; a pass that needs gradients (the
+    trainer's) and a float64 layer take torch's kernel; the layers are back after the scope, even on error."""
+    layer = torch.nn.Linear(4, 5)
+    model = torch.nn.Sequential(layer, torch.nn.ReLU())
     inputs = torch.randn(2, 3, 4)
-    with linear_kernels.OneDNNLinear():
-        out = torch.nn.functional.linear(inputs, weight)
+    kernel = linear_kernels.OneDNNLinear()
+    keys = list(model.state_dict())
+    with kernel.scope(model):
+        assert type(model[0]) is linear_kernels.PackedLinear and model[0].weight is layer.weight
+        assert list(model.state_dict()) == keys and list(model.parameters()) == [layer.weight, layer.bias]
+        out = model(inputs)
         out.sum().backward()
         with torch.no_grad():
-            fast = torch.nn.functional.linear(inputs, weight)
-            half = torch.nn.functional.linear(inputs.bfloat16(), weight.bfloat16())
+            double = kernel.linear(inputs.double(), layer.weight.double(), None)
+            assert not kernel.packed
+            fast = model(inputs)
+    assert model[0] is layer
     torch.testing.assert_close(fast, out.detach())
-    assert weight.grad is not None and half.dtype == torch.bfloat16
+    assert layer.weight.grad is not None and double.dtype == torch.float64 and len(kernel.packed) == 1
+    with pytest.raises(RuntimeError, match="mid-forward"), kernel.scope(model):
+        raise RuntimeError("mid-forward")
+    assert model[0] is layer
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_weights_are_reused_until_the_weight_changes_in_place(dtype):
+    """An optimizer step or load_state_dict updates weights in place: the next call must see the new weight."""
+    if dtype not in linear_kernels.onednn_dtypes():
+        pytest.skip(f"oneDNN has no {dtype} linear on this CPU")
+    layer = torch.nn.Linear(24, 40, dtype=dtype)
+    model = torch.nn.Sequential(layer)
+    inputs = torch.randn(3, 24, dtype=dtype)
+    kernel = linear_kernels.OneDNNLinear(rows=8)
+    with torch.inference_mode():
+        with kernel.scope(model):
+            first = model(inputs)
+        packed = kernel.packed[id(layer.weight)][2]
+        with kernel.scope(model):
+            again = model(inputs)
+        assert kernel.packed[id(layer.weight)][2] is packed  # one reorder for both calls
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 0, "rtol": 0}
+    torch.testing.assert_close(first, torch.nn.functional.linear(inputs, layer.weight, layer.bias), **tolerance)
+    torch.testing.assert_close(again, first, atol=0, rtol=0)
+    with torch.no_grad():
+        layer.weight.mul_(-2)
+    with torch.inference_mode(), kernel.scope(model):
+        updated = model(inputs)
+    torch.testing.assert_close(updated, torch.nn.functional.linear(inputs, layer.weight, layer.bias), **tolerance)
+    del layer, model
+    assert not kernel.packed  # an entry leaves with its weight
+
+
+def test_an_engine_decodes_with_the_policy_after_an_update(model):
+    """The engine keeps packed weights across calls; after an optimizer step it must decode as a fresh engine."""
+    import copy
+
+    policy = copy.deepcopy(model)
+    batch = prompts([9, 3, 17])
+    kept = HFEngine(policy, PAD, torch.Generator(), linear="onednn")
+    before = kept.generate(batch, GREEDY)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.5)
+    logits = policy(torch.tensor([batch[0]])).logits
+    logits.logsumexp(-1).sum().backward()
+    optimizer.step()
+    after = kept.generate(batch, GREEDY)
+    assert_same(after, HFEngine(policy, PAD, torch.Generator(), linear="onednn").generate(batch, GREEDY))
+    assert_same(after, HFEngine(policy, PAD, torch.Generator(), linear="blas").generate(batch, GREEDY))
+    assert [g.token_ids for g in after] != [g.token_ids for g in before]
 
 
 @pytest.mark.parametrize("mask_kind", ["boolean", "additive", "none"])

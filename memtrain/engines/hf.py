@@ -63,6 +63,8 @@ class HFEngine:
         self.generator = generator
         self.max_batch_size = max_batch_size
         self.linear = linear_kernels.resolve(linear, device, next(model.parameters()).dtype)
+        # One kernel for the engine's life, entered per call: it may keep state across calls (packed weights).
+        self._linear_kernel = linear_kernels.LINEAR_KERNELS[self.linear](max_batch_size)
         # Only the last position's logits are ever used; without this the prefill would materialise
         # a (batch, prompt length, vocabulary) tensor, by far the largest activation for long prompts.
         self._logits_kwargs = (
@@ -87,7 +89,7 @@ class HFEngine:
         try:
             with (
                 torch.inference_mode(),
-                linear_kernels.LINEAR_KERNELS[self.linear](),
+                self._linear_kernel.scope(self.model),
                 attention.decoding_attention(self.model, _device_of(self.model)),
             ):
                 return _Call(self, prompts, sampling, uniforms).run()

@@ -365,6 +365,23 @@ def test_onednn_linear_layers_decode_the_same_tokens(model):
     assert_same(onednn, blas)
 
 
+def test_onednn_decodes_bfloat16_as_torch(model):
+    """In bfloat16, greedy and sampled, the same tokens and log-probs up to bfloat16 rounding (bit for bit at
+    SmolLM2-135M's shapes, where torch's kernel is oneDNN's too; not at this tiny model's)."""
+    if torch.bfloat16 not in linear_kernels.onednn_dtypes():
+        pytest.skip("oneDNN has no bfloat16 linear on this CPU")
+    import copy
+
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    batch, sampled = prompts([9, 3, 17]), Sampling(max_new_tokens=12, temperature=1.0)
+    for sampling in (GREEDY, sampled):
+        blas = HFEngine(half, PAD, torch.Generator().manual_seed(3), linear="blas").generate(batch, sampling)
+        onednn = HFEngine(half, PAD, torch.Generator().manual_seed(3), linear="onednn").generate(batch, sampling)
+        assert [g.token_ids for g in onednn] == [g.token_ids for g in blas]
+        for ours, theirs in zip(onednn, blas):
+            torch.testing.assert_close(torch.tensor(ours.logprobs), torch.tensor(theirs.logprobs), atol=2e-2, rtol=1e-2)
+
+
 def test_auto_linear_is_onednn_on_cpu_for_float32_and_bfloat16_where_the_cpu_has_it():
     cpu = torch.device("cpu")
     bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()

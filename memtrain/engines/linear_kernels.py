@@ -1,28 +1,29 @@
 """Which kernel runs the policy's linear layers while the engine decodes (`rl.engine_linear`).
 
-On CPU, torch sends `F.linear` to MKL's sgemm (float32) or oneDNN with the weight in its plain layout
+On CPU, torch sends `F.linear` to MKL's sgemm (float32) or to oneDNN with the weight in its plain layout
 (bfloat16). At a decode step's shapes (1 to a few dozen rows against every weight matrix once) both stream
-the weights well below the memory bandwidth. oneDNN's linear op with the weight reordered once into its
-blocked layout (what torch.compile's CPU backend does to frozen weights) streams them about 1.5x faster at
-one and at eight rows, in float32 and bfloat16, with bfloat16 results bit for bit those of `F.linear`
-(`bench/rollout_throughput.py` measures both kernels in one run).
+the weights well below the memory bandwidth. oneDNN's linear op with each weight reordered once into its
+blocked layout (what torch.compile's CPU backend does to frozen weights) streams them faster: SmolLM2-135M's
+211 linear layers at one and at eight rows ran 1.7x and 2.1x faster than MKL in float32 (1.0x and 1.5x
+faster than oneDNN unpacked) and 1.4x and 1.6x faster than torch's kernel in bfloat16, with results bit
+for bit torch's at those shapes in bfloat16 (throw-away timings on this project's 2-core machine;
+`bench/rollout_throughput.py` measures both kernels in one run).
 
-The packed copy is valid only for the weights it was made from, and training changes them between calls.
+A packed copy is valid only for the weights it was made from, and training changes them between calls.
 Every in-place update (an optimizer step, `load_state_dict`) bumps a tensor's version counter, so a packed
 weight is kept with the version it was packed at and repacked when that moved: once per policy update in
-training, once per engine in evaluation. The cost is a second copy of the weights in memory for as long
-as the engine lives, and one reorder per update (about 80 ms in bfloat16, 260 ms in float32 for
-SmolLM2-135M on 2 cores).
+training, once per engine in evaluation. The cost is a second copy of the weights in memory for as long as
+the engine lives, and one reorder per update (about 80 ms in bfloat16, 260 ms in float32 for SmolLM2-135M
+on 2 cores).
 
-The switch swaps each `nn.Linear` of the model for a `PackedLinear` holding the same Parameter objects
-for the span of a generate call (the way torchao and bitsandbytes put their kernels in: module swaps),
-so the trainer's passes, its optimizer and `state_dict` see the model unchanged. A TorchFunctionMode
-would scope it with no swap, but it runs Python for every torch call of the forward, not just the 211
-linear ones: measured, that cost as much per decode step as oneDNN saved. The oneDNN ops,
-`torch.ops.mkldnn._linear_pointwise` and `_reorder_linear_weight`, are private: they are what
-torch.compile's CPU backend emits for linear layers, hence present in every CPU build with oneDNN since
-torch 2.0; they are looked up here and nowhere else, and `auto` falls back to torch's kernel when they
-are missing.
+The switch swaps each `nn.Linear` of the model for a `PackedLinear` holding the same Parameter objects for
+the span of a generate call (module swaps are how torchao and bitsandbytes put in their kernels), so the
+trainer's passes, its optimizer and `state_dict` see the model unchanged. A TorchFunctionMode would scope it
+without a swap, but it runs Python for every torch call of the forward, not just the linear ones: at batch 1
+in float32 it added about 10 ms to a 50-ms decode step, the swap about 3. The oneDNN ops,
+`torch.ops.mkldnn._linear_pointwise` and `_reorder_linear_weight`, are private: they are what torch.compile's
+CPU backend emits for linear layers, hence present in every CPU build with oneDNN since torch 2.0; they are
+looked up here and nowhere else, and `auto` falls back to torch's kernel when they are missing.
 """
 
 from __future__ import annotations

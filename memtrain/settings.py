@@ -135,7 +135,7 @@ class RL:
 
     @classmethod
     def of(cls, config: Mapping[str, Any]) -> RL:
-        return build(cls, config["rl"])
+        return section(cls, config)
 
     @property
     def runtime(self) -> Runtime:
@@ -154,7 +154,7 @@ class Runtime:
 
     @classmethod
     def of(cls, config: Mapping[str, Any]) -> Runtime:
-        return build(cls, config["rl"])
+        return section(cls, config)
 
 
 @from_schema("agent.budgets")

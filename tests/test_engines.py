@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -370,8 +372,6 @@ def test_onednn_decodes_bfloat16_as_torch(model):
     SmolLM2-135M's shapes, where torch's kernel is oneDNN's too; not at this tiny model's)."""
     if torch.bfloat16 not in linear_kernels.onednn_dtypes():
         pytest.skip("oneDNN has no bfloat16 linear on this CPU")
-    import copy
-
     half = copy.deepcopy(model).to(torch.bfloat16)
     batch, sampled = prompts([9, 3, 17]), Sampling(max_new_tokens=12, temperature=1.0)
     for sampling in (GREEDY, sampled):
@@ -449,8 +449,6 @@ def test_packed_weights_are_reused_until_the_weight_changes_in_place(dtype):
 
 def test_an_engine_decodes_with_the_policy_after_an_update(model):
     """The engine keeps packed weights across calls; after an optimizer step it must decode as a fresh engine."""
-    import copy
-
     policy = copy.deepcopy(model)
     batch = prompts([9, 3, 17])
     kept = HFEngine(policy, PAD, torch.Generator(), linear="onednn")

@@ -297,6 +297,31 @@ def test_continuous_batching_equals_the_uncached_reference(model, sampling, max_
     assert_same(sampler.generate(batch, stopping), expected)
 
 
+@pytest.mark.parametrize("max_batch_size", [2, 64])
+def test_identical_prompts_share_one_prefill_and_sample_apart(model, max_batch_size):
+    """A GRPO group's G copies of one prompt are prefilled once, yet each copy draws with its own uniforms:
+    the tokens are those of a cache-free decode of every copy, and the copies differ from each other."""
+    first, second = prompts([9, 6], seed=4)
+    batch = [first, second, first, first, list(second), first]
+    sampling = Sampling(max_new_tokens=8, temperature=1.0)
+    uniforms = torch.rand((len(batch), sampling.max_new_tokens), generator=torch.Generator().manual_seed(5))
+    prefilled: list[int] = []
+
+    def count_prefill_rows(module, args, kwargs):
+        if kwargs["input_ids"].shape[1] > 1:
+            prefilled.append(kwargs["input_ids"].shape[0])
+
+    handle = model.register_forward_pre_hook(count_prefill_rows, with_kwargs=True)
+    try:
+        generated = engine(model, seed=5, max_batch_size=max_batch_size).generate(batch, sampling)
+    finally:
+        handle.remove()
+    assert_same(generated, [reference_decode(model, p, sampling, uniforms[row]) for row, p in enumerate(batch)])
+    # Sorted by length, then by tokens: the four copies of `first` sit together, two per group of two slots.
+    assert prefilled == ([1, 1, 1] if max_batch_size == 2 else [2])
+    assert len({generated[row].token_ids for row in (0, 2, 3, 5)}) > 1
+
+
 def test_samples_do_not_depend_on_the_batch_size(model):
     batch = prompts([7, 2, 11, 4, 9, 6, 13])
     sampling = Sampling(max_new_tokens=9, temperature=1.0, stop_token_ids=(5, 17, 33))

@@ -109,8 +109,11 @@ class _Call:
         self.engine, self.prompts, self.sampling, self.uniforms = engine, prompts, sampling, uniforms
         self.model, self.device = engine.model, _device_of(engine.model)
         self.dtype = next(engine.model.parameters()).dtype
-        # Similar lengths share a prefill group, so that left padding wastes little compute.
-        self.waiting = deque(sorted(range(len(prompts)), key=lambda index: len(prompts[index])))
+        # Similar lengths share a prefill group, so that left padding wastes little compute; identical
+        # prompts end up side by side, so that they share a group and one prefill (_admit).
+        self.waiting = deque(
+            sorted(range(len(prompts)), key=lambda index: (len(prompts[index]), tuple(prompts[index])))
+        )
         slots = min(engine.max_batch_size, len(prompts))
         self.width = max(len(prompt) for prompt in prompts) + sampling.max_new_tokens
         self.cache = SlotCache(self.model.config.num_hidden_layers, slots, self.width)
@@ -144,11 +147,25 @@ class _Call:
         ]
 
     def _admit(self) -> None:
-        """Prefill free slots with the shortest waiting prompts, as one left-padded group."""
-        free = [slot for slot, prompt in enumerate(self.prompt_of) if prompt is None][: len(self.waiting)]
-        if not free:
+        """Prefill free slots with the shortest waiting prompts, as one left-padded group.
+
+        Identical prompts in the group (a GRPO group's first turn, a recall question asked G times) are
+        prefilled once and their cache rows and logits copied to the other slots: a prompt's prefill
+        depends on its tokens only, and each copy still samples with its own uniforms."""
+        admitted = [slot for slot, prompt in enumerate(self.prompt_of) if prompt is None][: len(self.waiting)]
+        if not admitted:
             return
-        group = [self.waiting.popleft() for _ in free]
+        slot_of_prompt: dict[tuple[int, ...], int] = {}
+        free, group, copies = [], [], []  # the slots and prompts prefilled; (source, target) slots copied
+        for slot in admitted:
+            index = self.waiting.popleft()
+            source = slot_of_prompt.setdefault(tuple(self.prompts[index]), slot)
+            if source == slot:
+                free.append(slot)
+                group.append(index)
+            else:
+                copies.append((source, slot))
+            self.prompt_of[slot] = index
         lengths = [len(self.prompts[index]) for index in group]
         width = max(lengths)
         input_ids = torch.full((len(group), width), self.engine.pad_token_id, dtype=torch.long)
@@ -177,8 +194,11 @@ class _Call:
             self.logits = logits.new_empty((len(self.prompt_of), logits.shape[-1]))
         self.logits[rows] = logits
         self.start[rows], self.write[rows] = start, width
-        for slot, index in zip(free, group):
-            self.prompt_of[slot] = index
+        if copies:
+            sources, targets = (torch.as_tensor(slots, device=self.device) for slots in zip(*copies))
+            self.cache.copy(sources, targets, width)
+            self.logits[targets] = self.logits[sources]
+            self.start[targets], self.write[targets] = self.start[sources], width
 
     def _sample(self, live: list[int]) -> None:
         """Draw each live slot's next token and free the slots whose sequence ends with it."""

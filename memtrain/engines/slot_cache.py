@@ -84,6 +84,13 @@ class SlotCache(Cache):
         """The next forward pass advances every slot by one token, written at its column in `write`."""
         self.state.prefill_rows, self.state.write = None, write
 
+    def copy(self, sources: torch.Tensor, targets: torch.Tensor, columns: int) -> None:
+        """Give each target slot the first `columns` columns of its source slot (a prompt prefilled once)."""
+        for layer in self.layers:
+            if layer.is_initialized:
+                layer.keys[targets, :, :columns] = layer.keys[sources, :, :columns]
+                layer.values[targets, :, :columns] = layer.values[sources, :, :columns]
+
     def compact(self, keep: torch.Tensor) -> None:
         """Keep only these slots, in this order.
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -23,21 +22,19 @@ from verl.workers.rollout.replica import TokenOutput
 from memtrain.distributed import advantages, agent_loops, data, train, verl_config
 from memtrain.engines import Sampling
 from memtrain.engines.hf import HFEngine
+from memtrain.engines.request_batcher import RequestBatcher
 from memtrain.models import load_policy, load_saved_tokenizer
 from memtrain.rl import kinds
 from memtrain.rl.samples import Group, Member, Rollout, Sample
 
 
 class HFServer:
-    """veRL's LLM server client, answered by the in-process HF engine (one request at a time), with the weight
-    version fields veRL's client adds to every reply (`global_steps`, `min_/max_global_steps`)."""
+    """veRL's LLM server client, answered by the in-process HF engine through the HF replica's RequestBatcher,
+    with the weight version fields veRL's client adds to every reply (`global_steps`, `min_/max_global_steps`)."""
 
     def __init__(self, engine: HFEngine, global_steps: int = 1) -> None:
-        self.engine, self.lock, self.requests, self.global_steps = engine, threading.Lock(), [], global_steps
-
-    def _generate(self, prompt_ids, sampling: Sampling):
-        with self.lock:  # the HF engine decodes one call at a time
-            return self.engine.generate([prompt_ids], sampling)
+        self.engine, self.requests, self.global_steps = engine, [], global_steps
+        self.batcher = RequestBatcher(engine, tag=lambda: self.global_steps)
 
     async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs) -> TokenOutput:
         self.requests.append(dict(sampling_params))
@@ -47,8 +44,7 @@ class HFServer:
             sampling_params["top_p"],
             tuple(sampling_params["stop_token_ids"]),
         )
-        (generation,) = await asyncio.to_thread(self._generate, prompt_ids, sampling)
-        steps = self.global_steps
+        generation, steps = await self.batcher.generate(prompt_ids, sampling)
         return TokenOutput(
             token_ids=list(generation.token_ids),
             log_probs=list(generation.logprobs),

@@ -12,7 +12,6 @@ Loaded in every veRL process through VERL_USE_EXTERNAL_MODULES (memtrain.distrib
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,10 +30,12 @@ def server_name(replica_rank: int) -> str:
 
 @ray.remote(num_cpus=0)
 class HFRolloutServer:
-    """One replica: the policy in an HFEngine, one generation at a time (the engine is not re-entrant)."""
+    """One replica: the policy in an HFEngine. veRL sends one prompt per request; the requests that arrive
+    while an engine call runs are served together by the next one (memtrain.engines.request_batcher)."""
 
     def __init__(self, model_path: str, max_model_len: int, seed: int) -> None:
         from memtrain.engines.hf import HFEngine
+        from memtrain.engines.request_batcher import RequestBatcher
         from memtrain.models import load_policy, load_saved_tokenizer
 
         torch.set_num_threads(1)
@@ -43,8 +44,8 @@ class HFRolloutServer:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.engine = HFEngine(self.model, pad_token_id=pad, generator=torch.Generator().manual_seed(seed))
         self.max_model_len, self.eos = max_model_len, tokenizer.eos_token_id
-        self.lock = asyncio.Lock()
         self.global_steps = 0  # the version of the weights held: 0 until the first push
+        self.batcher = RequestBatcher(self.engine, tag=lambda: self.global_steps)
 
     def get_server_address(self) -> str:
         return f"{ray.util.get_node_ip_address()}:hf"
@@ -69,9 +70,7 @@ class HFRolloutServer:
         self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str, **kwargs
     ) -> TokenOutput:
         sampling = self._sampling(dict(sampling_params), len(prompt_ids))
-        async with self.lock:
-            (generation,) = await asyncio.to_thread(self.engine.generate, [list(prompt_ids)], sampling)
-            steps = self.global_steps
+        generation, steps = await self.batcher.generate(prompt_ids, sampling)
         return TokenOutput(
             token_ids=list(generation.token_ids),
             log_probs=list(generation.logprobs),
@@ -81,7 +80,7 @@ class HFRolloutServer:
 
     async def load_weights(self, named: dict[str, torch.Tensor], global_steps: int | None) -> int:
         """Take the trained weights; every name must be one of the model's (a mismatch would sample stale weights)."""
-        async with self.lock:
+        async with self.batcher.lock:
             own = self.model.state_dict()
             unknown = sorted(set(named) - set(own))
             if unknown:

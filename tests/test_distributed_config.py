@@ -100,6 +100,17 @@ def test_the_paper_config_builds_a_valid_veRL_config_for_every_training(cfg):
     assert kinds.MEMTRAIN.turn_lengths(paper, paper["memtrain"]) == (1024 + 5120 + 1024, 1024)
 
 
+def test_a_micro_batch_too_small_for_one_turn_is_a_config_error(cfg):
+    """veRL would assert it in a worker after the rollouts; the config names the field before anything starts."""
+    prompt, reply = kinds.MEMTRAIN.turn_lengths(cfg, cfg["memtrain"])
+    cfg["trainer"]["verl"]["max_tokens_per_gpu"] = prompt + reply
+    verl_config.build(cfg, "memtrain", cfg["memtrain"], PATHS, num_items=8, experiment="x")
+    cfg["trainer"]["verl"]["max_tokens_per_gpu"] = prompt + reply - 1
+    with pytest.raises(InputError, match="cannot hold one memtrain turn") as error:
+        verl_config.build(cfg, "memtrain", cfg["memtrain"], PATHS, num_items=8, experiment="x")
+    assert "trainer.verl.max_tokens_per_gpu" in str(error.value)
+
+
 def test_dapo_refill_is_bounded_by_our_sampler_and_not_by_a_concurrency_limit(cfg):
     cfg["rl"]["filter"]["max_refill_rounds"] = 3
     built = verl_config.build(cfg, "memtrain", cfg["memtrain"], PATHS, num_items=8, experiment="x")

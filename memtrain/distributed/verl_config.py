@@ -143,6 +143,13 @@ def overrides(
             field="rl.loss.normaliser",
         )
     prompt_length, response_length = kinds.get(kind).turn_lengths(params, schedule)
+    if cluster["max_tokens_per_gpu"] < prompt_length + response_length:
+        # veRL's dynamic batching asserts this inside a worker, after the step's rollouts have run
+        raise InputError(
+            f"{cluster['max_tokens_per_gpu']} tokens per micro-batch cannot hold one {kind} turn of up to "
+            f"{prompt_length} prompt + {response_length} reply tokens: veRL never splits a sequence",
+            field="trainer.verl.max_tokens_per_gpu",
+        )
     epochs = math.ceil(plan.steps * plan.batch_size / num_items)
     actor, rollout = "actor_rollout_ref.actor", "actor_rollout_ref.rollout"
     settings = {

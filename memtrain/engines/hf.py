@@ -152,16 +152,16 @@ class _Call:
         Identical prompts in the group (a GRPO group's first turn, a recall question asked G times) are
         prefilled once and their cache rows and logits copied to the other slots: a prompt's prefill
         depends on its tokens only, and each copy still samples with its own uniforms."""
-        admitted = [slot for slot, prompt in enumerate(self.prompt_of) if prompt is None][: len(self.waiting)]
-        if not admitted:
+        free = [slot for slot, prompt in enumerate(self.prompt_of) if prompt is None][: len(self.waiting)]
+        if not free:
             return
         slot_of_prompt: dict[tuple[int, ...], int] = {}
-        free, group, copies = [], [], []  # the slots and prompts prefilled; (source, target) slots copied
-        for slot in admitted:
+        filled, group, copies = [], [], []  # the slots and prompts prefilled; (source, target) slots copied
+        for slot in free:
             index = self.waiting.popleft()
             source = slot_of_prompt.setdefault(tuple(self.prompts[index]), slot)
             if source == slot:
-                free.append(slot)
+                filled.append(slot)
                 group.append(index)
             else:
                 copies.append((source, slot))
@@ -171,7 +171,7 @@ class _Call:
         input_ids = torch.full((len(group), width), self.engine.pad_token_id, dtype=torch.long)
         for row, index in enumerate(group):
             input_ids[row, width - lengths[row] :] = torch.as_tensor(self.prompts[index], dtype=torch.long)
-        rows = torch.as_tensor(free, device=self.device)
+        rows = torch.as_tensor(filled, device=self.device)
         start = width - torch.as_tensor(lengths, device=self.device)
         columns = self.columns[:width]
         # Query column q of a row sees key columns from the row's start up to q: causal, padding masked.

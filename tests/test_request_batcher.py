@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
 import torch
 
 from memtrain.engines import Generation, Sampling
@@ -82,6 +83,23 @@ def test_requests_started_together_are_one_call_equal_to_the_engines_own_batch()
 
     assert [generation for generation, _ in asyncio.run(together())] == direct
     assert calls == [len(prompts)]
+
+
+@pytest.mark.parametrize(("wait", "calls"), [(0.0, [[[1]], [[2]]]), (0.5, [[[1], [2]]])])
+def test_an_idle_batcher_waits_for_the_rest_of_a_burst(wait, calls):
+    """A request 20 ms behind the first one joins its call only when the batcher waits for bursts."""
+    engine = RecordingEngine()
+    engine.release.set()
+    batcher = RequestBatcher(engine, tag=lambda: 0, wait=wait)
+
+    async def burst():
+        first = asyncio.ensure_future(batcher.generate([1], SHORT))
+        await asyncio.sleep(0.02)
+        return await asyncio.gather(first, batcher.generate([2], SHORT))
+
+    replies = asyncio.run(burst())
+    assert [batch for batch, _ in engine.calls] == calls
+    assert [reply[0].token_ids for reply in replies] == [(1,), (2,)]
 
 
 def test_an_engine_error_fails_every_request_of_its_call_and_the_next_call_still_runs():

@@ -22,6 +22,9 @@ from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
 
 NAME = "hf"
+# How long an idle replica waits for the rest of a turn's requests before decoding (RequestBatcher.wait): the
+# sessions' requests of one turn reach it over a few milliseconds, and each call then lasts seconds.
+BURST_WAIT = 0.05
 
 
 def server_name(replica_rank: int) -> str:
@@ -45,7 +48,7 @@ class HFRolloutServer:
         self.engine = HFEngine(self.model, pad_token_id=pad, generator=torch.Generator().manual_seed(seed))
         self.max_model_len, self.eos = max_model_len, tokenizer.eos_token_id
         self.global_steps = 0  # the version of the weights held: 0 until the first push
-        self.batcher = RequestBatcher(self.engine, tag=lambda: self.global_steps)
+        self.batcher = RequestBatcher(self.engine, tag=lambda: self.global_steps, wait=BURST_WAIT)
 
     def get_server_address(self) -> str:
         return f"{ray.util.get_node_ip_address()}:hf"

@@ -33,10 +33,14 @@ class RequestBatcher(Generic[Tag]):
     `tag` is read right after each call, inside the lock, and returned with each Generation: a server
     stamps its replies with the weight version that produced them (veRL's global_steps). Whoever changes
     the engine's weights holds `lock`, so no call straddles an update.
+
+    `wait` (seconds) is how long an idle batcher waits after a request before its first call, so that the
+    rest of a burst that arrives over a few milliseconds (a turn's requests from many sessions) joins it,
+    as Triton's `max_queue_delay` does; once calls run back to back, requests queue during them anyway.
     """
 
-    def __init__(self, engine: Engine, tag: Callable[[], Tag]) -> None:
-        self.engine, self.tag = engine, tag
+    def __init__(self, engine: Engine, tag: Callable[[], Tag], wait: float = 0.0) -> None:
+        self.engine, self.tag, self.wait = engine, tag, wait
         self.lock = asyncio.Lock()  # one engine call, or one weight update, at a time
         self.waiting: dict[Sampling, list[tuple[list[int], asyncio.Future[tuple[Generation, Tag]]]]] = {}
         self.worker: asyncio.Task[None] | None = None
@@ -49,7 +53,7 @@ class RequestBatcher(Generic[Tag]):
         return await reply
 
     async def _work(self) -> None:
-        await asyncio.sleep(0)  # requests started together (a gather) all queue before the first call
+        await asyncio.sleep(self.wait)  # at 0 still a yield: requests started together (a gather) all queue first
         while self.waiting:
             async with self.lock:
                 sampling = next(iter(self.waiting))  # the oldest queue first

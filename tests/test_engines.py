@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from tiny_llama import tiny_llama
 
 from memtrain.engines import Engine, Generation, Sampling, attention, linear_kernels
 from memtrain.engines.hf import HFEngine
@@ -17,23 +18,7 @@ PAD = 0
 
 @pytest.fixture(scope="module")
 def model():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    # A larger initializer_range than the default 0.02 gives peaked next-token distributions, so that
-    # greedy choices are not near-ties that float noise from padding could flip.
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        initializer_range=0.2,
-        pad_token_id=PAD,
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama(VOCAB, max_position_embeddings=256, pad_token_id=PAD)
 
 
 def engine(model, seed: int = 0, max_batch_size: int = 64) -> HFEngine:

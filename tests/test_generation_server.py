@@ -12,6 +12,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 import torch
+from tiny_llama import tiny_llama
 
 from memtrain import stages
 from memtrain.data import qa
@@ -34,20 +35,7 @@ SETTINGS = {
 
 @pytest.fixture(scope="module")
 def model():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    return LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=120,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            initializer_range=0.2,
-        )
-    ).eval()
+    return tiny_llama(120)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 import torch
+from tiny_llama import tiny_llama
 
 from memtrain.engines import Generation, Sampling
 from memtrain.engines.hf import HFEngine
@@ -55,20 +56,7 @@ def test_requests_that_arrive_during_a_call_share_the_next_one_per_sampling():
 
 def test_requests_started_together_are_one_call_equal_to_the_engines_own_batch():
     """A gather of requests is one engine call: with the same generator seed, the tokens of one batched call."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-        initializer_range=0.2,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(64)
     prompts = [[5, 9, 3], [7, 2], [5, 9, 3], [11, 4, 6, 8]]
     sampling = Sampling(max_new_tokens=6, temperature=1.0)
     direct = HFEngine(model, 0, torch.Generator().manual_seed(3)).generate(prompts, sampling)

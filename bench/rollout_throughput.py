@@ -303,9 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     busy += [bandwidth_busy, peak_busy]
     ceilings: dict[tuple[str, int], float] = {}
     for kernel in engines:
+        # the layers as the engine runs them on this kernel, packed once (in the first ceiling's warm-up pass)
+        linear = linear_kernels.LINEAR_KERNELS[kernel](args.batch)
         for size in sizes:
-            # the layers as the engine runs them on this kernel; packing happens in the ceiling's warm-up pass
-            with linear_kernels.LINEAR_KERNELS[kernel](args.batch).scope(model):
+            with linear.scope(model):
                 ceilings[kernel, size], ceiling_busy = streaming_ceiling(matmul_layers(model), size)
             busy.append(ceiling_busy)
 

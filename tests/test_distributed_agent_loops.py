@@ -33,7 +33,7 @@ class HFServer:
     with the weight version fields veRL's client adds to every reply (`global_steps`, `min_/max_global_steps`)."""
 
     def __init__(self, engine: HFEngine, global_steps: int = 1) -> None:
-        self.engine, self.requests, self.global_steps = engine, [], global_steps
+        self.requests, self.global_steps = [], global_steps
         self.batcher = RequestBatcher(engine, tag=lambda: self.global_steps)
 
     async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs) -> TokenOutput:

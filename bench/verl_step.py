@@ -86,7 +86,7 @@ def local_step(policy_path: Path, documents: list, schedule: dict, root: Path, t
     return seconds[0]
 
 
-def verl_step(policy_path: Path, documents: list, schedule: dict, root: Path) -> tuple[float, float]:
+def verl_step(policy_path: Path, documents: list, schedule: dict, root: Path, threads: int) -> tuple[float, float]:
     cfg = config(verl=True)
     params = {"agent": cfg["agent"], "rl": cfg["rl"], "trainer": cfg["trainer"]}
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -104,6 +104,7 @@ def verl_step(policy_path: Path, documents: list, schedule: dict, root: Path) ->
         variant="full",
         mask_token="[MASK]",
         tracking_uri=uri,
+        threads=threads,
     )
     wall = time.perf_counter() - started
     client = mlflow.MlflowClient(uri)
@@ -128,7 +129,7 @@ def main() -> None:
         }
         documents = [DOCUMENT] * args.documents
         local = local_step(policy, documents, schedule, scratch / "local", args.threads)
-        step, wall = verl_step(policy, documents, schedule, scratch / "verl")
+        step, wall = verl_step(policy, documents, schedule, scratch / "verl", args.threads)
     print(f"one step, {args.documents} documents x G1 {schedule['group_size']}:")
     print(f"  local trainer  {local:8.2f} s")
     print(f"  veRL trainer   {step:8.2f} s   ratio veRL / local = {step / local:.2f}")

@@ -140,7 +140,7 @@ def test_the_cpu_overlay_builds_a_valid_veRL_config_on_the_cpu_platform():
     cfg = memtrain_config.load(
         ROOT / "config" / "test.yaml", yaml.safe_load((ROOT / "config" / "test-verl.yaml").read_text())
     )
-    built = verl_config.build(cfg, "memtrain", cfg["memtrain"], PATHS, num_items=8, experiment="x")
+    built = verl_config.build(cfg, "memtrain", cfg["memtrain"], PATHS, num_items=8, experiment="x", threads=3)
     actor = built.actor_rollout_ref.actor
     assert built.trainer.device == "cpu" and actor.strategy == "fsdp2" and built.actor_rollout_ref.rollout.name == "hf"
     assert dict(actor.fsdp_config.mixed_precision) == {
@@ -150,6 +150,9 @@ def test_the_cpu_overlay_builds_a_valid_veRL_config_on_the_cpu_platform():
     }
     env = built.ray_kwargs.ray_init.runtime_env.env_vars
     assert env.VERL_PLATFORM == "cpu" and env.VERL_USE_EXTERNAL_MODULES == ",".join(verl_config.EXTERNAL_MODULES)
+    # Every Ray worker, and the driver, computes with the job's threads; on GPUs the threads are Ray's to set.
+    assert env.OMP_NUM_THREADS == "3" and verl_config.environment(cfg["trainer"]["verl"], 3) == dict(env)
+    assert "OMP_NUM_THREADS" not in verl_config.environment({**cfg["trainer"]["verl"], "device": "cuda"}, 3)
     assert built.ray_kwargs.ray_init.num_gpus == 1
     cfg["trainer"]["verl"]["gpus_per_node"] = 2
     with pytest.raises(InputError, match="gpus_per_node 1"):

@@ -41,7 +41,7 @@ class HFRolloutServer:
         from memtrain.engines.request_batcher import RequestBatcher
         from memtrain.models import load_policy, load_saved_tokenizer
 
-        torch.set_num_threads(1)
+        # Threads: OMP_NUM_THREADS, the job's cores on the CPU platform (verl_config.environment).
         self.model = load_policy(model_path, device="cpu", dtype="float32")
         tokenizer = load_saved_tokenizer(model_path)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

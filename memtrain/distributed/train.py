@@ -86,6 +86,7 @@ def prepare(
     retriever_url: str | None = None,
     resume_from: str | os.PathLike | None = None,
     stop_after: int | None = None,
+    threads: int = 1,
 ) -> Path:
     """Write the dataset, the agent settings and registry, and the validated veRL config; the config's path.
 
@@ -110,7 +111,7 @@ def prepare(
         tmp.write_text(yaml.safe_dump(loop_registry(settings_path), sort_keys=False))
     count = data.write(kind, items, paths.train_file)
     steps = schedule["steps"] if stop_after is None else min(stop_after, schedule["steps"])
-    config = verl_config.build(params, kind, {**schedule, "steps": steps}, paths, count, experiment)
+    config = verl_config.build(params, kind, {**schedule, "steps": steps}, paths, count, experiment, threads)
     return verl_config.save(config, root / "verl.yaml")
 
 
@@ -163,13 +164,15 @@ def run(
     exports: Mapping[int, str | os.PathLike] | None = None,
     tracking_uri: str | None = None,
     stop_after: int | None = None,
+    threads: int = 1,
 ) -> dict[str, Any]:
     """The whole training on the SLURM job's nodes (or this machine); its summary, as the local trainer's.
 
     `continue_from` is a finished run's global_step folder that a run with no checkpoint of its own
     starts from, optimizer, schedule and data order included (post-training scaling); `exports` maps
     steps to folders that receive the policy of that step, which the run must checkpoint. veRL's MLflow
-    logger writes its step metrics to `tracking_uri`, the pipeline's own store.
+    logger writes its step metrics to `tracking_uri`, the pipeline's own store. `threads` are the job's
+    cores, which each veRL process computes with on the CPU platform.
     """
     cluster = params["trainer"]["verl"]
     started = time.perf_counter()
@@ -187,10 +190,11 @@ def run(
         retriever_url,
         resume_from,
         stop_after,
+        threads,
     )
     env = {
         **os.environ,
-        **verl_config.environment(cluster),
+        **verl_config.environment(cluster, threads),
         **({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {}),
     }
     command = [sys.executable, "-m", "memtrain.distributed", str(config_path)]

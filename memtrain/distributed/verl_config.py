@@ -29,12 +29,16 @@ FILTER_METRIC = "dapo_signal"
 EXTERNAL_MODULES = ("memtrain.distributed.cpu_platform", "memtrain.distributed.hf_rollout")
 
 
-def environment(cluster: Mapping[str, Any]) -> dict[str, str]:
-    """Environment of every veRL process (driver and Ray workers) for the cluster section `trainer.verl`."""
+def environment(cluster: Mapping[str, Any], threads: int = 1) -> dict[str, str]:
+    """Environment of every veRL process (driver and Ray workers) for the cluster section `trainer.verl`.
+
+    On the CPU platform each process computes with the job's `threads`: the rollout replica and the actor's
+    worker take turns (hybrid mode), so both can have them all. One thread each made a SmolLM2-135M step
+    1.54x slower on 2 cores (bench/verl_step.py)."""
     env = {"VERL_USE_EXTERNAL_MODULES": ",".join(EXTERNAL_MODULES), "TOKENIZERS_PARALLELISM": "false"}
     if cluster["device"] == "cpu":
         # veRL's FSDP engine registers itself for cuda and npu devices only; on the CPU platform it runs as is
-        env.update(VERL_PLATFORM="cpu", VERL_ENGINE_DEVICE="cuda", OMP_NUM_THREADS="1")
+        env.update(VERL_PLATFORM="cpu", VERL_ENGINE_DEVICE="cuda", OMP_NUM_THREADS=str(threads))
     return env
 
 
@@ -51,10 +55,10 @@ def _filter_settings(rl: RL, schedule: Schedule) -> dict[str, Any]:
     }
 
 
-def _device_settings(rl: RL, cluster: Mapping[str, Any]) -> dict[str, Any]:
+def _device_settings(rl: RL, cluster: Mapping[str, Any], threads: int) -> dict[str, Any]:
     """Overrides that follow from the device and from our dtype rather than from the algorithm."""
     actor, ref = "actor_rollout_ref.actor", "actor_rollout_ref.ref"
-    settings: dict[str, Any] = {"+ray_kwargs.ray_init.runtime_env.env_vars": environment(cluster)}
+    settings: dict[str, Any] = {"+ray_kwargs.ray_init.runtime_env.env_vars": environment(cluster, threads)}
     if rl.dtype == "float32":  # veRL's default computes in bf16 with fp32 master weights; ours asks for fp32
         precision = {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
         settings.update(
@@ -122,7 +126,13 @@ def _value(value: Any) -> str:
 
 
 def overrides(
-    params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], paths: Paths, num_items: int, experiment: str
+    params: Mapping[str, Any],
+    kind: str,
+    schedule: Mapping[str, Any],
+    paths: Paths,
+    num_items: int,
+    experiment: str,
+    threads: int = 1,
 ) -> list[str]:
     """hydra overrides of veRL's ppo_trainer for one training.
 
@@ -228,7 +238,7 @@ def overrides(
         "trainer.project_name": "memtrain",
         "trainer.experiment_name": experiment,
         **_filter_settings(rl, plan),
-        **_device_settings(rl, cluster),
+        **_device_settings(rl, cluster, threads),
     }
     return [f"{key}={_value(value)}" for key, value in settings.items()]
 
@@ -258,10 +268,16 @@ def validate(config) -> None:
 
 
 def build(
-    params: Mapping[str, Any], kind: str, schedule: Mapping[str, Any], paths: Paths, num_items: int, experiment: str
+    params: Mapping[str, Any],
+    kind: str,
+    schedule: Mapping[str, Any],
+    paths: Paths,
+    num_items: int,
+    experiment: str,
+    threads: int = 1,
 ):
-    """The complete, validated veRL config of one training."""
-    config = compose(overrides(params, kind, schedule, paths, num_items, experiment))
+    """The complete, validated veRL config of one training (`threads`: each process's, on the CPU platform)."""
+    config = compose(overrides(params, kind, schedule, paths, num_items, experiment, threads))
     validate(config)
     return config
 

@@ -407,6 +407,7 @@ def _posttrain_on_verl(
             continue_from=source,
             exports=exports,
             tracking_uri=tracking_uri(job.results_dir),
+            threads=job.threads,
         )
 
 

@@ -49,6 +49,7 @@ def memtrain_train(job: Job, run) -> None:
             variant=variant,
             mask_token=mask_token,
             tracking_uri=tracking_uri(job.results_dir),
+            threads=job.threads,
         )
         run.log_dict(summary, "outputs/training.json")
         prune_checkpoints(run, job, summary, job.output.final)

@@ -2,10 +2,12 @@
 
 veRL ships vLLM, SGLang and TensorRT-LLM replicas, all GPU-only. This one serves veRL's agent loops from
 the same batched engine the local trainer samples with, so the veRL back-end runs on a CPU (the test
-suite, a laptop) and on a GPU node without vLLM. Hybrid mode: one Ray actor per replica holds its own
-copy of the policy, and the actor's rank-0 worker pushes the trained weights to it after every update
-(veRL's naive checkpoint engine calls `update_weights`), tagged with veRL's global step so that its
-staleness metrics see which weights produced each sequence.
+suite, a laptop) and on a GPU node without vLLM; there it still decodes on the node's CPU cores (it asks
+Ray for no GPU, and holds the policy in float32 in host memory), which suits a small policy or a trial of
+the pipeline, not the paper's rollouts. Hybrid mode: one Ray actor per replica holds its own copy of the
+policy, and the actor's rank-0 worker pushes the trained weights to it after every update (veRL's naive
+checkpoint engine calls `update_weights`), tagged with veRL's global step so that its staleness metrics
+see which weights produced each sequence.
 
 Loaded in every veRL process through VERL_USE_EXTERNAL_MODULES (memtrain.distributed.verl_config).
 """

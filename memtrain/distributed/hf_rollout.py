@@ -47,10 +47,10 @@ class HFRolloutServer:
         self.model = load_policy(model_path, device="cpu", dtype="float32")
         tokenizer = load_saved_tokenizer(model_path)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.engine = HFEngine(self.model, pad_token_id=pad, generator=torch.Generator().manual_seed(seed))
+        engine = HFEngine(self.model, pad_token_id=pad, generator=torch.Generator().manual_seed(seed))
         self.max_model_len, self.eos = max_model_len, tokenizer.eos_token_id
         self.global_steps = 0  # the version of the weights held: 0 until the first push
-        self.batcher = RequestBatcher(self.engine, tag=lambda: self.global_steps, wait=BURST_WAIT)
+        self.batcher = RequestBatcher(engine, tag=lambda: self.global_steps, wait=BURST_WAIT)
 
     def get_server_address(self) -> str:
         return f"{ray.util.get_node_ip_address()}:hf"

@@ -47,6 +47,10 @@ MATMUL_SIZE = 2048  # square matmul in the weights' dtype for the compute peak, 
 MATMUL_REPEATS = 10
 CEILING_REPEATS = 10
 LOGPROB_REPEATS = 2
+# Issue 16's targets: batched / sequential, and batch-1 decode as a share of its bound. Both assume prefills
+# that batching cannot shrink; the report sets them against each other (batching_ceiling).
+TARGET_RATIO = 5.0
+TARGET_BATCH1_SHARE = 0.8
 BUSY_CORES = 0.2  # cores used by other processes during a timed step above which the summary warns
 
 T = TypeVar("T")
@@ -108,14 +112,26 @@ def available_kernels(dtype: torch.dtype) -> list[str]:
     return ["blas", "onednn"] if onednn else ["blas"]
 
 
-def run_trajectories(engine: HFEngine, prefixes: Sequence[list[int]], sampling: Sampling, turns: int) -> int:
-    """Advance all trajectories in lockstep, one generate call per turn; returns the tokens generated."""
-    prompts, generated = list(prefixes), 0
+def run_trajectories(
+    engine: HFEngine, prefixes: Sequence[list[int]], sampling: Sampling, turns: int
+) -> tuple[int, list[list[list[int]]]]:
+    """Advance all trajectories in lockstep, one generate call per turn; returns the tokens generated and
+    the prompts of each call."""
+    prompts, generated, calls = list(prefixes), 0, []
     for _ in range(turns):
+        calls.append(prompts)
         outputs = engine.generate(prompts, sampling)
         generated += sum(len(output.token_ids) for output in outputs)
         prompts = [prefix + list(output.token_ids) for prefix, output in zip(prefixes, outputs)]
-    return generated
+    return generated, calls
+
+
+def prefill_seconds(engine: HFEngine, calls: Sequence[Sequence[list[int]]]) -> tuple[float, float]:
+    """(seconds of the same generate calls with one new token each, other processes' cores): a mode's
+    prefills and per-call work, its time less its decode steps."""
+    one_token = Sampling(max_new_tokens=1)
+    runs = [timed(lambda prompts=prompts: engine.generate(prompts, one_token)) for prompts in calls]
+    return sum(run[1] for run in runs), max(run[2] for run in runs)
 
 
 def decode_rate(engine: HFEngine, prompts: Sequence[list[int]], sampling: Sampling) -> tuple[float, float, float]:
@@ -200,6 +216,26 @@ def logprob_pass(
     return forward_seconds, backward_seconds, max(forward_busy, backward_busy)
 
 
+def batching_ceiling(rest_sequential: float, rest_batched: float, batch: int, steps: int, rate_1: float) -> float:
+    """The most batched / sequential can be with these prefills at a batch-1 decode rate `rate_1`.
+
+    A mode's time is its rest R (prefills and per-call work, compute-bound: `prefill_seconds`) plus its decode
+    steps, `steps` = turns x (new tokens - 1) per trajectory. With s1 = 1 / rate_1 a batch-1 step, even batch-B
+    steps as cheap as batch-1 steps leave the ratio at most (R_seq + B steps s1) / (R_batched + steps s1): a
+    ceiling that falls as decode gets faster, towards R_seq / R_batched."""
+    return (rest_sequential + batch * steps / rate_1) / (rest_batched + steps / rate_1)
+
+
+def batch1_rate_for(target: float, rest_sequential: float, rest_batched: float, batch: int, steps: int) -> float | None:
+    """The fastest batch-1 decode (tokens/s) at which batching_ceiling still reaches `target`: from
+    s1 >= (target R_batched - R_seq) / ((B - target) steps). None where no decode speed reaches it (B <= target),
+    infinite where every speed does."""
+    if batch <= target:
+        return None
+    slowest_step = (target * rest_batched - rest_sequential) / ((batch - target) * steps)
+    return float("inf") if slowest_step <= 0 else 1 / slowest_step
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -275,15 +311,25 @@ def main(argv: list[str] | None = None) -> int:
         f"{engine.linear} ...",
         flush=True,
     )
-    batched_tokens, batched, batched_busy = timed(lambda: run_trajectories(engine, prefixes, sampling, args.turns))
+    (batched_tokens, batched_calls), batched, batched_busy = timed(
+        lambda: run_trajectories(engine, prefixes, sampling, args.turns)
+    )
     busy.append(batched_busy)
     assert batched_tokens == total, "stop_token_ids=() must give every sequence new-tokens tokens"
     if not args.skip_sequential:
-        sequential_tokens, sequential, sequential_busy = timed(
-            lambda: sum(run_trajectories(engine, [prefix], sampling, args.turns) for prefix in prefixes)
+        trajectories, sequential, sequential_busy = timed(
+            lambda: [run_trajectories(engine, [prefix], sampling, args.turns) for prefix in prefixes]
         )
         busy.append(sequential_busy)
-        assert sequential_tokens == total, "stop_token_ids=() must give every sequence new-tokens tokens"
+        assert sum(tokens for tokens, _ in trajectories) == total, (
+            "stop_token_ids=() must give every sequence new-tokens tokens"
+        )
+        print("timing both modes' calls again with one new token (their prefills) ...", flush=True)
+        rest_batched, rest_busy = prefill_seconds(engine, batched_calls)
+        rest_sequential, sequential_rest_busy = prefill_seconds(
+            engine, [call for _, calls in trajectories for call in calls]
+        )
+        busy += [rest_busy, sequential_rest_busy]
 
     # Prefill is compute-bound and the same work in both modes, so its share caps what batching can gain;
     # it is the 1-token call of the batch-B decode timing.
@@ -333,6 +379,25 @@ def main(argv: list[str] | None = None) -> int:
             f"  (other processes: {sequential_busy:.2f} cores)"
         )
         print(f"  batched / sequential:        {sequential / batched:7.2f}x")
+        steps = args.turns * (args.new_tokens - 1)  # the first token of each turn comes with its prefill
+        rate_1 = args.batch * steps / (sequential - rest_sequential)  # the sequential run's batch-1 decode
+        limits = (rest_sequential, rest_batched, args.batch, steps)
+        bound_1 = min(bandwidth / weight_bytes, peak / flops_per_token)
+        print(
+            f"  prefill and per-call work:   {rest_sequential:7.2f} s sequential, {rest_batched:.2f} s batched"
+            f" (the same calls with one new token); batch-1 decode {rate_1:.1f} tokens/s in the sequential run"
+        )
+        print(
+            f"  batching ceiling:            {batching_ceiling(*limits, rate_1):7.2f}x with batch-{args.batch} steps as"
+            f" cheap as batch-1 steps; {batching_ceiling(*limits, TARGET_BATCH1_SHARE * bound_1):.2f}x if batch-1"
+            f" decode ran at {TARGET_BATCH1_SHARE:g} of its bound ({TARGET_BATCH1_SHARE * bound_1:.1f} tokens/s)"
+        )
+        needed = batch1_rate_for(TARGET_RATIO, *limits)
+        if needed is not None:
+            print(
+                f"  {TARGET_RATIO:g}x is within the ceiling only while batch-1 decode is at most {needed:.1f} tokens/s"
+                f" ({needed / bound_1:.2f} of its bound)"
+            )
     for kernel in engines:
         print(
             f"  prefill of the {args.batch} first-turn prompts (batch {args.batch}, 1 new token, best of "

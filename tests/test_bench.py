@@ -7,6 +7,7 @@ it starts veRL on Ray (about 75 s); docs/testing.md says so.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,8 @@ def test_rollout_throughput_runs_in_both_dtypes(tiny_policy, dtype):
         *("--model", str(tiny_policy), "--dtype", dtype, "--batch", "2", "--prompt-tokens", "8"),
         *("--new-tokens", "3", "--turns", "1", "--threads", "1"),
     )
-    assert f"({dtype})" in out and "batched / sequential:" in out and "forward + backward:" in out
+    assert f"({dtype})" in out and "batched / sequential:" in out and "batching ceiling:" in out
+    assert "forward + backward:" in out
     kernels = {line.split()[0] for line in out.splitlines() if line.strip().startswith(("blas ", "onednn "))}
     onednn = linear_kernels.resolve("auto", torch.device("cpu"), getattr(torch, dtype)) == "onednn"
     assert kernels == ({"blas", "onednn"} if onednn else {"blas"})
@@ -69,3 +71,18 @@ def test_data_throughput_runs(tmp_path):
         *("--pivots", "5", "--results-dir", str(tmp_path), "--no-mlflow"),
     )
     assert (tmp_path / "benchmarks" / "data.json").is_file() and "projected" in out.lower()
+
+
+def test_batching_ceiling_and_the_batch1_rate_it_allows_by_hand():
+    """8 trajectories of 192 decode steps, R_seq = 23.2 s and R_batched = 14.64 s of prefills. At 20 tokens/s
+    (s1 = 0.05 s): (23.2 + 8 x 9.6) / (14.64 + 9.6) = 100 / 24.24 = 4.1254. 5x needs
+    s1 >= (5 x 14.64 - 23.2) / (3 x 192) = 50 / 576 s: at most 11.52 tokens/s, where the ceiling is exactly 5."""
+    spec = importlib.util.spec_from_file_location("rollout_throughput", ROOT / "bench" / "rollout_throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    limits = (23.2, 14.64, 8, 192)
+    assert module.batching_ceiling(*limits, 20.0) == pytest.approx(100 / 24.24)
+    assert module.batch1_rate_for(5.0, *limits) == pytest.approx(576 / 50)
+    assert module.batching_ceiling(*limits, 576 / 50) == pytest.approx(5.0)
+    assert module.batch1_rate_for(5.0, 23.2, 14.64, 4, 192) is None  # batch 4 never gives 5x
+    assert module.batch1_rate_for(5.0, 23.2, 0.64, 8, 192) == float("inf")  # 5 x 0.64 < 23.2

@@ -1,7 +1,8 @@
 """The benchmarks under bench/ run end to end, as a user starts them, at sizes that take seconds.
 
 Their figures are not checked (timings are the machine's); what is checked is that every code path of a
-benchmark still runs against the package as it is now, and prints its summary. bench/verl_step.py is left out:
+benchmark still runs against the package as it is now, and prints its summary, and that the formulas a report
+derives from its timings give hand-computed values. bench/verl_step.py is left out:
 it starts veRL on Ray (about 75 s); docs/testing.md says so.
 """
 

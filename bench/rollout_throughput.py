@@ -349,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
             busy.append(size_busy)
     bandwidth, read_bandwidth, bandwidth_busy = memory_bandwidth()
     peak, peak_busy = matmul_peak(dtype)
+
+    def bound_terms(size: int) -> tuple[float, float]:
+        """(bandwidth term, compute term) of the decode bound at batch `size`, tokens/s; the bound is their min."""
+        return size * bandwidth / weight_bytes, peak / flops_per_token
+
     busy += [bandwidth_busy, peak_busy]
     ceilings: dict[tuple[str, int], float] = {}
     for kernel in engines:
@@ -385,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = args.turns * (args.new_tokens - 1)  # the first token of each turn comes with its prefill
         rate_1 = args.batch * steps / (sequential - rest_sequential)  # the sequential run's batch-1 decode
         limits = (rest_sequential, rest_batched, args.batch, steps)
-        bound_1 = min(bandwidth / weight_bytes, peak / flops_per_token)
+        bound_1 = min(bound_terms(1))
         print(
             f"  prefill and per-call work:   {rest_sequential:7.2f} s sequential, {rest_batched:.2f} s batched"
             f" (the same calls with one new token); batch-1 decode {rate_1:.1f} tokens/s in the sequential run"
@@ -429,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  {'ach/bound':>9}  {'ceiling':>9}  {'ms/step':>8}  {'ach/ceil':>8}   (tokens/s)"
     )
     for (kernel, size), rate in rates.items():
-        memory, compute = size * bandwidth / weight_bytes, peak / flops_per_token
+        memory, compute = bound_terms(size)
         bound, ceiling = min(memory, compute), size / ceilings[kernel, size]
         print(
             f"  {kernel:>6}  {size:>5}  {rate:9.1f}  {size * 1e3 / rate:8.1f}  {bound:9.1f}"
